@@ -1,0 +1,1 @@
+"""The activities the worker registers: everything that touches the world."""

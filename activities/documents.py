@@ -1,0 +1,243 @@
+"""Documents: reading them, the fields extracted from them, checking those
+fields, and entering them in the system of record."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from baton.gates import GateDecision
+from systems.erp import DocumentRegister
+
+DEFAULT_MAX_DOCUMENT_BYTES = 1024 * 1024
+DocType = Literal["invoice", "receipt", "purchase_order", "unknown"]
+
+
+class LoadRequest(BaseModel):
+    path: str
+
+
+class LoadedDocument(BaseModel):
+    path: str
+    name: str
+    size_bytes: int
+    sha256: str
+    text: str
+    readable: bool
+    problem: str | None = None
+
+
+class LineItem(BaseModel):
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+
+
+class ExtractedDocument(BaseModel):
+    """The fields the extraction step must return."""
+
+    doc_type: DocType
+    number: str | None = None
+    issue_date: str | None = Field(default=None, description="ISO date YYYY-MM-DD")
+    due_date: str | None = Field(default=None, description="ISO date YYYY-MM-DD")
+    party: str | None = Field(default=None, description="Vendor, merchant or supplier")
+    currency: str | None = Field(default=None, description="ISO 4217 code")
+    line_items: list[LineItem] = Field(default_factory=list)
+    subtotal: Decimal | None = None
+    tax: Decimal | None = None
+    total: Decimal | None = None
+
+
+class Finding(BaseModel):
+    code: str
+    message: str
+
+
+class ValidateRequest(BaseModel):
+    document: ExtractedDocument
+    readable: bool
+    problem: str | None = None
+
+
+class ValidationReport(BaseModel):
+    ok: bool
+    findings: list[Finding] = Field(default_factory=list)
+
+
+class EnterRequest(BaseModel):
+    document: ExtractedDocument
+    review: GateDecision | None = None
+
+
+class EntryReceipt(BaseModel):
+    entry_id: int
+    idempotency_key: str
+    created: bool = Field(description="False when an earlier attempt had already written it")
+
+
+def max_document_bytes() -> int:
+    return int(os.environ.get("BATON_MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES))
+
+
+@activity.defn
+def load_document(request: LoadRequest) -> LoadedDocument:
+    """Read a text document. A file that cannot be read at all fails the run
+    with the reason; one that reads but holds no usable text is returned
+    unreadable, so the run stops at review instead of failing."""
+    path = Path(request.path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise IsADirectoryError(path)
+        limit = max_document_bytes()
+        if size > limit:
+            raise ApplicationError(
+                f"{path} is {size / 1e6:.1f} MB; documents may be at most {limit / 1e6:.1f} MB. "
+                "Split the document or raise BATON_MAX_DOCUMENT_BYTES on the worker",
+                type="DocumentTooLarge",
+                non_retryable=True,
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ApplicationError(
+            f"no document at {path}: check the path (the worker reads it from its own disk)",
+            type="DocumentNotFound",
+            non_retryable=True,
+        ) from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise ApplicationError(
+            f"cannot read {path}: {type(err).__name__}; give the worker a readable file",
+            type="DocumentUnreadable",
+            non_retryable=True,
+        ) from None
+    text, problem = _decode(raw)
+    return LoadedDocument(
+        path=str(path),
+        name=path.name,
+        size_bytes=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        text=text,
+        readable=problem is None,
+        problem=problem,
+    )
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    if not raw.strip():
+        return "", "the file is empty"
+    if b"\x00" in raw:
+        return "", "the file is binary, not text"
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        return "", f"the file is not UTF-8 text ({err.reason} at byte {err.start})"
+
+
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "invoice": ("number", "issue_date", "party", "currency", "total"),
+    "receipt": ("issue_date", "party", "currency", "total"),
+    "purchase_order": ("number", "issue_date", "party", "currency", "total"),
+}
+CENT = Decimal("0.01")
+
+
+def check_document(request: ValidateRequest) -> ValidationReport:
+    """Deterministic checks: readable, known type, required fields present,
+    valid dates, and arithmetic that adds up."""
+    doc = request.document
+    findings: list[Finding] = []
+    if not request.readable:
+        findings.append(Finding(code="unreadable", message=request.problem or "no usable text"))
+    if doc.doc_type == "unknown":
+        findings.append(
+            Finding(code="unknown_type", message="not an invoice, receipt or purchase order")
+        )
+    for name in REQUIRED_FIELDS.get(doc.doc_type, ()):
+        if getattr(doc, name) in (None, ""):
+            findings.append(Finding(code="missing_field", message=f"{name} is missing"))
+    findings += _date_findings(doc)
+    findings += _arithmetic_findings(doc)
+    return ValidationReport(ok=not findings, findings=findings)
+
+
+def _date_findings(doc: ExtractedDocument) -> list[Finding]:
+    findings: list[Finding] = []
+    parsed: dict[str, date] = {}
+    for name in ("issue_date", "due_date"):
+        value = getattr(doc, name)
+        if value is None:
+            continue
+        try:
+            parsed[name] = date.fromisoformat(value)
+        except ValueError:
+            findings.append(
+                Finding(code="invalid_date", message=f"{name} '{value}' is not a valid date")
+            )
+    if len(parsed) == 2 and parsed["due_date"] < parsed["issue_date"]:
+        findings.append(
+            Finding(
+                code="due_before_issue",
+                message=f"due date {parsed['due_date']} is before issue date {parsed['issue_date']}",
+            )
+        )
+    return findings
+
+
+def _arithmetic_findings(doc: ExtractedDocument) -> list[Finding]:
+    findings: list[Finding] = []
+    for index, line in enumerate(doc.line_items, start=1):
+        if abs(line.quantity * line.unit_price - line.amount) > CENT:
+            findings.append(
+                Finding(
+                    code="line_mismatch",
+                    message=f"line {index}: {line.quantity} x {line.unit_price} != {line.amount}",
+                )
+            )
+    lines_sum = sum((line.amount for line in doc.line_items), Decimal(0))
+    net = doc.subtotal
+    if net is None and doc.total is not None:
+        net = doc.total - (doc.tax or Decimal(0))
+    if doc.line_items and net is not None and abs(lines_sum - net) > CENT:
+        findings.append(
+            Finding(
+                code="lines_do_not_sum",
+                message=f"line items sum to {lines_sum}, the document states {net}",
+            )
+        )
+    if doc.subtotal is not None and doc.total is not None:
+        expected = doc.subtotal + (doc.tax or Decimal(0))
+        if abs(expected - doc.total) > CENT:
+            findings.append(
+                Finding(
+                    code="total_mismatch",
+                    message=f"subtotal {doc.subtotal} + tax {doc.tax or 0} != total {doc.total}",
+                )
+            )
+    if doc.total is not None and doc.total <= 0:
+        findings.append(Finding(code="non_positive_total", message=f"total is {doc.total}"))
+    return findings
+
+
+@activity.defn
+async def validate_document(request: ValidateRequest) -> ValidationReport:
+    return check_document(request)
+
+
+@activity.defn
+def enter_document(request: EnterRequest) -> EntryReceipt:
+    """Write the document to the register, once per run and node visit."""
+    info = activity.info()
+    key = f"{info.workflow_id}/{info.activity_id}"
+    entry = DocumentRegister().enter(
+        idempotency_key=key, document=request.document.model_dump(mode="json")
+    )
+    return EntryReceipt(entry_id=entry.entry_id, idempotency_key=key, created=entry.created)

@@ -1,0 +1,1 @@
+"""Baton: the coordination layer for AI workflows on Temporal."""

@@ -1,0 +1,205 @@
+"""`baton`: run the embedded server and a worker, start runs, inspect them,
+decide gates, draw processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from baton.client import (
+    DecisionRefused,
+    StartError,
+    build_input,
+    connect,
+    decide,
+    inbox,
+    run_status,
+    start_run,
+)
+from baton.config import Settings
+from baton.gates import Decision
+from baton.runner import RunStatus
+from baton.server import EmbeddedServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baton", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run the embedded Temporal server")
+    server.add_argument("--port", type=int, default=7233)
+    server.add_argument("--ui-port", type=int, default=8233)
+    server.add_argument("--db", type=Path, help="SQLite file (default: <data dir>/temporal.db)")
+
+    commands.add_parser("worker", help="run a worker for every process")
+
+    start = commands.add_parser("start", help="start a run")
+    start.add_argument("process")
+    start.add_argument("args", nargs="*", help="the process's input fields, in order")
+    start.add_argument("--as", dest="user", default=getpass.getuser(), help="who requests it")
+    start.add_argument("--id", dest="workflow_id", help="workflow id (default: generated)")
+
+    status = commands.add_parser("status", help="where a run is and what it has done")
+    status.add_argument("workflow_id")
+    status.add_argument("--json", action="store_true")
+
+    box = commands.add_parser("inbox", help="runs waiting for a human decision")
+    box.add_argument("--role")
+    box.add_argument("--json", action="store_true")
+
+    for outcome in ("approve", "reject"):
+        verb = commands.add_parser(outcome, help=f"{outcome} a gate of a run")
+        verb.add_argument("workflow_id")
+        verb.add_argument("--gate", required=True)
+        verb.add_argument("--as", dest="user", required=True, help="the deciding user")
+        verb.add_argument("--comment", default="")
+
+    graph = commands.add_parser("graph", help="print a process as a Mermaid diagram")
+    graph.add_argument("process")
+
+    demo = commands.add_parser("demo", help="run document intake over the sample documents")
+    demo.add_argument("--samples", type=Path, default=Path("samples/documents"))
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the server and worker running"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_dispatch(args))
+    except (ConnectionError, StartError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) else str(err)
+        print(f"baton: {message}", file=sys.stderr)
+        return 2
+    except DecisionRefused as err:
+        print(f"refused: {err.reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.command == "server":
+        return await _serve(settings, args)
+    if args.command == "worker":
+        from worker import main as worker_main
+
+        await worker_main()
+        return 0
+    if args.command == "graph":
+        from workflows import process
+
+        print(process(args.process).graph.mermaid())
+        return 0
+    if args.command == "demo":
+        from baton.demo import run_demo
+
+        return await run_demo(settings, samples=args.samples, keep_running=args.keep_running)
+    client = await connect(settings)
+    if args.command == "start":
+        from workflows import process
+
+        workflow_cls = process(args.process).workflow
+        request = build_input(workflow_cls, args.args, requested_by=args.user)
+        handle = await start_run(
+            client,
+            workflow_cls,
+            request,
+            task_queue=settings.task_queue,
+            workflow_id=args.workflow_id,
+        )
+        print(f"started {handle.id}\n{settings.run_url(handle.id)}")
+        return 0
+    if args.command == "status":
+        status = await run_status(client, args.workflow_id)
+        print(status.model_dump_json(indent=2) if args.json else format_status(status))
+        return 0
+    if args.command == "inbox":
+        items = await inbox(client, args.role)
+        if args.json:
+            print(json.dumps([i.model_dump(mode="json") for i in items], indent=2))
+        elif not items:
+            print("nothing is waiting" + (f" for {args.role}" if args.role else ""))
+        for item in items:
+            due = item.due_at.isoformat(timespec="minutes") if item.due_at else "no deadline"
+            print(
+                f"{item.workflow_id}  {item.process}  gate {item.node}  "
+                f"roles {','.join(item.roles)}  due {due}"
+            )
+        return 0
+    decision = Decision(
+        gate=args.gate, user=args.user, outcome=args.command, comment=args.comment
+    )
+    accepted = await decide(client, args.workflow_id, decision)
+    print(f"{accepted.outcome}d gate {args.gate} of {args.workflow_id} as {accepted.user} "
+          f"({accepted.role})")
+    return 0
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    server = EmbeddedServer(
+        db_file=args.db or settings.data_dir / "temporal.db", port=args.port, ui_port=args.ui_port
+    )
+    await server.start()
+    print(f"Temporal server on {server.address}, Web UI {server.ui_url}, data {server.db_file}")
+    print("Ctrl-C stops it", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.stop()
+    return 0
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_status(status: RunStatus) -> str:
+    lines = [
+        f"{status.workflow_id}  ({status.process})  state: {status.state}",
+        f"requested by {status.requested_by}; config {status.config_digest[:12] or '-'}",
+        f"current: {', '.join(status.current) or '-'}",
+        "nodes:",
+    ]
+    for record in status.nodes:
+        line = f"  {record.node:<10} {record.status:<9}"
+        if "confidence" in record.meta:
+            line += (
+                f" {record.meta['provider']}/{record.meta['model']} confidence "
+                f"{record.meta['confidence']:.2f} ({record.meta['confidence_method']})"
+            )
+        if record.detail:
+            line += f" [{record.detail}]"
+        if record.status == "finished" and record.output is not None:
+            line += f"\n             {_short(record.output)}"
+        lines.append(line)
+    for gate in status.gates:
+        if gate.decision is None:
+            due = gate.due_at.isoformat(timespec="minutes") if gate.due_at else "none (holding)"
+            lines.append(f"open gate {gate.gate}: waiting for {', '.join(gate.roles)}; due {due}")
+            lines += [f"  escalated to {e.to_role} at {e.at.isoformat()}" for e in gate.escalations]
+            lines.append(f"  shows: {_short(gate.shown, 300)}")
+        else:
+            d = gate.decision
+            lines.append(f"gate {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}")
+    for refusal in status.refusals:
+        lines.append(
+            f"refused {refusal.channel} from {refusal.decision.user}: {refusal.reason}"
+        )
+    if status.error:
+        lines.append(f"error: {status.error}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Client-side calls a person or a program makes on runs: start one, see
+where it is, list what waits for a role, deliver a decision.
+
+The same functions back the `baton` CLI and the demo, and they are what the
+README shows for use from your own code.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import TypedSearchAttributes
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from baton import search
+from baton.config import Settings
+from baton.gates import Decision, GateDecision
+from baton.runner import GraphWorkflow, RunInput, RunStatus
+
+
+class DecisionRefused(Exception):
+    """The run refused a decision; ``reason`` says why in words for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StartError(ValueError):
+    """A run could not be started from the given arguments."""
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    settings = settings or Settings.from_env()
+    try:
+        return await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as err:
+        raise ConnectionError(
+            f"cannot reach Temporal at {settings.address} ({err}); start it with "
+            "`baton server`, or point TEMPORAL_ADDRESS at a running server"
+        ) from None
+
+
+def build_input(workflow_cls: type[GraphWorkflow], args: Sequence[str], **extra: Any) -> RunInput:
+    """A process input from command-line arguments: positional arguments fill
+    the process's own required fields in order; fields marked as paths are
+    made absolute, since the worker may run from another directory."""
+    model = workflow_cls.graph.input
+    own = [
+        name
+        for name, info in model.model_fields.items()
+        if name not in RunInput.model_fields and info.is_required()
+    ]
+    if len(args) != len(own):
+        raise StartError(
+            f"{workflow_cls.graph.name} takes {len(own)} argument(s): "
+            f"{' '.join(f'<{n}>' for n in own)}; got {len(args)}"
+        )
+    values: dict[str, Any] = dict(extra)
+    for name, arg in zip(own, args, strict=True):
+        extra_schema = model.model_fields[name].json_schema_extra
+        is_path = isinstance(extra_schema, dict) and extra_schema.get("format") == "path"
+        values[name] = str(Path(arg).resolve()) if is_path else arg
+    try:
+        request = model.model_validate(values)
+    except ValidationError as err:
+        raise StartError(f"invalid input for {workflow_cls.graph.name}: {err}") from None
+    assert isinstance(request, RunInput)
+    return request
+
+
+def new_workflow_id(process: str, hint: str = "") -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in Path(hint).stem.lower()).strip("-")
+    parts = [process, slug[:40], secrets.token_hex(4)]
+    return "-".join(p for p in parts if p)
+
+
+async def start_run(
+    client: Client,
+    workflow_cls: type[GraphWorkflow],
+    request: RunInput,
+    *,
+    task_queue: str,
+    workflow_id: str | None = None,
+) -> WorkflowHandle[Any, Any]:
+    name = workflow_cls.graph.name
+    hint = str(getattr(request, "path", ""))
+    return await client.start_workflow(
+        name,
+        request,
+        id=workflow_id or new_workflow_id(name, hint),
+        task_queue=task_queue,
+        typed_search_attributes=TypedSearchAttributes(
+            [search.PROCESS.value_set(name), search.STATUS.value_set("starting")]
+        ),
+    )
+
+
+async def run_status(client: Client, workflow_id: str) -> RunStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.query("status", result_type=RunStatus)
+
+
+async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDecision:
+    """Deliver a decision through the validated `decide` update. The update id
+    is derived from the decision, so a retried call is answered by Temporal
+    with the first result instead of being applied twice."""
+    handle = client.get_workflow_handle(workflow_id)
+    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}"
+    try:
+        return await handle.execute_update(
+            "decide", decision, id=update_id, result_type=GateDecision
+        )
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
+
+
+class InboxItem(BaseModel):
+    workflow_id: str
+    process: str
+    node: str
+    roles: list[str]
+    due_at: datetime | None
+    started_at: datetime
+
+
+async def inbox(client: Client, role: str | None = None) -> list[InboxItem]:
+    """Runs waiting for a human, from Temporal visibility, oldest due first."""
+    query = f"ExecutionStatus = 'Running' AND {search.STATUS.name} = 'waiting'"
+    if role:
+        if not role.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"role '{role}' may hold only letters, digits, '-' and '_'")
+        query += f" AND {search.PENDING_ROLES.name} = '{role}'"
+    items: list[InboxItem] = []
+    async for execution in client.list_workflows(query):
+        attrs = execution.typed_search_attributes
+        items.append(
+            InboxItem(
+                workflow_id=execution.id,
+                process=attrs.get(search.PROCESS) or execution.workflow_type,
+                node=attrs.get(search.NODE) or "",
+                roles=list(attrs.get(search.PENDING_ROLES) or []),
+                due_at=attrs.get(search.GATE_DUE),
+                started_at=execution.start_time,
+            )
+        )
+    far = datetime.max.replace(tzinfo=None)
+    return sorted(items, key=lambda i: (i.due_at.replace(tzinfo=None) if i.due_at else far))

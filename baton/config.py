@@ -1,0 +1,102 @@
+"""Where Baton connects, and the run configuration it snapshots into each run.
+
+Connection settings come from the environment (the same variables in a shell,
+a container or CI). The run configuration (thresholds, provider, directory of
+users and roles) comes from a TOML file and is copied into every run when it
+starts, so editing the file never changes, or breaks the replay of, a run
+that is already going.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from baton.gates import Directory
+
+CONFIG_ENV = "BATON_CONFIG"
+DEFAULT_CONFIG_NAME = "baton.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach Temporal and where local state lives."""
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "baton"
+    data_dir: Path = field(default_factory=lambda: Path(".baton"))
+    ui_url: str = "http://localhost:8233"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            address=env.get("TEMPORAL_ADDRESS", cls.address),
+            namespace=env.get("TEMPORAL_NAMESPACE", cls.namespace),
+            task_queue=env.get("BATON_TASK_QUEUE", cls.task_queue),
+            data_dir=Path(env.get("BATON_DATA_DIR", ".baton")),
+            ui_url=env.get("BATON_UI_URL", cls.ui_url).rstrip("/"),
+        )
+
+    def run_url(self, workflow_id: str) -> str:
+        return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+
+class RunConfig(BaseModel):
+    """The configuration one run steers by, frozen at its start."""
+
+    source: str = "defaults"
+    digest: str = ""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    llm_provider: str = "offline"
+    directory: Directory = Field(default_factory=Directory)
+
+    def threshold(self, name: str, default: float) -> float:
+        return self.thresholds.get(name, default)
+
+
+def config_path() -> Path:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def load_run_config(path: Path | None = None) -> RunConfig:
+    path = path or config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no run configuration at {path}: run from the repository root, "
+            f"or set {CONFIG_ENV} to the path of a baton.toml"
+        ) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    try:
+        config = RunConfig(
+            source=str(path.resolve()),
+            thresholds=data.get("thresholds", {}),
+            llm_provider=data.get("llm", {}).get("provider", "offline"),
+            directory=Directory.model_validate(data.get("directory", {})),
+        )
+    except ValidationError as err:
+        raise ConfigError(f"{path} has invalid settings: {err}") from None
+    digest = hashlib.sha256(
+        json.dumps(config.model_dump(exclude={"source"}), sort_keys=True).encode()
+    ).hexdigest()
+    return config.model_copy(update={"digest": digest})

@@ -1,0 +1,97 @@
+"""The demo: document intake over the sample documents on the embedded server.
+
+It starts the embedded Temporal server (unless one already answers at
+TEMPORAL_ADDRESS) and a worker, starts one run per sample, and plays the
+reviewer: runs that stop at the review gate are decided by a named user
+through the same `decide` update the CLI uses. Then it prints each run's
+outcome and Web UI link, and stops what it started unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowFailureError
+
+from baton.client import build_input, connect, decide, run_status, start_run
+from baton.config import Settings
+from baton.gates import Decision
+from baton.runner import RunResult, RunStatus
+from baton.server import EmbeddedServer, port_is_open
+
+REQUESTER = "demo-intake"
+REVIEWER = "rita"
+# A reviewer sends back what no one could enter; everything else a person can fix.
+REJECT_WHEN = {"unreadable", "unknown_type"}
+
+
+async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> int:
+    from worker import build_worker
+    from workflows.document_intake import DocumentIntake
+
+    files = sorted(p for p in samples.iterdir() if p.is_file())
+    if not files:
+        raise ValueError(f"no sample documents in {samples}")
+    server: EmbeddedServer | None = None
+    host, _, port = settings.address.rpartition(":")
+    if port_is_open(host or "127.0.0.1", int(port)):
+        print(f"using the Temporal server already running at {settings.address}")
+    else:
+        server = EmbeddedServer(db_file=settings.data_dir / "temporal.db", port=int(port))
+        await server.start()
+        print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
+    try:
+        client = await connect(settings)
+        async with build_worker(client, task_queue=settings.task_queue):
+            handles = []
+            for path in files:
+                request = build_input(DocumentIntake, [str(path)], requested_by=REQUESTER)
+                handles.append(
+                    await start_run(client, DocumentIntake, request, task_queue=settings.task_queue)
+                )
+            print(f"started {len(handles)} document-intake runs\n")
+            outcomes = await asyncio.gather(*(_review_and_finish(client, h.id) for h in handles))
+            for path, handle, outcome in zip(files, handles, outcomes, strict=True):
+                print(f"{path.name:<34} {outcome}\n{'':<34} {settings.run_url(handle.id)}")
+            if keep_running:
+                print(f"\nserver and worker keep running (Web UI {settings.ui_url}); Ctrl-C stops")
+                await asyncio.Event().wait()
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+async def _review_and_finish(client: Client, workflow_id: str) -> str:
+    status = await _until_settled(client, workflow_id)
+    note = ""
+    if status.state == "waiting":
+        review = next(g for g in status.gates if g.decision is None)
+        codes = {f["code"] for f in review.shown.get("findings") or []}
+        outcome = "reject" if codes & REJECT_WHEN else "approve"
+        comment = ", ".join(sorted(codes)) or "low confidence, fields checked by hand"
+        await decide(
+            client,
+            workflow_id,
+            Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
+        )
+        note = f" after review: {REVIEWER} chose {outcome} ({comment})"
+    try:
+        result = await client.get_workflow_handle(workflow_id).result(result_type=RunResult)
+    except WorkflowFailureError as err:
+        return f"FAILED: {err.cause}"
+    if result.outcome == "rejected":
+        return f"rejected{note}"
+    entry = result.outputs.get("enter") or {}
+    reviewed = "review skipped" if "review" in result.skipped else "reviewed"
+    return f"entered as ERP #{entry.get('entry_id')} ({reviewed}){note}"
+
+
+async def _until_settled(client: Client, workflow_id: str) -> RunStatus:
+    """Poll until the run waits for a person or has ended."""
+    while True:
+        status = await run_status(client, workflow_id)
+        if status.state not in ("starting", "running"):
+            return status
+        await asyncio.sleep(0.1)

@@ -1,0 +1,49 @@
+"""The `offline` provider: deterministic rules instead of a model.
+
+It needs no network and no key, so it is the default when nothing else is
+configured. It answers only the tasks it has rules for and says so in every
+answer (provider "offline", model "rules-<task>"): nothing pretends to be an LLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from baton.llm import AskAnswer, AskRequest, UnknownTaskError
+from baton.llm.offline_documents import extract_document_fields
+
+RULES_VERSION = "1"
+
+
+def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
+    extraction = extract_document_fields(str(inputs.get("text") or ""))
+    notes = [f"matched: {', '.join(extraction.matched) or 'nothing'}"]
+    if extraction.missing:
+        notes.append(f"missing: {', '.join(extraction.missing)}")
+    return AskAnswer(
+        output=extraction.fields,
+        confidence=extraction.confidence,
+        confidence_method=extraction.method,
+        provider="offline",
+        model=f"rules-extract_fields-v{RULES_VERSION}",
+        notes=notes,
+    )
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], AskAnswer]] = {
+    "extract_fields": _extract_fields,
+}
+
+
+class OfflineProvider:
+    name = "offline"
+
+    async def ask(self, request: AskRequest) -> AskAnswer:
+        rules = TASKS.get(request.task)
+        if rules is None:
+            raise UnknownTaskError(
+                f"the offline provider has no rules for task '{request.task}' "
+                f"(it knows: {', '.join(sorted(TASKS))}); route this task to a model provider"
+            )
+        return rules(request.inputs)

@@ -1,0 +1,1 @@
+"""Reference systems of record that processes write to."""

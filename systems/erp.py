@@ -1,0 +1,90 @@
+"""A small ERP document register on SQLite: the system of record that
+document intake writes to.
+
+Every write carries an idempotency key; writing the same key again returns
+the first entry instead of adding a second one, so a retried or resumed
+activity never posts twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    doc_type TEXT NOT NULL,
+    number TEXT,
+    party TEXT,
+    currency TEXT,
+    total TEXT,
+    payload TEXT NOT NULL,
+    entered_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: int
+    idempotency_key: str
+    created: bool
+
+
+def default_path() -> Path:
+    explicit = os.environ.get("BATON_ERP_DB")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("BATON_DATA_DIR", ".baton")) / "erp.sqlite"
+
+
+class DocumentRegister:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def enter(self, *, idempotency_key: str, document: dict[str, Any]) -> Entry:
+        with closing(self._connect()) as db, db:
+            cursor = db.execute(
+                "INSERT INTO documents (idempotency_key, doc_type, number, party, currency,"
+                " total, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (idempotency_key) DO NOTHING",
+                (
+                    idempotency_key,
+                    document.get("doc_type"),
+                    document.get("number"),
+                    document.get("party"),
+                    document.get("currency"),
+                    None if document.get("total") is None else str(document["total"]),
+                    json.dumps(document, sort_keys=True, default=str),
+                ),
+            )
+            created = cursor.rowcount == 1
+            row = db.execute(
+                "SELECT entry_id FROM documents WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+        return Entry(entry_id=row[0], idempotency_key=idempotency_key, created=created)
+
+    def entries(self, key_prefix: str = "") -> list[dict[str, Any]]:
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT * FROM documents WHERE substr(idempotency_key, 1, ?) = ?"
+                " ORDER BY entry_id",
+                (len(key_prefix), key_prefix),
+            ).fetchall()
+        return [dict(row) for row in rows]

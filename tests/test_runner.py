@@ -1,0 +1,180 @@
+"""The runner on toy graphs: fan-out runs branches together, fan-in waits for
+all, skipped nodes say why, loops are bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.config import snapshot_run_config
+from baton.graph import Back, Graph, Retry, Step
+from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
+
+
+class Start(RunInput):
+    word: str
+
+
+class Word(BaseModel):
+    word: str
+
+
+class Pair(BaseModel):
+    left: str
+    right: str
+
+
+class Joined(BaseModel):
+    text: str
+
+
+class Maybe(BaseModel):
+    word: str | None = None
+
+
+both_started = asyncio.Barrier(2)
+
+
+@activity.defn
+async def echo(request: Word) -> Word:
+    return Word(word=request.word)
+
+
+@activity.defn
+async def branch(request: Word) -> Word:
+    # Each branch waits for the other to start: sequential execution would time out.
+    await asyncio.wait_for(both_started.wait(), timeout=10)
+    return Word(word=request.word.upper())
+
+
+@activity.defn
+async def join(request: Pair) -> Joined:
+    return Joined(text=f"{request.left}+{request.right}")
+
+
+@activity.defn
+async def describe(request: Maybe) -> Joined:
+    return Joined(text=request.word or "nothing")
+
+
+def never(run: RunView) -> bool:
+    return False
+
+
+def fewer_than_three_drafts(run: RunView) -> bool:
+    return run.visits("draft") < 3
+
+
+def always(run: RunView) -> bool:
+    return True
+
+
+FAN = Graph(
+    name="fan",
+    input=Start,
+    nodes=(
+        Step("first", activity=echo, inputs={"word": "input.word"}),
+        Step("left", activity=branch, inputs={"word": "first.word"}, after=("first",)),
+        Step("right", activity=branch, inputs={"word": "first.word"}, after=("first",)),
+        Step("joined", activity=join, inputs={"left": "left.word", "right": "right.word"},
+             after=("left", "right")),
+        Step("optional", activity=echo, inputs={"word": "input.word"}, when=never),
+        Step("after_optional", activity=describe, inputs={"word": "optional.word"}),
+    ),
+)
+
+LOOP = Graph(
+    name="loop",
+    input=Start,
+    nodes=(
+        Step("draft", activity=echo, inputs={"word": "input.word"}),
+        Back("again", to="draft", when=fewer_than_three_drafts, max_visits=5),
+        Step("done", activity=echo, inputs={"word": "draft.word"}),
+    ),
+)
+
+ENDLESS = Graph(
+    name="endless",
+    input=Start,
+    nodes=(
+        Step("draft", activity=echo, inputs={"word": "input.word"}, retry=Retry(max_attempts=1)),
+        Back("again", to="draft", when=always, max_visits=2),
+    ),
+)
+
+
+@workflow.defn(name="fan", sandboxed=False)
+class FanWorkflow(GraphWorkflow):
+    graph = FAN
+
+    @workflow.run
+    async def run(self, request: Start) -> RunResult:
+        return await self.execute(request)
+
+
+@workflow.defn(name="loop", sandboxed=False)
+class LoopWorkflow(GraphWorkflow):
+    graph = LOOP
+
+    @workflow.run
+    async def run(self, request: Start) -> RunResult:
+        return await self.execute(request)
+
+
+@workflow.defn(name="endless", sandboxed=False)
+class EndlessWorkflow(GraphWorkflow):
+    graph = ENDLESS
+
+    @workflow.run
+    async def run(self, request: Start) -> RunResult:
+        return await self.execute(request)
+
+
+async def run_toy(env: WorkflowEnvironment, wf: type[GraphWorkflow], word: str) -> RunResult:
+    queue = f"toy-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[FanWorkflow, LoopWorkflow, EndlessWorkflow],
+        activities=[echo, branch, join, describe, snapshot_run_config],
+    ):
+        return await env.client.execute_workflow(
+            wf.graph.name,
+            Start(word=word),
+            id=f"toy-{uuid.uuid4().hex[:6]}",
+            task_queue=queue,
+            result_type=RunResult,
+            execution_timeout=timedelta(minutes=1),
+        )
+
+
+async def test_fan_out_runs_branches_together_and_fan_in_waits_for_both(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    result = await run_toy(time_skipping_env, FanWorkflow, "hi")
+    assert result.outputs["joined"] == {"text": "HI+HI"}
+    assert result.path.index("joined") > max(result.path.index("left"), result.path.index("right"))
+    assert result.skipped == {"optional": "condition never was false"}
+    assert result.outputs["after_optional"] == {"text": "nothing"}
+
+
+async def test_back_edge_repeats_until_condition_is_false(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    result = await run_toy(time_skipping_env, LoopWorkflow, "draft")
+    assert result.path.count("draft") == 3
+    assert result.path[-1] == "done"
+
+
+async def test_loop_bound_fails_the_run_visibly(time_skipping_env: WorkflowEnvironment) -> None:
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_toy(time_skipping_env, EndlessWorkflow, "x")
+    assert "loop back to 'draft' reached its bound of 2 visits" in str(failure.value.cause)

@@ -1,0 +1,80 @@
+"""Document intake: read a document, extract its fields with a model, check
+them, have a person review what is doubtful, and enter it in the ERP."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import Field
+
+    from activities.documents import (
+        ExtractedDocument,
+        ValidationReport,
+        enter_document,
+        load_document,
+        validate_document,
+    )
+    from baton.graph import Ask, Gate, Graph, Retry, Step, hours
+    from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
+
+
+class IntakeRequest(RunInput):
+    path: str = Field(
+        description="Path of the document, as the worker sees it",
+        json_schema_extra={"format": "path"},
+    )
+
+
+def needs_review(run: RunView) -> bool:
+    """Review when any check failed or the extraction is not confident enough."""
+    report = run.get("validate", ValidationReport)
+    threshold = run.config.threshold("review_min_confidence", 0.8)
+    return report is None or not report.ok or run.confidence("extract") < threshold
+
+
+GRAPH = Graph(
+    name="document_intake",
+    input=IntakeRequest,
+    description=__doc__ or "",
+    nodes=(
+        Step("load", activity=load_document, inputs={"path": "input.path"}),
+        Ask(
+            "extract",
+            task="extract_fields",
+            output=ExtractedDocument,
+            instructions="Extract the document's fields. Report only what the document states.",
+            inputs={"text": "load.text", "file_name": "load.name"},
+        ),
+        Step(
+            "validate",
+            activity=validate_document,
+            local=True,
+            inputs={"document": "extract", "readable": "load.readable", "problem": "load.problem"},
+        ),
+        Gate(
+            "review",
+            role="reviewer",
+            when=needs_review,
+            subject="extract",
+            inputs={"findings": "validate.findings", "file": "load.path"},
+            sla=hours(24),
+            escalate_to=("supervisor",),
+        ),
+        Step(
+            "enter",
+            activity=enter_document,
+            inputs={"document": "extract", "review": "review"},
+            retry=Retry(max_attempts=10),
+        ),
+    ),
+)
+
+
+@workflow.defn(name="document_intake")
+class DocumentIntake(GraphWorkflow):
+    graph = GRAPH
+
+    @workflow.run
+    async def run(self, request: IntakeRequest) -> RunResult:
+        return await self.execute(request)
