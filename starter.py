@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from baton.cli import main
+from baton.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["start", *sys.argv[1:]]))
+    run(["start", *sys.argv[1:]])

@@ -6,8 +6,9 @@ environment (see baton.config.Settings)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
@@ -20,7 +21,13 @@ from baton.client import connect
 from baton.config import Settings
 from workflows import PROCESSES
 
-ACTIVITIES = [snapshot_run_config, ask, load_document, validate_document, enter_document]
+ACTIVITIES: list[Callable[..., Any]] = [
+    snapshot_run_config,
+    ask,
+    load_document,
+    validate_document,
+    enter_document,
+]
 
 # Baton's own modules are deterministic or only define models and activity
 # references; importing them once instead of per workflow run keeps the

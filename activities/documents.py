@@ -101,8 +101,9 @@ def load_document(request: LoadRequest) -> LoadedDocument:
         limit = max_document_bytes()
         if size > limit:
             raise ApplicationError(
-                f"{path} is {size / 1e6:.1f} MB; documents may be at most {limit / 1e6:.1f} MB. "
-                "Split the document or raise BATON_MAX_DOCUMENT_BYTES on the worker",
+                f"{path} is {size / 2**20:.1f} MiB; documents may be at most "
+                f"{limit / 2**20:.1f} MiB. Split the document or raise "
+                "BATON_MAX_DOCUMENT_BYTES on the worker",
                 type="DocumentTooLarge",
                 non_retryable=True,
             )
@@ -186,7 +187,9 @@ def _date_findings(doc: ExtractedDocument) -> list[Finding]:
         findings.append(
             Finding(
                 code="due_before_issue",
-                message=f"due date {parsed['due_date']} is before issue date {parsed['issue_date']}",
+                message=(
+                    f"due date {parsed['due_date']} is before issue date {parsed['issue_date']}"
+                ),
             )
         )
     return findings

@@ -7,10 +7,11 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from baton.client import (
     DecisionRefused,
@@ -104,12 +105,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from baton.demo import run_demo
 
         return await run_demo(settings, samples=args.samples, keep_running=args.keep_running)
-    client = await connect(settings)
     if args.command == "start":
         from workflows import process
 
         workflow_cls = process(args.process).workflow
         request = build_input(workflow_cls, args.args, requested_by=args.user)
+        client = await connect(settings)
         handle = await start_run(
             client,
             workflow_cls,
@@ -119,6 +120,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"started {handle.id}\n{settings.run_url(handle.id)}")
         return 0
+    client = await connect(settings)
     if args.command == "status":
         status = await run_status(client, args.workflow_id)
         print(status.model_dump_json(indent=2) if args.json else format_status(status))
@@ -136,12 +138,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 f"roles {','.join(item.roles)}  due {due}"
             )
         return 0
-    decision = Decision(
-        gate=args.gate, user=args.user, outcome=args.command, comment=args.comment
-    )
+    decision = Decision(gate=args.gate, user=args.user, outcome=args.command, comment=args.comment)
     accepted = await decide(client, args.workflow_id, decision)
-    print(f"{accepted.outcome}d gate {args.gate} of {args.workflow_id} as {accepted.user} "
-          f"({accepted.role})")
+    print(
+        f"{accepted.outcome}d gate {args.gate} of {args.workflow_id} as {accepted.user} "
+        f"({accepted.role})"
+    )
     return 0
 
 
@@ -193,13 +195,21 @@ def format_status(status: RunStatus) -> str:
             d = gate.decision
             lines.append(f"gate {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}")
     for refusal in status.refusals:
-        lines.append(
-            f"refused {refusal.channel} from {refusal.decision.user}: {refusal.reason}"
-        )
+        lines.append(f"refused {refusal.channel} from {refusal.decision.user}: {refusal.reason}")
     if status.error:
         lines.append(f"error: {status.error}")
     return "\n".join(lines)
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point. Leaves through os._exit: Temporal's native client
+    threads can abort CPython's interpreter shutdown of a short-lived process
+    (temporalio/sdk-python issue 300), which would turn success into SIGABRT."""
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

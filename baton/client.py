@@ -15,13 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from baton import search
 from baton.config import Settings
 from baton.gates import Decision, GateDecision
-from baton.runner import GraphWorkflow, RunInput, RunStatus
+from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
 
 
 class DecisionRefused(Exception):
@@ -92,7 +93,7 @@ async def start_run(
     *,
     task_queue: str,
     workflow_id: str | None = None,
-) -> WorkflowHandle[Any, Any]:
+) -> WorkflowHandle[Any, RunResult]:
     name = workflow_cls.graph.name
     hint = str(getattr(request, "path", ""))
     return await client.start_workflow(
@@ -100,15 +101,20 @@ async def start_run(
         request,
         id=workflow_id or new_workflow_id(name, hint),
         task_queue=task_queue,
-        typed_search_attributes=TypedSearchAttributes(
-            [search.PROCESS.value_set(name), search.STATUS.value_set("starting")]
+        result_type=RunResult,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search.PROCESS, name),
+                SearchAttributePair(search.STATUS, "starting"),
+            ]
         ),
     )
 
 
 async def run_status(client: Client, workflow_id: str) -> RunStatus:
     handle = client.get_workflow_handle(workflow_id)
-    return await handle.query("status", result_type=RunStatus)
+    status: RunStatus = await handle.query("status", result_type=RunStatus)
+    return status
 
 
 async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDecision:
@@ -118,12 +124,20 @@ async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDe
     handle = client.get_workflow_handle(workflow_id)
     update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}"
     try:
-        return await handle.execute_update(
+        accepted: GateDecision = await handle.execute_update(
             "decide", decision, id=update_id, result_type=GateDecision
         )
+        return accepted
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise DecisionRefused(
+                f"the run has already finished or does not exist ({err.message}); "
+                f"see `baton status {workflow_id}`"
+            ) from None
+        raise
 
 
 class InboxItem(BaseModel):
@@ -156,4 +170,4 @@ async def inbox(client: Client, role: str | None = None) -> list[InboxItem]:
             )
         )
     far = datetime.max.replace(tzinfo=None)
-    return sorted(items, key=lambda i: (i.due_at.replace(tzinfo=None) if i.due_at else far))
+    return sorted(items, key=lambda i: i.due_at.replace(tzinfo=None) if i.due_at else far)

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from baton.client import build_input, connect, decide, run_status, start_run
 from baton.config import Settings
-from baton.gates import Decision
+from baton.gates import Decision, Outcome
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, port_is_open
 
@@ -69,7 +69,7 @@ async def _review_and_finish(client: Client, workflow_id: str) -> str:
     if status.state == "waiting":
         review = next(g for g in status.gates if g.decision is None)
         codes = {f["code"] for f in review.shown.get("findings") or []}
-        outcome = "reject" if codes & REJECT_WHEN else "approve"
+        outcome: Outcome = "reject" if codes & REJECT_WHEN else "approve"
         comment = ", ".join(sorted(codes)) or "low confidence, fields checked by hand"
         await decide(
             client,
@@ -78,7 +78,7 @@ async def _review_and_finish(client: Client, workflow_id: str) -> str:
         )
         note = f" after review: {REVIEWER} chose {outcome} ({comment})"
     try:
-        result = await client.get_workflow_handle(workflow_id).result(result_type=RunResult)
+        result = await client.get_workflow_handle(workflow_id, result_type=RunResult).result()
     except WorkflowFailureError as err:
         return f"FAILED: {err.cause}"
     if result.outcome == "rejected":

@@ -132,6 +132,7 @@ class Step(Node):
     local: bool = False
 
     kind: typing.ClassVar[str] = "step"
+    __init__ = Node.__init__  # keeps the positional id for type checkers
 
     @property
     def activity_name(self) -> str:
@@ -172,6 +173,7 @@ class Ask(Node):
     timeout: timedelta = timedelta(seconds=120)
 
     kind: typing.ClassVar[str] = "ask"
+    __init__ = Node.__init__  # keeps the positional id for type checkers
 
     def output_fields(self) -> set[str]:
         return _model_fields(self.output)
@@ -192,6 +194,7 @@ class Gate(Node):
     timeout: timedelta = timedelta(0)
 
     kind: typing.ClassVar[str] = "gate"
+    __init__ = Node.__init__  # keeps the positional id for type checkers
 
     def output_fields(self) -> set[str]:
         from baton.gates import GateDecision
@@ -208,6 +211,7 @@ class Back(Node):
     max_visits: int = Field(ge=2)
 
     kind: typing.ClassVar[str] = "back"
+    __init__ = Node.__init__  # keeps the positional id for type checkers
 
 
 AnyNode = Step | Ask | Gate | Back
@@ -272,9 +276,7 @@ def _validate_graph(graph: Graph) -> None:
         raise GraphError(f"graph '{graph.name}' has no nodes")
     for node in graph.nodes:
         if not _ID_PATTERN.match(node.id) or node.id == INPUT:
-            raise GraphError(
-                f"node '{node.id}': ids are lower_snake_case and may not be '{INPUT}'"
-            )
+            raise GraphError(f"node '{node.id}': ids are lower_snake_case and may not be '{INPUT}'")
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise GraphError(f"node '{duplicates[0]}' is declared more than once")
@@ -363,13 +365,13 @@ def _validate_step_inputs(graph: Graph, node: Step) -> None:
         if ref is None:
             continue
         source, _ = parse_ref(ref)
-        if source != INPUT and graph.node(source).when is not None and info.is_required():
-            if not _accepts_none(info.annotation):
-                raise GraphError(
-                    f"node '{node.id}': input '{name}' reads '{source}', which may be skipped "
-                    f"(when={graph.node(source).condition_name}); declare {model.__name__}."
-                    f"{name} as Optional"
-                )
+        skippable = source != INPUT and graph.node(source).when is not None
+        if skippable and not _accepts_none(info.annotation):
+            raise GraphError(
+                f"node '{node.id}': input '{name}' reads '{source}', which may be skipped "
+                f"(when={graph.node(source).condition_name}); declare {model.__name__}."
+                f"{name} as Optional"
+            )
     unknown = sorted(set(node.inputs) - set(model.model_fields))
     if unknown:
         raise GraphError(

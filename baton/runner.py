@@ -130,13 +130,12 @@ class GraphWorkflow:
     def __init__(self) -> None:
         self._input: RunInput | None = None
         self._config: RunConfig | None = None
-        self._records = {
-            n.id: NodeRecord(node=n.id, kind=n.kind) for n in self.graph.nodes
-        }
+        self._records = {n.id: NodeRecord(node=n.id, kind=n.kind) for n in self.graph.nodes}
         self._gates: dict[str, GateState] = {}
         self._refusals: list[Refusal] = []
         self._finish_order: list[str] = []
         self._outcome: RunState = "starting"
+        self._rejected = False
         self._error: str | None = None
         self._published: dict[str, Any] = {}
 
@@ -156,16 +155,13 @@ class GraphWorkflow:
             self._error = err.message
             self._publish()
             raise
-        if self._outcome != "rejected":
-            self._outcome = "completed"
+        self._outcome = "rejected" if self._rejected else "completed"
         self._publish()
         return RunResult(
             workflow_id=workflow.info().workflow_id,
             process=self.graph.name,
-            outcome="rejected" if self._outcome == "rejected" else "completed",
-            outputs={
-                r.node: r.output for r in self._records.values() if r.status == "finished"
-            },
+            outcome="rejected" if self._rejected else "completed",
+            outputs={r.node: r.output for r in self._records.values() if r.status == "finished"},
             path=list(self._finish_order),
             skipped={r.node: r.detail for r in self._records.values() if r.status == "skipped"},
         )
@@ -196,7 +192,7 @@ class GraphWorkflow:
                     raise task.exception()  # type: ignore[misc]
                 done.add(node_id)
                 done -= task.result()
-            if self._outcome == "rejected":
+            if self._rejected:
                 await self._cancel(running)
                 self._skip_rest(done, "the run was rejected at a gate")
                 return
@@ -234,6 +230,7 @@ class GraphWorkflow:
             elif isinstance(node, Ask):
                 output = await self._run_ask(node, record)
             else:
+                assert isinstance(node, Gate)
                 output = await self._run_gate(node, record)
         except ActivityError as err:
             message = f"node '{node.id}' failed: {_root_message(err)}"
@@ -244,7 +241,7 @@ class GraphWorkflow:
             raise
         self._finish(record, "finished", output, record.detail)
         if isinstance(node, Gate) and output["outcome"] == "reject":
-            self._outcome = "rejected"
+            self._rejected = True
         return set()
 
     def _finish(self, record: NodeRecord, status: NodeStatus, output: Any, detail: str) -> None:
@@ -392,9 +389,7 @@ class GraphWorkflow:
     # -- where the run is ----------------------------------------------------
 
     def _state(self) -> RunState:
-        if self._outcome == "running" and any(
-            g.decision is None for g in self._gates.values()
-        ):
+        if self._outcome == "running" and any(g.decision is None for g in self._gates.values()):
             return "waiting"
         return self._outcome
 

@@ -83,8 +83,7 @@ class DocumentRegister:
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
-                "SELECT * FROM documents WHERE substr(idempotency_key, 1, ?) = ?"
-                " ORDER BY entry_id",
+                "SELECT * FROM documents WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
                 (len(key_prefix), key_prefix),
             ).fetchall()
         return [dict(row) for row in rows]

@@ -106,7 +106,7 @@ def test_ask_without_output_schema_is_refused() -> None:
 
 
 def test_skippable_source_needs_an_optional_field() -> None:
-    with pytest.raises(GraphError, match="reads 'read', which may be skipped .* as Optional"):
+    with pytest.raises(GraphError, match=r"reads 'read', which may be skipped .* as Optional"):
         build(
             Step("read", activity=read, inputs={"path": "input.path"}, when=always),
             Step("count", activity=count, inputs={"text": "read.text"}),

@@ -3,6 +3,8 @@ them, have a person review what is doubtful, and enter it in the ERP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -65,6 +67,9 @@ GRAPH = Graph(
             "enter",
             activity=enter_document,
             inputs={"document": "extract", "review": "review"},
+            # A write takes milliseconds; a short timeout lets a crashed attempt
+            # be retried soon, and the idempotency key makes the retry safe.
+            timeout=timedelta(seconds=10),
             retry=Retry(max_attempts=10),
         ),
     ),

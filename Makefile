@@ -1,0 +1,35 @@
+# The README's commands. Each installs what it needs into .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CHECKED := baton workflows activities
+
+.PHONY: install demo up test lint lock
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The demo on the embedded Temporal server with the offline model; stops what it started.
+demo: install
+	$(VENV)/bin/baton demo
+
+# The same, then leaves the server (Web UI on http://localhost:8233) and worker running.
+up: install
+	$(VENV)/bin/baton demo --keep-running
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(CHECKED)
+
+test: lint
+	$(PY) -m pytest
+
+# Re-pin every dependency after changing pyproject.toml.
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -1,0 +1,65 @@
+"""The production worker plus two test hooks, run as a separate process so a
+test can SIGKILL it:
+
+- BATON_TEST_CALL_LOG: every activity execution appends a line
+  ``<event> <workflow_id> <activity_type> <attempt>`` (events: start, done);
+- BATON_TEST_HOLD_AFTER / BATON_TEST_HOLD_FILE: after that activity type has
+  done its work, but before its completion reaches Temporal, the worker
+  creates the hold file and stops there until killed. A restarted worker sees
+  the file and does not hold again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from baton.client import connect
+from baton.config import Settings
+from worker import build_worker
+
+
+class _CountingInbound(ActivityInboundInterceptor):
+    def _log(self, event: str) -> None:
+        info = activity.info()
+        line = f"{event} {info.workflow_id} {info.activity_type} {info.attempt}\n"
+        with Path(os.environ["BATON_TEST_CALL_LOG"]).open("a") as log:
+            log.write(line)
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        self._log("start")
+        result = await super().execute_activity(input)
+        self._log("done")
+        hold_file = Path(os.environ.get("BATON_TEST_HOLD_FILE", "/nonexistent/hold"))
+        holds_here = activity.info().activity_type == os.environ.get("BATON_TEST_HOLD_AFTER")
+        if holds_here and not hold_file.exists():
+            hold_file.write_text(activity.info().workflow_id)
+            await asyncio.Event().wait()
+        return result
+
+
+class CountingInterceptor(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _CountingInbound(next)
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    client = await connect(settings)
+    worker = build_worker(
+        client, task_queue=settings.task_queue, interceptors=[CountingInterceptor()]
+    )
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,165 @@
+"""The `baton` command and starter.py, as a person uses them, against the
+real dev server and a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from baton.client import inbox
+from baton.runner import RunResult
+from baton.server import EmbeddedServer
+from tests.conftest import ROOT, SAMPLES
+from tests.helpers import eventually, settled
+
+
+@dataclass
+class Output:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_command(*argv: str, env: dict[str, str] | None = None) -> Output:
+    """Run a command without blocking the event loop: the worker under test
+    lives in this process and must keep answering queries meanwhile."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Output(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def baton(server: EmbeddedServer, queue: str, *args: str) -> Output:
+    env = dict(os.environ, TEMPORAL_ADDRESS=server.address, BATON_TASK_QUEUE=queue)
+    return await run_command(sys.executable, "-m", "baton.cli", *args, env=env)
+
+
+def started_id(output: str) -> str:
+    match = re.match(
+        r"started (\S+)\nhttp://localhost:8233/namespaces/default/workflows/\1", output
+    )
+    assert match, output
+    return match.group(1)
+
+
+async def test_start_status_inbox_and_decide_from_the_command_line(
+    dev_server: EmbeddedServer, dev_client: Client, dev_worker: Worker, task_queue: str
+) -> None:
+    doc = SAMPLES / "invoice-missing-total.txt"
+    started = await baton(
+        dev_server, task_queue, "start", "document_intake", str(doc), "--as", "clerk-1"
+    )
+    assert started.returncode == 0, started.stderr
+    workflow_id = started_id(started.stdout)
+    await settled(dev_client, workflow_id)
+
+    status = await baton(dev_server, task_queue, "status", workflow_id)
+    assert "state: waiting" in status.stdout
+    assert "current: review" in status.stdout
+    assert re.search(r"extract\s+finished\s+offline/rules-extract_fields", status.stdout)
+    assert "open gate review: waiting for reviewer" in status.stdout
+
+    await eventually(
+        lambda: inbox(dev_client, "reviewer"),
+        lambda items: workflow_id in {i.workflow_id for i in items},
+    )
+    listed = await baton(dev_server, task_queue, "inbox", "--role", "reviewer")
+    assert re.search(
+        rf"{workflow_id}\s+document_intake\s+gate review\s+roles reviewer", listed.stdout
+    )
+    clerks = await baton(dev_server, task_queue, "inbox", "--role", "clerk")
+    assert workflow_id not in clerks.stdout
+
+    refused = await baton(
+        dev_server, task_queue, "approve", workflow_id, "--gate", "review", "--as", "carl"
+    )
+    assert refused.returncode == 1
+    assert "refused: user 'carl' (clerk) may not decide gate 'review'" in refused.stderr
+    wrong_gate = await baton(
+        dev_server, task_queue, "approve", workflow_id, "--gate", "sign", "--as", "rita"
+    )
+    assert "this process has no gate 'sign'" in wrong_gate.stderr
+
+    approved = await baton(
+        dev_server,
+        task_queue,
+        "approve",
+        workflow_id,
+        "--gate",
+        "review",
+        "--as",
+        "rita",
+        "--comment",
+        "total confirmed",
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert "approved gate review" in approved.stdout
+    result = await dev_client.get_workflow_handle(workflow_id, result_type=RunResult).result()
+    assert result.outputs["review"]["comment"] == "total confirmed"
+
+    again = await baton(
+        dev_server, task_queue, "reject", workflow_id, "--gate", "review", "--as", "sam"
+    )
+    assert again.returncode == 1 and "refused:" in again.stderr
+
+
+async def test_starter_script_starts_a_run(
+    dev_server: EmbeddedServer, dev_client: Client, dev_worker: Worker, task_queue: str
+) -> None:
+    env = dict(os.environ, TEMPORAL_ADDRESS=dev_server.address, BATON_TASK_QUEUE=task_queue)
+    out = await run_command(
+        sys.executable,
+        "starter.py",
+        "document_intake",
+        "samples/documents/receipt-cafe-lumen.txt",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    workflow_id = started_id(out.stdout)
+    result = await dev_client.get_workflow_handle(workflow_id, result_type=RunResult).result()
+    assert result.outcome == "completed"
+
+
+def test_graph_prints_mermaid() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "graph", "document_intake"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.startswith("flowchart TD")
+    assert "validate -.->|needs_review| review" in out.stdout
+
+
+def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
+    env = dict(os.environ, TEMPORAL_ADDRESS="127.0.0.1:1")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "baton.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    unreachable = run("status", "some-run")
+    assert unreachable.returncode == 2
+    assert "cannot reach Temporal at 127.0.0.1:1" in unreachable.stderr
+    assert "`baton server`" in unreachable.stderr
+    unknown = run("start", "no_such_process", "x")
+    assert "unknown process 'no_such_process'; known processes: document_intake" in unknown.stderr
+    arity = run("start", "document_intake")
+    assert "document_intake takes 1 argument(s): <path>; got 0" in arity.stderr

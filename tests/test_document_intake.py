@@ -1,0 +1,270 @@
+"""Document intake end to end on Temporal's time-skipping test server."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from baton import search
+from baton.client import DecisionRefused, build_input, decide, run_status, start_run
+from baton.gates import Decision
+from baton.runner import RunResult
+from systems.erp import DocumentRegister
+from tests.conftest import SAMPLES
+from tests.helpers import search_attributes, settled
+from workflows.document_intake import DocumentIntake
+
+CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
+MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
+
+
+STARTED: list[WorkflowHandle[Any, RunResult]] = []
+
+
+async def start(
+    client: Client, queue: str, path: Path, by: str = "clerk-1"
+) -> WorkflowHandle[Any, RunResult]:
+    request = build_input(DocumentIntake, [str(path)], requested_by=by)
+    handle = await start_run(
+        client,
+        DocumentIntake,
+        request,
+        task_queue=queue,
+        workflow_id=f"intake-{uuid.uuid4().hex[:8]}",
+    )
+    STARTED.append(handle)
+    return handle
+
+
+@pytest.fixture(autouse=True)
+async def terminate_leftovers() -> AsyncIterator[None]:
+    """Runs left waiting at a gate would hold the time-skipping server's clock
+    for later tests: their workflow tasks have no worker once this test ends."""
+    yield
+    while STARTED:
+        handle = STARTED.pop()
+        with contextlib.suppress(RPCError):
+            await handle.terminate(reason="test finished")
+
+
+def approve(gate: str = "review", user: str = "rita", comment: str = "checked") -> Decision:
+    return Decision(gate=gate, user=user, outcome="approve", comment=comment)
+
+
+async def test_clean_document_is_entered_and_the_skipped_review_is_visible(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    handle = await start(time_skipping_env.client, task_queue, CLEAN)
+    result = await handle.result()
+
+    assert result.outcome == "completed"
+    assert result.path == ["load", "extract", "validate", "enter"]
+    assert result.skipped == {"review": "condition needs_review was false"}
+    assert result.outputs["extract"]["doc_type"] == "invoice"
+    entries = DocumentRegister().entries(handle.id)
+    assert len(entries) == 1
+    assert entries[0]["entry_id"] == result.outputs["enter"]["entry_id"]
+    status = await run_status(time_skipping_env.client, handle.id)
+    extract = next(n for n in status.nodes if n.node == "extract")
+    assert extract.meta["provider"] == "offline"
+    assert extract.meta["confidence_method"] == "rules_coverage"
+
+
+async def test_doubtful_document_waits_for_review_then_approval_enters_it(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    status = await settled(client, handle.id)
+
+    assert status.state == "waiting"
+    assert status.current == ["review"]
+    gate = status.gates[0]
+    assert gate.roles == ["reviewer"]
+    assert gate.due_at == gate.opened_at + timedelta(hours=24)
+    assert any("total" in f["message"] for f in gate.shown["findings"])
+    assert gate.shown["subject"]["output"]["doc_type"] == "invoice"
+    attributes = await search_attributes(client, handle.id)
+    assert attributes.get(search.PENDING_ROLES.name) == ["reviewer"]
+    assert attributes.get(search.STATUS.name) == "waiting"
+    assert attributes.get(search.NODE.name) == "review"
+    assert DocumentRegister().entries(handle.id) == []
+
+    accepted = await decide(client, handle.id, approve(comment="total confirmed by phone"))
+    assert (accepted.user, accepted.role, accepted.outcome) == ("rita", "reviewer", "approve")
+    result = await handle.result()
+    assert result.outcome == "completed"
+    assert result.outputs["review"]["comment"] == "total confirmed by phone"
+    assert len(DocumentRegister().entries(handle.id)) == 1
+    attributes = await search_attributes(client, handle.id)
+    assert attributes.get(search.STATUS.name) == "completed"
+    assert not attributes.get(search.PENDING_ROLES.name)
+
+
+async def test_rejection_ends_the_run_without_entering_anything(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+    await decide(client, handle.id, Decision(gate="review", user="rita", outcome="reject"))
+
+    result = await handle.result()
+    assert result.outcome == "rejected"
+    assert result.skipped == {"enter": "the run was rejected at a gate"}
+    assert DocumentRegister().entries(handle.id) == []
+
+
+@pytest.mark.parametrize(
+    ("decision", "reason"),
+    [
+        (approve(gate="approval"), "this process has no gate 'approval' (its gates: review)"),
+        (approve(user="carl"), "user 'carl' (clerk) may not decide gate 'review'; it needs one of"),
+        (approve(user="mallory"), "unknown user 'mallory'"),
+        (approve(user="sam"), "user 'sam' requested this run and may not decide its gates"),
+    ],
+)
+async def test_refused_decisions_say_why_and_change_nothing(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    decision: Decision,
+    reason: str,
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL, by="sam")
+    await settled(client, handle.id)
+
+    with pytest.raises(DecisionRefused) as refused:
+        await decide(client, handle.id, decision)
+    assert reason in refused.value.reason
+    status = await run_status(client, handle.id)
+    assert status.state == "waiting"
+    assert status.gates[0].decision is None
+
+
+async def test_a_finished_run_refuses_further_decisions(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+    await decide(client, handle.id, approve())
+    result = await handle.result()
+
+    with pytest.raises(DecisionRefused, match="the run has already finished"):
+        await decide(client, handle.id, approve(user="sam"))
+    assert result.outputs["review"]["user"] == "rita"
+
+
+async def test_refused_signal_is_recorded_and_a_valid_signal_decides(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+
+    await handle.signal("decide", approve(user="carl"))
+    status = await run_status(client, handle.id)
+    assert status.state == "waiting"
+    assert [(r.channel, r.decision.user) for r in status.refusals] == [("signal", "carl")]
+    assert "may not decide gate 'review'" in status.refusals[0].reason
+
+    await handle.signal("decide", approve())
+    result = await handle.result()
+    assert result.outcome == "completed"
+    assert result.outputs["review"]["user"] == "rita"
+
+
+async def test_sla_escalates_to_supervisor_and_never_approves_by_itself(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+
+    await time_skipping_env.sleep(timedelta(hours=23))
+    status = await run_status(client, handle.id)
+    assert status.gates[0].escalations == []
+
+    await time_skipping_env.sleep(timedelta(hours=1, minutes=1))
+    status = await run_status(client, handle.id)
+    gate = status.gates[0]
+    assert [e.to_role for e in gate.escalations] == ["supervisor"]
+    assert gate.roles == ["reviewer", "supervisor"]
+    attributes = await search_attributes(client, handle.id)
+    assert attributes.get(search.PENDING_ROLES.name) == ["reviewer", "supervisor"]
+
+    await time_skipping_env.sleep(timedelta(days=30))
+    status = await run_status(client, handle.id)
+    assert status.state == "waiting"
+    assert status.gates[0].decision is None
+    assert status.gates[0].holding
+    assert DocumentRegister().entries(handle.id) == []
+
+    await decide(client, handle.id, approve(user="sam"))
+    result = await handle.result()
+    assert result.outputs["review"]["role"] == "reviewer"
+
+
+async def test_missing_file_fails_visibly_and_the_worker_carries_on(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, tmp_path: Path
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, tmp_path / "nowhere.txt")
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert "node 'load' failed: no document at" in str(failure.value.cause)
+    status = await run_status(client, handle.id)
+    assert status.state == "failed"
+    assert next(n for n in status.nodes if n.node == "load").status == "failed"
+
+    after = await start(client, task_queue, CLEAN)
+    assert (await after.result()).outcome == "completed"
+
+
+async def test_oversized_file_fails_with_the_limit_and_the_fix(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, tmp_path: Path
+) -> None:
+    big = tmp_path / "huge.txt"
+    big.write_bytes(b"INVOICE 1.00\n" * (20 * 1024 * 1024 // 13))
+    handle = await start(time_skipping_env.client, task_queue, big)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    message = str(failure.value.cause)
+    assert "is 20.0 MiB; documents may be at most 1.0 MiB" in message
+    assert "BATON_MAX_DOCUMENT_BYTES" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"", "the file is empty"), (bytes(range(256)) * 64, "the file is binary, not text")],
+    ids=["empty", "binary"],
+)
+async def test_unusable_content_stops_at_review_with_the_reason(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    tmp_path: Path,
+    content: bytes,
+    problem: str,
+) -> None:
+    doc = tmp_path / "scan.txt"
+    doc.write_bytes(content)
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, doc)
+    status = await settled(client, handle.id)
+    assert status.state == "waiting"
+    findings = status.gates[0].shown["findings"]
+    assert {"code": "unreadable", "message": problem} in findings
+    assert status.gates[0].shown["subject"]["confidence"] == 0.0

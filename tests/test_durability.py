@@ -1,0 +1,124 @@
+"""Durability on the real Temporal dev server (SQLite): a killed worker and a
+restarted server lose nothing and repeat nothing that finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from baton.client import build_input, decide, run_status, start_run
+from baton.gates import Decision
+from baton.runner import RunResult
+from baton.server import EmbeddedServer, free_port
+from systems.erp import DocumentRegister
+from tests.conftest import ROOT, SAMPLES
+from tests.helpers import eventually, settled
+from worker import build_worker
+from workflows.document_intake import DocumentIntake
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.crashable_worker"], cwd=ROOT, env=env
+        )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def worker_env(
+    dev_server: EmbeddedServer, task_queue: str, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=dev_server.address,
+        BATON_TASK_QUEUE=task_queue,
+        BATON_TEST_CALL_LOG=str(tmp_path / "calls.log"),
+        BATON_TEST_HOLD_AFTER="enter_document",
+        BATON_TEST_HOLD_FILE=str(tmp_path / "held"),
+    )
+    yield env
+
+
+async def test_killed_worker_resumes_without_repeating_finished_steps(
+    dev_client: Client, worker_env: dict[str, str], task_queue: str, tmp_path: Path
+) -> None:
+    first = WorkerProcess(worker_env)
+    request = build_input(
+        DocumentIntake, [str(SAMPLES / "invoice-acme-2026-0142.txt")], requested_by="clerk-1"
+    )
+    handle = await start_run(
+        dev_client,
+        DocumentIntake,
+        request,
+        task_queue=task_queue,
+        workflow_id=f"crash-{uuid.uuid4().hex[:8]}",
+    )
+    hold = Path(worker_env["BATON_TEST_HOLD_FILE"])
+
+    async def held() -> bool:
+        return hold.exists()
+
+    await eventually(held, bool, timeout=60)
+    assert len(DocumentRegister().entries(handle.id)) == 1, "the write happened before the kill"
+    first.kill()
+
+    second = WorkerProcess(worker_env)
+    try:
+        result = await handle.result()
+    finally:
+        second.kill()
+
+    assert result.outcome == "completed"
+    calls = Path(worker_env["BATON_TEST_CALL_LOG"]).read_text().split("\n")
+    starts = Counter(line.split()[2] for line in calls if line.startswith("start"))
+    assert starts == Counter(
+        {
+            "snapshot_run_config": 1,
+            "load_document": 1,
+            "ask": 1,
+            "validate_document": 1,
+            "enter_document": 2,
+        }
+    ), "only the interrupted step ran again"
+    entries = DocumentRegister().entries(handle.id)
+    assert len(entries) == 1
+    assert result.outputs["enter"]["entry_id"] == entries[0]["entry_id"]
+    assert result.outputs["enter"]["created"] is False, "the retry found the earlier write"
+
+
+async def test_waiting_run_survives_a_server_restart(tmp_path: Path, task_queue: str) -> None:
+    db = tmp_path / "temporal.db"
+    port = free_port()
+    request = build_input(
+        DocumentIntake, [str(SAMPLES / "invoice-missing-total.txt")], requested_by="clerk-1"
+    )
+    async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        async with build_worker(client, task_queue=task_queue):
+            handle = await start_run(client, DocumentIntake, request, task_queue=task_queue)
+            assert (await settled(client, handle.id)).state == "waiting"
+
+    async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        async with build_worker(client, task_queue=task_queue):
+            status = await run_status(client, handle.id)
+            assert status.state == "waiting"
+            assert status.current == ["review"]
+            await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+            result = await client.get_workflow_handle(handle.id, result_type=RunResult).result()
+    assert result.outcome == "completed"
+    assert len(DocumentRegister().entries(handle.id)) == 1
