@@ -59,7 +59,7 @@ def build_worker(
 
 async def main() -> None:
     settings = Settings.from_env()
-    client = await connect(settings)
+    client = await connect(settings, wait=60)
     worker = build_worker(client, task_queue=settings.task_queue)
     print(f"worker polling task queue '{settings.task_queue}' on {settings.address}", flush=True)
     await worker.run()

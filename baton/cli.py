@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from baton.client import (
     DecisionRefused,
+    NoWorkerError,
     StartError,
     build_input,
     connect,
@@ -26,7 +27,7 @@ from baton.client import (
 from baton.config import Settings
 from baton.gates import Decision
 from baton.runner import RunStatus
-from baton.server import EmbeddedServer
+from baton.server import EmbeddedServer, stop_requested
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return asyncio.run(_dispatch(args))
-    except (ConnectionError, StartError, KeyError, ValueError) as err:
+    except (ConnectionError, StartError, LookupError, ValueError, NoWorkerError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"baton: {message}", file=sys.stderr)
         return 2
@@ -148,6 +149,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    stop = stop_requested()
     server = EmbeddedServer(
         db_file=args.db or settings.data_dir / "temporal.db", port=args.port, ui_port=args.ui_port
     )
@@ -155,7 +157,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Temporal server on {server.address}, Web UI {server.ui_url}, data {server.db_file}")
     print("Ctrl-C stops it", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         server.stop()
     return 0

@@ -7,9 +7,11 @@ README shows for use from your own code.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from baton.config import Settings
 from baton.gates import Decision, GateDecision
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
 
+QUERY_TIMEOUT = timedelta(seconds=10)
+
 
 class DecisionRefused(Exception):
     """The run refused a decision; ``reason`` says why in words for a person."""
@@ -37,19 +41,29 @@ class StartError(ValueError):
     """A run could not be started from the given arguments."""
 
 
-async def connect(settings: Settings | None = None) -> Client:
+class NoWorkerError(RuntimeError):
+    """A query found no worker to answer it."""
+
+
+async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Client:
+    """Connect to Temporal; with ``wait``, keep trying that many seconds
+    (a worker started beside its server should not die of a race)."""
     settings = settings or Settings.from_env()
-    try:
-        return await Client.connect(
-            settings.address,
-            namespace=settings.namespace,
-            data_converter=pydantic_data_converter,
-        )
-    except RuntimeError as err:
-        raise ConnectionError(
-            f"cannot reach Temporal at {settings.address} ({err}); start it with "
-            "`baton server`, or point TEMPORAL_ADDRESS at a running server"
-        ) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await Client.connect(
+                settings.address,
+                namespace=settings.namespace,
+                data_converter=pydantic_data_converter,
+            )
+        except RuntimeError as err:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"cannot reach Temporal at {settings.address} ({err}); start it with "
+                    "`baton server`, or point TEMPORAL_ADDRESS at a running server"
+                ) from None
+            await asyncio.sleep(1.0)
 
 
 def build_input(workflow_cls: type[GraphWorkflow], args: Sequence[str], **extra: Any) -> RunInput:
@@ -113,7 +127,19 @@ async def start_run(
 
 async def run_status(client: Client, workflow_id: str) -> RunStatus:
     handle = client.get_workflow_handle(workflow_id)
-    status: RunStatus = await handle.query("status", result_type=RunStatus)
+    try:
+        status: RunStatus = await handle.query(
+            "status", result_type=RunStatus, rpc_timeout=QUERY_TIMEOUT
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise LookupError(f"no run with id '{workflow_id}'") from None
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED or "Timeout" in err.message:
+            raise NoWorkerError(
+                f"no worker answered within {QUERY_TIMEOUT.total_seconds():.0f}s: "
+                "is `python worker.py` running against this server and task queue?"
+            ) from None
+        raise
     return status
 
 

@@ -10,6 +10,7 @@ outcome and Web UI link, and stops what it started unless asked to keep it.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
@@ -18,18 +19,22 @@ from baton.client import build_input, connect, decide, run_status, start_run
 from baton.config import Settings
 from baton.gates import Decision, Outcome
 from baton.runner import RunResult, RunStatus
-from baton.server import EmbeddedServer, port_is_open
+from baton.server import EmbeddedServer, port_is_open, stop_requested
 
 REQUESTER = "demo-intake"
 REVIEWER = "rita"
-# A reviewer sends back what no one could enter; everything else a person can fix.
+# The demo reviewer sends back what no one could enter (no text, not a known
+# document type, too little read to trust); anything else a person can fix.
 REJECT_WHEN = {"unreadable", "unknown_type"}
+REJECT_BELOW_CONFIDENCE = 0.5
 
 
 async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> int:
     from worker import build_worker
     from workflows.document_intake import DocumentIntake
 
+    # Only a demo that keeps running owns Ctrl-C; otherwise Ctrl-C aborts it.
+    stop = stop_requested() if keep_running else None
     files = sorted(p for p in samples.iterdir() if p.is_file())
     if not files:
         raise ValueError(f"no sample documents in {samples}")
@@ -38,8 +43,11 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     if port_is_open(host or "127.0.0.1", int(port)):
         print(f"using the Temporal server already running at {settings.address}")
     else:
-        server = EmbeddedServer(db_file=settings.data_dir / "temporal.db", port=int(port))
+        server = EmbeddedServer(
+            db_file=settings.data_dir / "temporal.db", port=int(port), ui_port=int(port) + 1000
+        )
         await server.start()
+        settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
     try:
         client = await connect(settings)
@@ -53,10 +61,10 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             print(f"started {len(handles)} document-intake runs\n")
             outcomes = await asyncio.gather(*(_review_and_finish(client, h.id) for h in handles))
             for path, handle, outcome in zip(files, handles, outcomes, strict=True):
-                print(f"{path.name:<34} {outcome}\n{'':<34} {settings.run_url(handle.id)}")
-            if keep_running:
+                print(f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}")
+            if stop is not None:
                 print(f"\nserver and worker keep running (Web UI {settings.ui_url}); Ctrl-C stops")
-                await asyncio.Event().wait()
+                await stop.wait()
     finally:
         if server is not None:
             server.stop()
@@ -65,27 +73,29 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
 
 async def _review_and_finish(client: Client, workflow_id: str) -> str:
     status = await _until_settled(client, workflow_id)
-    note = ""
+    review_note = "review skipped: checks passed, confident extraction"
     if status.state == "waiting":
         review = next(g for g in status.gates if g.decision is None)
         codes = {f["code"] for f in review.shown.get("findings") or []}
-        outcome: Outcome = "reject" if codes & REJECT_WHEN else "approve"
-        comment = ", ".join(sorted(codes)) or "low confidence, fields checked by hand"
+        confidence = float(review.shown.get("subject", {}).get("confidence", 0.0))
+        unusable = bool(codes & REJECT_WHEN) or confidence < REJECT_BELOW_CONFIDENCE
+        outcome: Outcome = "reject" if unusable else "approve"
+        reasons = [*sorted(codes), f"confidence {confidence:.2f}"]
+        comment = ", ".join(reasons)
         await decide(
             client,
             workflow_id,
             Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
         )
-        note = f" after review: {REVIEWER} chose {outcome} ({comment})"
+        review_note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
     try:
         result = await client.get_workflow_handle(workflow_id, result_type=RunResult).result()
     except WorkflowFailureError as err:
         return f"FAILED: {err.cause}"
     if result.outcome == "rejected":
-        return f"rejected{note}"
+        return f"rejected; {review_note}"
     entry = result.outputs.get("enter") or {}
-    reviewed = "review skipped" if "review" in result.skipped else "reviewed"
-    return f"entered as ERP #{entry.get('entry_id')} ({reviewed}){note}"
+    return f"entered as ERP #{entry.get('entry_id')}; {review_note}"
 
 
 async def _until_settled(client: Client, workflow_id: str) -> RunStatus:

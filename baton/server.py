@@ -52,6 +52,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_requested() -> asyncio.Event:
+    """An event that Ctrl-C or SIGTERM sets from now on. Whoever starts a
+    server waits on it to stop the server cleanly: the server runs in its own
+    process group and would outlive a parent ended by the default handler."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 class EmbeddedServer:
     """One `temporal server start-dev` process; use ``async with`` or start/stop."""
 

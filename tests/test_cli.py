@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio.client import Client
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from baton.client import inbox
-from baton.runner import RunResult
-from baton.server import EmbeddedServer
+from baton.gates import Decision
+from baton.runner import RunResult, RunStatus
+from baton.server import EmbeddedServer, free_port, port_is_open
 from tests.conftest import ROOT, SAMPLES
 from tests.helpers import eventually, settled
+from workflows.document_intake import DocumentIntake, IntakeRequest
 
 
 @dataclass
@@ -163,3 +167,56 @@ def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
     assert "unknown process 'no_such_process'; known processes: document_intake" in unknown.stderr
     arity = run("start", "document_intake")
     assert "document_intake takes 1 argument(s): <path>; got 0" in arity.stderr
+
+
+async def test_baton_server_serves_and_stops_its_server_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "baton.cli",
+            "server",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(free_port()),
+            "--db",
+            str(tmp_path / "t.db"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(f"Temporal server on 127.0.0.1:{port}")
+    assert port_is_open("127.0.0.1", port)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert not port_is_open("127.0.0.1", port), "the temporal child process is gone too"
+
+
+async def test_readme_python_example_with_the_plain_temporal_client(
+    dev_client: Client, dev_worker: Worker, task_queue: str
+) -> None:
+    handle = await dev_client.start_workflow(
+        DocumentIntake.run,
+        IntakeRequest(path=str(SAMPLES / "invoice-missing-total.txt"), requested_by="rita"),
+        id=f"readme-{task_queue}",
+        task_queue=task_queue,
+    )
+    status = await eventually(
+        lambda: handle.query(DocumentIntake.status), lambda s: s.state == "waiting"
+    )
+    assert isinstance(status, RunStatus)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            DocumentIntake.decide, Decision(gate="review", user="rita", outcome="approve")
+        )
+    assert "segregation of duties" in str(refused.value.cause)
+    await handle.execute_update(
+        DocumentIntake.decide,
+        Decision(gate="review", user="sam", outcome="approve", comment="checked"),
+    )
+    result = await handle.result()
+    assert isinstance(result, RunResult) and result.outcome == "completed"
