@@ -6,6 +6,7 @@ environment (see baton.config.Settings)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,7 +19,7 @@ from activities.config import snapshot_run_config
 from activities.documents import enter_document, load_document, validate_document
 from activities.llm import ask
 from baton.client import connect
-from baton.config import Settings
+from baton.config import ConfigError, Settings, load_run_config
 from workflows import PROCESSES
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -59,6 +60,8 @@ def build_worker(
 
 async def main() -> None:
     settings = Settings.from_env()
+    # Fail at start-up, not mid-run, on a broken config or a missing API key.
+    load_run_config()
     client = await connect(settings, wait=60)
     worker = build_worker(client, task_queue=settings.task_queue)
     print(f"worker polling task queue '{settings.task_queue}' on {settings.address}", flush=True)
@@ -66,4 +69,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (ConfigError, ConnectionError) as err:
+        sys.exit(f"worker: {err}")
+    except KeyboardInterrupt:
+        pass

@@ -1,28 +1,62 @@
-"""The `ask` activity: one attempt at an LLM task with one provider."""
+"""The `ask` activity: one attempt at an LLM task with one provider and model.
+
+The workflow plans the cascade and calls this once per attempt, so every
+attempt (and every Temporal retry of it) is its own entry in history."""
 
 from __future__ import annotations
+
+import asyncio
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
+from baton.llm.anthropic_messages import AnthropicMessages
 from baton.llm.offline import OfflineProvider
+from baton.llm.openai_chat import OpenAIChat
+from baton.routing import ProviderSpec
 from baton.runner import ASK_ACTIVITY
 
-PROVIDERS: dict[str, Provider] = {"offline": OfflineProvider()}
+# One client per provider configuration, so connections are pooled across attempts.
+_clients: dict[str, Provider] = {}
+
+
+def provider_for(name: str, spec: ProviderSpec) -> Provider:
+    cache_key = f"{name}:{spec.model_dump_json()}"
+    provider = _clients.get(cache_key)
+    if provider is None:
+        if spec.kind == "offline":
+            provider = OfflineProvider()
+        elif spec.kind == "anthropic":
+            provider = AnthropicMessages.from_spec(
+                name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
+            )
+        else:
+            provider = OpenAIChat.from_spec(
+                name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
+            )
+        _clients[cache_key] = provider
+    return provider
+
+
+HEARTBEAT_EVERY = 2.0
+
+
+async def _heartbeat() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 @activity.defn(name=ASK_ACTIVITY)
 async def ask(request: AskRequest) -> AskAnswer:
-    provider = PROVIDERS.get(request.provider)
-    if provider is None:
-        raise ApplicationError(
-            f"unknown LLM provider '{request.provider}' (configured: "
-            f"{', '.join(sorted(PROVIDERS))}); fix [llm] provider in baton.toml",
-            type="UnknownProvider",
-            non_retryable=True,
-        )
+    """Heartbeats while the model works: Temporal then tells a slow model
+    (alive, heartbeating) from a lost worker (silent) within seconds."""
+    provider = provider_for(request.provider_name, request.provider)
+    beat = asyncio.create_task(_heartbeat())
     try:
         return await provider.ask(request)
     except UnknownTaskError as err:
         raise ApplicationError(str(err), type="UnknownTask", non_retryable=True) from None
+    finally:
+        beat.cancel()

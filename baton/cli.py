@@ -24,8 +24,9 @@ from baton.client import (
     run_status,
     start_run,
 )
-from baton.config import Settings
+from baton.config import ConfigError, Settings, load_run_config
 from baton.gates import Decision
+from baton.routing import routing_table
 from baton.runner import RunStatus
 from baton.server import EmbeddedServer, stop_requested
 
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("--as", dest="user", required=True, help="the deciding user")
         verb.add_argument("--comment", default="")
 
+    commands.add_parser("routes", help="print the effective model routing table")
+
     graph = commands.add_parser("graph", help="print a process as a Mermaid diagram")
     graph.add_argument("process")
 
@@ -77,7 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return asyncio.run(_dispatch(args))
-    except (ConnectionError, StartError, LookupError, ValueError, NoWorkerError) as err:
+    except (
+        ConnectionError,
+        StartError,
+        LookupError,
+        ValueError,
+        NoWorkerError,
+        ConfigError,
+    ) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"baton: {message}", file=sys.stderr)
         return 2
@@ -96,6 +106,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from worker import main as worker_main
 
         await worker_main()
+        return 0
+    if args.command == "routes":
+        print(routing_table(load_run_config().routing))
         return 0
     if args.command == "graph":
         from workflows import process

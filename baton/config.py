@@ -20,8 +20,10 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from baton.gates import Directory
+from baton.routing import RoutingConfig
 
 CONFIG_ENV = "BATON_CONFIG"
+ROUTING_ENV = "BATON_ROUTING"
 DEFAULT_CONFIG_NAME = "baton.toml"
 
 
@@ -60,7 +62,7 @@ class RunConfig(BaseModel):
     source: str = "defaults"
     digest: str = ""
     thresholds: dict[str, float] = Field(default_factory=dict)
-    llm_provider: str = "offline"
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     directory: Directory = Field(default_factory=Directory)
 
     def threshold(self, name: str, default: float) -> float:
@@ -74,24 +76,55 @@ def config_path() -> Path:
     return Path.cwd() / DEFAULT_CONFIG_NAME
 
 
-def load_run_config(path: Path | None = None) -> RunConfig:
-    path = path or config_path()
+def _read_toml(path: Path, hint: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
-            f"no run configuration at {path}: run from the repository root, "
-            f"or set {CONFIG_ENV} to the path of a baton.toml"
-        ) from None
+        raise ConfigError(f"no file at {path}: {hint}") from None
     try:
-        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+def load_routing(path: Path) -> RoutingConfig:
+    """Read a routing file and check that every provider a task may use has
+    its API key in the environment: a missing key is a start-up error, not a
+    failure in the middle of a run."""
+    data = _read_toml(path, f"set {ROUTING_ENV} or [llm] routing in baton.toml to a routing file")
+    budget = data.get("budget", {}).get("per_run_usd")
+    try:
+        routing = RoutingConfig.model_validate(
+            {
+                "source": str(path.resolve()),
+                "budget_usd_per_run": budget,
+                **{k: data.get(k, {}) for k in ("providers", "tiers", "data_classes", "tasks")},
+            }
+        )
+    except ValidationError as err:
+        raise ConfigError(f"{path} has invalid routing: {err}") from None
+    for name in sorted(routing.providers_in_use()):
+        key_env = routing.providers[name].api_key_env
+        if key_env and not os.environ.get(key_env):
+            raise ConfigError(
+                f"provider '{name}' in {path} needs an API key in the environment variable "
+                f"{key_env}; export it, or remove '{name}' from the tiers your tasks use"
+            )
+    return routing
+
+
+def load_run_config(path: Path | None = None) -> RunConfig:
+    path = path or config_path()
+    data = _read_toml(
+        path, f"run from the repository root, or set {CONFIG_ENV} to the path of a baton.toml"
+    )
+    routing_file = os.environ.get(ROUTING_ENV) or data.get("llm", {}).get("routing")
+    routing = load_routing(path.parent / routing_file) if routing_file else RoutingConfig()
     try:
         config = RunConfig(
             source=str(path.resolve()),
             thresholds=data.get("thresholds", {}),
-            llm_provider=data.get("llm", {}).get("provider", "offline"),
+            routing=routing,
             directory=Directory.model_validate(data.get("directory", {})),
         )
     except ValidationError as err:

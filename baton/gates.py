@@ -7,7 +7,7 @@ replay. Users and roles come from the directory snapshotted into the run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,6 +24,10 @@ class Decision(BaseModel):
     user: str
     outcome: Outcome
     comment: str = ""
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description="An edited output that replaces the AI's (an override); needs a reason",
+    )
 
 
 class GateDecision(BaseModel):
@@ -34,6 +38,7 @@ class GateDecision(BaseModel):
     role: str
     comment: str = ""
     decided_at: datetime
+    edited: bool = Field(default=False, description="The reviewer replaced the AI output")
 
 
 class Escalation(BaseModel):
@@ -61,6 +66,7 @@ class GateState(BaseModel):
     escalations: list[Escalation] = Field(default_factory=list)
     shown: dict[str, Any] = Field(default_factory=dict)
     decision: GateDecision | None = None
+    edited_output: dict[str, Any] | None = None
 
     def escalate(self, now: datetime) -> str:
         """Hand the gate to the next role in the chain; earlier roles keep the
@@ -80,6 +86,9 @@ class Directory(BaseModel):
     users: dict[str, User] = Field(default_factory=dict)
 
 
+OutputCheck = Callable[[dict[str, Any]], list[str]]
+
+
 def refusal_reason(
     *,
     decision: Decision,
@@ -87,6 +96,8 @@ def refusal_reason(
     declared_gates: set[str],
     directory: Directory,
     requested_by: str,
+    output_check: OutputCheck | None = None,
+    output_required: bool = False,
 ) -> str | None:
     """Why ``decision`` may not be applied now, in words for the person who
     sent it; None when it may."""
@@ -116,6 +127,28 @@ def refusal_reason(
             f"user '{decision.user}' requested this run and may not decide its gates "
             "(segregation of duties)"
         )
+    return _output_refusal(decision, gate.gate, output_check, output_required)
+
+
+def _output_refusal(
+    decision: Decision, gate: str, check: OutputCheck | None, required: bool
+) -> str | None:
+    if decision.outcome == "reject":
+        return None
+    if decision.output is None:
+        if required:
+            return (
+                f"gate '{gate}' has no valid AI answer to approve: approve with an edited "
+                "output, or reject"
+            )
+        return None
+    if check is None:
+        return f"gate '{gate}' has no AI output that an edit could replace"
+    if not decision.comment.strip():
+        return "an edited output needs a reason: say why in the comment"
+    problems = check(decision.output)
+    if problems:
+        return f"the edited output is invalid: {'; '.join(problems)}"
     return None
 
 

@@ -80,6 +80,11 @@ class Node(BaseModel):
     inputs: Mapping[str, str] = Field(default_factory=dict)
     retry: Retry = Retry()
     timeout: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta | None = Field(
+        default=None,
+        description="Activities that heartbeat: a lost worker is noticed after this, not after "
+        "the whole timeout",
+    )
     description: str = ""
 
     kind: typing.ClassVar[str] = "node"
@@ -170,7 +175,15 @@ class Ask(Node):
     task: str
     output: type[BaseModel]
     instructions: str = ""
+    checks: tuple[Callable[[Any], list[str]], ...] = Field(
+        default=(),
+        description="Task validators: pure functions of the output returning the problems found",
+    )
     timeout: timedelta = timedelta(seconds=120)
+    # Model calls are slow and the `ask` activity heartbeats while it waits,
+    # so a crashed worker's attempt is retried in seconds, a slow model is not.
+    heartbeat: timedelta | None = timedelta(seconds=10)
+    retry: Retry = Retry(max_attempts=4)
 
     kind: typing.ClassVar[str] = "ask"
     __init__ = Node.__init__  # keeps the positional id for type checkers
@@ -259,6 +272,21 @@ class Graph(BaseModel):
 
     def descendants(self, node_id: str) -> set[str]:
         return {n.id for n in self.nodes if node_id in self.ancestors(n.id)}
+
+    def editable_model(self, gate_id: str) -> type[BaseModel] | None:
+        """The model a reviewer's edited output must fit at ``gate_id``: an
+        Ask's own output, or the output of the node a gate judges."""
+        if gate_id not in {n.id for n in self.nodes}:
+            return None
+        node: AnyNode = self.node(gate_id)
+        if isinstance(node, Gate) and node.subject is not None:
+            node = self.node(node.subject)
+        model: type[BaseModel] | None = None
+        if isinstance(node, Ask):
+            model = node.output
+        elif isinstance(node, Step):
+            model = node.output_model
+        return model
 
     def mermaid(self) -> str:
         return render_mermaid(self)

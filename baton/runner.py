@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -36,11 +37,24 @@ from baton.config import RunConfig
 from baton.gates import Decision, GateDecision, GateState, Refusal, refusal_reason, role_for
 from baton.graph import INPUT, AnyNode, Ask, Back, Gate, Graph, Step, parse_ref
 from baton.llm import AskAnswer, AskRequest
+from baton.routing import (
+    HUMAN,
+    Attempt,
+    AttemptOutcome,
+    Option,
+    Plan,
+    PlannedTier,
+    RoutingError,
+    plan_route,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 SNAPSHOT_CONFIG_ACTIVITY = "snapshot_run_config"
 ASK_ACTIVITY = "ask"
+# Provider errors that every other model would repeat (a refused key, an
+# unknown model, a malformed request): they fail the step instead of cascading.
+FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
 
 NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed"]
 RunState = Literal["starting", "running", "waiting", "completed", "rejected", "failed"]
@@ -80,6 +94,8 @@ class RunStatus(BaseModel):
     nodes: list[NodeRecord]
     gates: list[GateState]
     refusals: list[Refusal]
+    cost_usd: float = 0.0
+    min_confidence: float | None = None
     error: str | None = None
 
 
@@ -240,8 +256,6 @@ class GraphWorkflow:
             self._finish(record, "failed", None, err.message)
             raise
         self._finish(record, "finished", output, record.detail)
-        if isinstance(node, Gate) and output["outcome"] == "reject":
-            self._rejected = True
         return set()
 
     def _finish(self, record: NodeRecord, status: NodeStatus, output: Any, detail: str) -> None:
@@ -274,12 +288,15 @@ class GraphWorkflow:
         return again
 
     def _activity_options(self, node: Step | Ask, record: NodeRecord) -> dict[str, Any]:
-        return {
+        options: dict[str, Any] = {
             "activity_id": f"{node.id}#{record.visits}",
             "start_to_close_timeout": node.timeout,
             "retry_policy": node.retry.to_temporal(),
             "summary": f"{self.graph.name}.{node.id}",
         }
+        if node.heartbeat is not None:
+            options["heartbeat_timeout"] = node.heartbeat
+        return options
 
     async def _run_step(self, node: Step, record: NodeRecord) -> Any:
         try:
@@ -293,58 +310,260 @@ class GraphWorkflow:
         options = self._activity_options(node, record)
         if node.local:
             options.pop("summary")
+            options.pop("heartbeat_timeout", None)
             result = await workflow.execute_local_activity(node.activity, arg, **options)
         else:
             result = await workflow.execute_activity(node.activity, arg, **options)
         return result.model_dump(mode="json")
 
     async def _run_ask(self, node: Ask, record: NodeRecord) -> Any:
+        """The cascade: each planned model in turn, one activity per attempt.
+        An invalid answer is repaired by the same model with the errors fed
+        back; still invalid, or below the task's minimum confidence, goes to
+        the next tier; the human tier, or a spent budget, opens a gate on this
+        node that shows the reviewer every attempt."""
         assert self._config is not None
+        routing = self._config.routing
+        try:
+            plan = plan_route(routing, node.task)
+        except RoutingError as err:
+            raise ApplicationError(
+                f"node '{node.id}': {err}", type="RoutingError", non_retryable=True
+            ) from None
+        attempts: list[Attempt] = []
+        record.meta.update(
+            task=node.task,
+            cascade=[t.name for t in plan.tiers],
+            excluded=plan.excluded,
+            attempts=attempts,
+            cost_usd=0.0,
+        )
+        best: tuple[Attempt, Any] | None = None
+        escalation: str | None = None
+        for tier in plan.tiers:
+            if tier.name == HUMAN:
+                escalation = "the cascade reached its human tier"
+                break
+            budget = routing.budget_usd_per_run
+            if tier.paid and budget is not None and self._cost() >= budget:
+                escalation = f"the run's budget of ${budget:.2f} is spent (${self._cost():.4f})"
+                break
+            accepted, candidate = await self._try_tier(node, record, plan, tier, attempts)
+            if accepted is not None:
+                return accepted
+            if candidate is not None and (best is None or _more_confident(candidate[0], best[0])):
+                best = candidate
+        if escalation is None:
+            if best is None:
+                raise ApplicationError(
+                    f"node '{node.id}': no model gave a valid answer ({len(attempts)} attempts: "
+                    f"{'; '.join(f'{a.provider}/{a.model}: {a.outcome}' for a in attempts)})",
+                    type="NoValidAnswer",
+                    non_retryable=True,
+                )
+            attempt, value = best
+            attempt.outcome = "accepted_below_minimum"
+            self._note_answer(record, attempt)
+            return value
+        return await self._ask_a_person(node, record, plan, escalation, best)
+
+    async def _try_tier(
+        self,
+        node: Ask,
+        record: NodeRecord,
+        plan: Plan,
+        tier: PlannedTier,
+        attempts: list[Attempt],
+    ) -> tuple[Any, tuple[Attempt, Any] | None]:
+        """(accepted output or None, the valid-but-unsure answer if any).
+        Candidates of a tier are alternatives: the next is tried only when a
+        provider fails for good."""
+        for option in tier.options:
+            errors: list[str] = []
+            previous: Any = None
+            for repair in range(plan.route.repair_attempts + 1):
+                attempt, value = await self._attempt(
+                    node, record, option, repair, errors, previous, len(attempts) + 1
+                )
+                attempts.append(attempt)
+                record.meta["cost_usd"] = sum(a.cost_usd for a in attempts)
+                self._publish()
+                if attempt.outcome == "provider_error":
+                    break
+                if attempt.outcome == "accepted":
+                    self._note_answer(record, attempt)
+                    return value, None
+                if attempt.outcome == "low_confidence":
+                    return None, (attempt, value)
+                errors, previous = attempt.errors, attempt.output
+            else:
+                return None, None
+        return None, None
+
+    async def _attempt(
+        self,
+        node: Ask,
+        record: NodeRecord,
+        option: Option,
+        repair: int,
+        errors: list[str],
+        previous: Any,
+        index: int,
+    ) -> tuple[Attempt, Any]:
+        assert self._config is not None
+        started = workflow.now()
         request = AskRequest(
             task=node.task,
             instructions=node.instructions,
             inputs=self._resolve(node.inputs),
             output_schema=node.output.model_json_schema(),
-            provider=self._config.llm_provider,
+            provider_name=option.candidate.provider,
+            provider=option.provider,
+            model=option.candidate.model,
+            repair_errors=errors,
+            previous_output=previous,
         )
-        answer = await workflow.execute_activity(
-            ASK_ACTIVITY, request, result_type=AskAnswer, **self._activity_options(node, record)
-        )
-        record.meta.update(
-            provider=answer.provider,
-            model=answer.model,
-            confidence=answer.confidence,
-            confidence_method=answer.confidence_method,
-            input_tokens=answer.input_tokens,
-            output_tokens=answer.output_tokens,
-            notes=answer.notes,
+        options = self._activity_options(node, record)
+        options["activity_id"] += f".{index}"
+        options["summary"] = f"{node.id}: {option.candidate.provider}/{option.candidate.model}"
+        attempt = Attempt(
+            index=index,
+            tier=option.tier,
+            provider=option.candidate.provider,
+            model=option.candidate.model,
+            repair=repair,
+            outcome="provider_error",
+            started_at=started,
+            finished_at=started,
         )
         try:
-            value = node.output.model_validate(answer.output)
-        except ValidationError as err:
-            raise ApplicationError(
-                f"node '{node.id}': {answer.provider}/{answer.model} answered outside the "
-                f"{node.output.__name__} schema: {err}",
-                type="OffSchemaAnswer",
-                non_retryable=True,
-            ) from None
-        return value.model_dump(mode="json")
+            answer = await workflow.execute_activity(
+                ASK_ACTIVITY, request, result_type=AskAnswer, **options
+            )
+        except ActivityError as err:
+            if _error_type(err) in FATAL_PROVIDER_ERRORS:
+                raise
+            failed = {"errors": [_root_message(err)], "finished_at": workflow.now()}
+            return attempt.model_copy(update=failed), None
+        value, problems = self._judge(node, answer)
+        minimum = self._config.routing.route(node.task).min_confidence
+        if problems:
+            outcome: AttemptOutcome = "invalid"
+        else:
+            outcome = "accepted" if answer.confidence >= minimum else "low_confidence"
+        answered = {
+            "model": answer.model or option.candidate.model,
+            "outcome": outcome,
+            "confidence": answer.confidence,
+            "confidence_method": answer.confidence_method,
+            "input_tokens": answer.input_tokens,
+            "output_tokens": answer.output_tokens,
+            "cost_usd": option.candidate.cost_usd(answer.input_tokens, answer.output_tokens),
+            "errors": problems,
+            "output": answer.output,
+            "finished_at": workflow.now(),
+        }
+        return attempt.model_copy(update=answered), value
+
+    def _judge(self, node: Ask, answer: AskAnswer) -> tuple[Any, list[str]]:
+        """The answer as the node's output, or why it is refused: the reply's
+        format, the output schema, then the node's own checks."""
+        if answer.format_errors:
+            return None, list(answer.format_errors)
+        problems = _schema_problems(node.output, answer.output)
+        if problems:
+            return None, problems
+        value = node.output.model_validate(answer.output)
+        problems = [p for check in node.checks for p in check(value)]
+        return (None, problems) if problems else (value.model_dump(mode="json"), [])
+
+    def _note_answer(self, record: NodeRecord, attempt: Attempt) -> None:
+        record.meta.update(
+            provider=attempt.provider,
+            model=attempt.model,
+            confidence=attempt.confidence,
+            confidence_method=attempt.confidence_method,
+            input_tokens=attempt.input_tokens,
+            output_tokens=attempt.output_tokens,
+        )
+
+    async def _ask_a_person(
+        self,
+        node: Ask,
+        record: NodeRecord,
+        plan: Plan,
+        reason: str,
+        best: tuple[Attempt, Any] | None,
+    ) -> Any:
+        attempts: list[Attempt] = record.meta["attempts"]
+        shown = {
+            "task": node.task,
+            "why": reason,
+            "inputs": self._resolve(node.inputs),
+            "attempts": [a.model_dump(mode="json") for a in attempts],
+            "proposed": None if best is None else best[1],
+        }
+        record.meta["escalated"] = reason
+        decision = await self._await_decision(
+            node.id,
+            role=plan.route.human_role,
+            sla=None,
+            escalate_to=(),
+            shown=shown,
+            record=record,
+        )
+        if decision.outcome == "reject":
+            return None
+        record.meta.update(
+            confidence=1.0, confidence_method="human_review", decided_by=decision.user
+        )
+        if decision.edited:
+            return self._gates[node.id].edited_output
+        assert best is not None
+        return best[1]
 
     async def _run_gate(self, node: Gate, record: NodeRecord) -> Any:
-        now = workflow.now()
         shown = self._resolve(node.inputs)
         if node.subject is not None:
             subject = self._records[node.subject]
             shown["subject"] = {"node": node.subject, "output": subject.output, **subject.meta}
+        decision = await self._await_decision(
+            node.id,
+            role=node.role,
+            sla=node.sla,
+            escalate_to=node.escalate_to,
+            shown=shown,
+            record=record,
+        )
+        if decision.edited and node.subject is not None:
+            subject = self._records[node.subject]
+            subject.meta.update(original_output=subject.output, overridden_by=decision.user)
+            subject.output = self._gates[node.id].edited_output
+        return decision.model_dump(mode="json")
+
+    async def _await_decision(
+        self,
+        gate_id: str,
+        *,
+        role: str,
+        sla: timedelta | None,
+        escalate_to: tuple[str, ...],
+        shown: dict[str, Any],
+        record: NodeRecord,
+    ) -> GateDecision:
+        """Open a gate and wait for an accepted decision. At each SLA the gate
+        escalates along the chain; once the chain is exhausted it holds: it
+        never decides by itself."""
+        now = workflow.now()
         gate = GateState(
-            gate=node.id,
-            roles=[node.role],
-            chain=list(node.escalate_to),
+            gate=gate_id,
+            roles=[role],
+            chain=list(escalate_to),
             opened_at=now,
-            due_at=now + node.sla if node.sla else None,
+            due_at=now + sla if sla else None,
             shown=shown,
         )
-        self._gates[node.id] = gate
+        self._gates[gate_id] = gate
         record.status = "waiting"
         self._publish()
         while gate.decision is None:
@@ -353,20 +572,23 @@ class GraphWorkflow:
                 await workflow.wait_condition(
                     lambda: gate.decision is not None,
                     timeout=timeout,
-                    timeout_summary=f"SLA of gate {node.id}",
+                    timeout_summary=f"SLA of gate {gate_id}",
                 )
             except TimeoutError:
                 if gate.chain:
-                    role = gate.escalate(workflow.now())
-                    gate.due_at = workflow.now() + node.sla if node.sla else None
-                    record.detail = f"escalated to {role}"
+                    escalated_to = gate.escalate(workflow.now())
+                    gate.due_at = workflow.now() + sla if sla else None
+                    record.detail = f"escalated to {escalated_to}"
                 else:
                     gate.due_at = None
                     gate.holding = True
                     record.detail = "SLA chain exhausted; holding until someone decides"
                 self._publish()
+        record.status = "running"
         record.meta.update(decided_by=gate.decision.user, role=gate.decision.role)
-        return gate.decision.model_dump(mode="json")
+        if gate.decision.outcome == "reject":
+            self._rejected = True
+        return gate.decision
 
     def _resolve(self, inputs: Mapping[str, str]) -> dict[str, Any]:
         assert self._input is not None
@@ -394,28 +616,38 @@ class GraphWorkflow:
         return self._outcome
 
     def _publish(self) -> None:
-        """Upsert search attributes that changed since the last upsert."""
+        """Upsert the search attributes that changed since the last upsert
+        (None unsets one), so history only grows when the picture changes."""
         waiting = [g for g in self._gates.values() if g.decision is None]
         due = [g.due_at for g in waiting if g.due_at is not None]
-        wanted: dict[str, Any] = {
-            search.PROCESS.name: self.graph.name,
-            search.STATUS.name: self._state(),
-            search.NODE.name: ",".join(self._current()) or "-",
-            search.PENDING_ROLES.name: sorted({r for g in waiting for r in g.roles}),
-            search.GATE_DUE.name: min(due) if due else None,
-        }
-        changes: list[SearchAttributeUpdate[Any]] = []
-        for key in (search.PROCESS, search.STATUS, search.NODE, search.PENDING_ROLES):
-            if self._published.get(key.name) != wanted[key.name]:
-                changes.append(key.value_set(wanted[key.name]))
-        if self._published.get(search.GATE_DUE.name) != wanted[search.GATE_DUE.name]:
-            value = wanted[search.GATE_DUE.name]
-            changes.append(
-                search.GATE_DUE.value_unset() if value is None else search.GATE_DUE.value_set(value)
-            )
+        wanted: list[tuple[Any, Any]] = [
+            (search.PROCESS, self.graph.name),
+            (search.STATUS, self._state()),
+            (search.NODE, ",".join(self._current()) or "-"),
+            (search.PENDING_ROLES, sorted({r for g in waiting for r in g.roles}) or None),
+            (search.GATE_DUE, min(due) if due else None),
+            (search.COST_USD, round(self._cost(), 6) or None),
+            (search.MIN_CONFIDENCE, self._min_confidence()),
+        ]
+        changes: list[SearchAttributeUpdate[Any]] = [
+            key.value_unset() if value is None else key.value_set(value)
+            for key, value in wanted
+            if self._published.get(key.name) != value
+        ]
         if changes:
             workflow.upsert_search_attributes(changes)
-            self._published = wanted
+            self._published = {key.name: value for key, value in wanted}
+
+    def _cost(self) -> float:
+        return sum(float(r.meta.get("cost_usd", 0.0)) for r in self._records.values())
+
+    def _min_confidence(self) -> float | None:
+        scores = [
+            float(r.meta["confidence"])
+            for r in self._records.values()
+            if r.status == "finished" and r.meta.get("confidence") is not None
+        ]
+        return min(scores) if scores else None
 
     def _current(self) -> list[str]:
         return [r.node for r in self._records.values() if r.status in ("running", "waiting")]
@@ -432,6 +664,8 @@ class GraphWorkflow:
             nodes=list(self._records.values()),
             gates=list(self._gates.values()),
             refusals=self._refusals,
+            cost_usd=self._cost(),
+            min_confidence=self._min_confidence(),
             error=self._error,
         )
 
@@ -440,12 +674,18 @@ class GraphWorkflow:
     def _refusal(self, decision: Decision) -> str | None:
         if self._input is None or self._config is None:
             return "the run is still starting; try again in a moment"
+        editable = self.graph.editable_model(decision.gate)
+        gate = self._gates.get(decision.gate)
         return refusal_reason(
             decision=decision,
             gates=self._gates,
-            declared_gates={n.id for n in self.graph.nodes if isinstance(n, Gate)},
+            declared_gates={n.id for n in self.graph.nodes if isinstance(n, Gate | Ask)},
             directory=self._config.directory,
             requested_by=self._input.requested_by,
+            output_check=None if editable is None else partial(_schema_problems, editable),
+            output_required=gate is not None
+            and "proposed" in gate.shown
+            and gate.shown["proposed"] is None,
         )
 
     def _apply(self, decision: Decision) -> GateDecision:
@@ -454,12 +694,18 @@ class GraphWorkflow:
         user = self._config.directory.users[decision.user]
         role = role_for(user, gate)
         assert role is not None
+        edited = decision.outcome == "approve" and decision.output is not None
+        if edited:
+            model = self.graph.editable_model(decision.gate)
+            assert model is not None
+            gate.edited_output = model.model_validate(decision.output).model_dump(mode="json")
         gate.decision = GateDecision(
             outcome=decision.outcome,
             user=decision.user,
             role=role,
             comment=decision.comment,
             decided_at=workflow.now(),
+            edited=edited,
         )
         gate.status = "decided"
         return gate.decision
@@ -485,7 +731,34 @@ class GraphWorkflow:
         self._apply(decision)
 
 
+def _first_application_error(err: BaseException) -> ApplicationError | None:
+    """The error the activity raised: the first application error in the
+    chain (deeper causes are the SDK errors it was made from)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
 def _root_message(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return getattr(err, "message", None) or str(err)
+    raised = _first_application_error(err)
+    return raised.message if raised is not None else str(err)
+
+
+def _error_type(err: BaseException) -> str | None:
+    raised = _first_application_error(err)
+    return raised.type if raised is not None else None
+
+
+def _schema_problems(model: type[BaseModel], output: dict[str, Any]) -> list[str]:
+    try:
+        model.model_validate(output)
+    except ValidationError as err:
+        return [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in err.errors()]
+    return []
+
+
+def _more_confident(a: Attempt, b: Attempt) -> bool:
+    return (a.confidence or 0.0) > (b.confidence or 0.0)

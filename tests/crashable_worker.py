@@ -7,12 +7,15 @@ test can SIGKILL it:
   done its work, but before its completion reaches Temporal, the worker
   creates the hold file and stops there until killed. A restarted worker sees
   the file and does not hold again.
+- BATON_TEST_HOLD_BEFORE=<activity type>:<n>: the same, but before the n-th
+  execution of that type in this process starts its work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,15 @@ from baton.client import connect
 from baton.config import Settings
 from worker import build_worker
 
+_started: Counter[str] = Counter()
+
+
+def _hold(hold_file: Path) -> bool:
+    if hold_file.exists():
+        return False
+    hold_file.write_text(activity.info().workflow_id)
+    return True
+
 
 class _CountingInbound(ActivityInboundInterceptor):
     def _log(self, event: str) -> None:
@@ -36,13 +48,17 @@ class _CountingInbound(ActivityInboundInterceptor):
             log.write(line)
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        kind = activity.info().activity_type
+        hold_file = Path(os.environ.get("BATON_TEST_HOLD_FILE", "/nonexistent/hold"))
+        _started[kind] += 1
+        if os.environ.get("BATON_TEST_HOLD_BEFORE") == f"{kind}:{_started[kind]}" and _hold(
+            hold_file
+        ):
+            await asyncio.Event().wait()
         self._log("start")
         result = await super().execute_activity(input)
         self._log("done")
-        hold_file = Path(os.environ.get("BATON_TEST_HOLD_FILE", "/nonexistent/hold"))
-        holds_here = activity.info().activity_type == os.environ.get("BATON_TEST_HOLD_AFTER")
-        if holds_here and not hold_file.exists():
-            hold_file.write_text(activity.info().workflow_id)
+        if kind == os.environ.get("BATON_TEST_HOLD_AFTER") and _hold(hold_file):
             await asyncio.Event().wait()
         return result
 

@@ -220,3 +220,21 @@ async def test_readme_python_example_with_the_plain_temporal_client(
     )
     result = await handle.result()
     assert isinstance(result, RunResult) and result.outcome == "completed"
+
+
+async def test_routes_prints_the_table_and_a_missing_key_stops_the_worker(tmp_path: Path) -> None:
+    routes = await run_command(sys.executable, "-m", "baton.cli", "routes")
+    assert "task extract_fields: data class internal" in routes.stdout
+    assert "offline/rules (offline, on-prem)" in routes.stdout
+    broken = tmp_path / "routing.toml"
+    broken.write_text(
+        '[providers.openai]\nkind = "openai"\napi_key_env = "BATON_TEST_UNSET_KEY"\n'
+        'residency = "us"\n[tiers.cheap]\ncandidates = [{provider = "openai", model = "m"}]\n'
+        '[data_classes.internal]\nresidencies = ["us"]\n'
+        '[tasks.extract_fields]\ncascade = ["cheap"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "BATON_TEST_UNSET_KEY"}
+    env["BATON_ROUTING"] = str(broken)
+    worker = await run_command(sys.executable, "worker.py", env=env)
+    assert worker.returncode == 1
+    assert "needs an API key in the environment variable BATON_TEST_UNSET_KEY" in worker.stderr

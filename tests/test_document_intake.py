@@ -128,7 +128,10 @@ async def test_rejection_ends_the_run_without_entering_anything(
 @pytest.mark.parametrize(
     ("decision", "reason"),
     [
-        (approve(gate="approval"), "this process has no gate 'approval' (its gates: review)"),
+        (
+            approve(gate="approval"),
+            "this process has no gate 'approval' (its gates: extract, review)",
+        ),
         (approve(user="carl"), "user 'carl' (clerk) may not decide gate 'review'; it needs one of"),
         (approve(user="mallory"), "unknown user 'mallory'"),
         (approve(user="sam"), "user 'sam' requested this run and may not decide its gates"),

@@ -22,7 +22,9 @@ from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from systems.erp import DocumentRegister
 from tests.conftest import ROOT, SAMPLES
+from tests.fake_llm import Reply, ScriptedLLMServer
 from tests.helpers import eventually, settled
+from tests.routing_config import DOC, KEY_ENV, OFF_SCHEMA, VALID, answer, config
 from worker import build_worker
 from workflows.document_intake import DocumentIntake
 
@@ -47,7 +49,6 @@ def worker_env(
         TEMPORAL_ADDRESS=dev_server.address,
         BATON_TASK_QUEUE=task_queue,
         BATON_TEST_CALL_LOG=str(tmp_path / "calls.log"),
-        BATON_TEST_HOLD_AFTER="enter_document",
         BATON_TEST_HOLD_FILE=str(tmp_path / "held"),
     )
     yield env
@@ -56,7 +57,7 @@ def worker_env(
 async def test_killed_worker_resumes_without_repeating_finished_steps(
     dev_client: Client, worker_env: dict[str, str], task_queue: str, tmp_path: Path
 ) -> None:
-    first = WorkerProcess(worker_env)
+    first = WorkerProcess(worker_env | {"BATON_TEST_HOLD_AFTER": "enter_document"})
     request = build_input(
         DocumentIntake, [str(SAMPLES / "invoice-acme-2026-0142.txt")], requested_by="clerk-1"
     )
@@ -122,3 +123,36 @@ async def test_waiting_run_survives_a_server_restart(tmp_path: Path, task_queue:
             result = await client.get_workflow_handle(handle.id, result_type=RunResult).result()
     assert result.outcome == "completed"
     assert len(DocumentRegister().entries(handle.id)) == 1
+
+
+async def test_crash_between_two_model_attempts_does_not_repeat_the_first(
+    dev_client: Client, worker_env: dict[str, str], task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with ScriptedLLMServer() as llm:
+        llm.script("gpt-cheap", Reply(answer(OFF_SCHEMA)))
+        llm.script("claude-strong", Reply(answer(VALID, 0.95)))
+        run_config = config(llm, cascade=["cheap", "strong"], repairs=0)
+        env = worker_env | {KEY_ENV: "sk-test", "BATON_TEST_HOLD_BEFORE": "ask:2"}
+        first = WorkerProcess(env)
+        request = build_input(DocumentIntake, [str(DOC)], requested_by="clerk-1", config=run_config)
+        handle = await start_run(dev_client, DocumentIntake, request, task_queue=task_queue)
+        hold = Path(worker_env["BATON_TEST_HOLD_FILE"])
+
+        async def held() -> bool:
+            return hold.exists()
+
+        await eventually(held, bool, timeout=60)
+        assert [r.model for r in llm.requests] == ["gpt-cheap"], "killed before the 2nd call"
+        first.kill()
+        second = WorkerProcess(env)
+        try:
+            result = await handle.result()
+            status = await run_status(dev_client, handle.id)
+        finally:
+            second.kill()
+
+    assert result.outputs["extract"]["number"] == "INV-1"
+    assert [r.model for r in llm.requests] == ["gpt-cheap", "claude-strong"]
+    extract = next(n for n in status.nodes if n.node == "extract")
+    assert [a["outcome"] for a in extract.meta["attempts"]] == ["invalid", "accepted"]

@@ -1,7 +1,9 @@
 """Model providers behind one small protocol: a request in, an answer out.
 
 Providers never decide what happens with an answer; validation, repair and
-escalation are the workflow's business (see `baton.runner`).
+escalation are the workflow's business (see `baton.runner` and
+`baton.routing`). A provider reports what it was asked, what it answered,
+tokens, and a confidence with the method that measured it.
 """
 
 from __future__ import annotations
@@ -10,34 +12,43 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from baton.routing import ProviderSpec
+
 
 class AskRequest(BaseModel):
-    """One attempt at an LLM task, as the workflow plans it."""
+    """One attempt at an LLM task with one model, as the workflow plans it."""
 
     task: str
     instructions: str = ""
     inputs: dict[str, Any] = Field(default_factory=dict)
     output_schema: dict[str, Any]
-    provider: str = "offline"
-    model: str = ""
+    provider_name: str = "offline"
+    provider: ProviderSpec = Field(default_factory=lambda: ProviderSpec(kind="offline"))
+    model: str = "rules"
+    repair_errors: list[str] = Field(
+        default_factory=list, description="Why the previous answer was refused; empty at first"
+    )
+    previous_output: Any = None
 
 
 class AskAnswer(BaseModel):
     """What a provider returned, with the facts an auditor needs about it."""
 
     output: dict[str, Any]
+    format_errors: list[str] = Field(
+        default_factory=list, description="The reply was not the JSON object asked for"
+    )
     confidence: float = Field(ge=0.0, le=1.0)
     confidence_method: str
     provider: str
     model: str
+    response_id: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     notes: list[str] = Field(default_factory=list)
 
 
 class Provider(Protocol):
-    name: str
-
     async def ask(self, request: AskRequest) -> AskAnswer: ...
 
 

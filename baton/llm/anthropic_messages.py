@@ -1,0 +1,82 @@
+"""Anthropic messages through the `anthropic` SDK. Structured output comes
+from a forced tool call whose input schema is the task's answer schema."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anthropic
+
+from baton.llm import AskAnswer, AskRequest
+from baton.llm.faults import as_application_error
+from baton.llm.prompt import answer_schema, prompt, read_reply
+
+ANSWER_TOOL = "record_answer"
+MAX_TOKENS = 4096
+
+
+class AnthropicMessages:
+    def __init__(self, name: str, client: anthropic.AsyncAnthropic, *, key_env: str | None) -> None:
+        self.name = name
+        self._client = client
+        self._key_env = key_env
+
+    @classmethod
+    def from_spec(
+        cls, name: str, *, base_url: str | None, key_env: str | None, timeout_s: float
+    ) -> AnthropicMessages:
+        client = anthropic.AsyncAnthropic(
+            base_url=base_url,
+            api_key=os.environ.get(key_env, "") if key_env else None,
+            max_retries=0,
+            timeout=timeout_s,
+        )
+        return cls(name, client, key_env=key_env)
+
+    async def ask(self, request: AskRequest) -> AskAnswer:
+        system, user = prompt(
+            task=request.task,
+            instructions=request.instructions,
+            inputs=request.inputs,
+            repair_errors=request.repair_errors,
+            previous_output=request.previous_output,
+        )
+        try:
+            message = await self._client.messages.create(
+                model=request.model,
+                max_tokens=MAX_TOKENS,
+                system=system,
+                messages=[{"role": "user", "content": user}],
+                tools=[
+                    {
+                        "name": ANSWER_TOOL,
+                        "description": f"Record the answer to the task '{request.task}'.",
+                        "input_schema": answer_schema(request.output_schema),
+                    }
+                ],
+                tool_choice={"type": "tool", "name": ANSWER_TOOL},
+            )
+        except anthropic.AnthropicError as err:
+            raise as_application_error(
+                err, provider=self.name, model=request.model, key_env=self._key_env
+            ) from err
+        reply: str | dict[str, Any] = ""
+        for block in message.content:
+            if block.type == "tool_use" and block.name == ANSWER_TOOL:
+                reply = dict(block.input) if isinstance(block.input, dict) else str(block.input)
+                break
+            if block.type == "text":
+                reply = block.text
+        output, reported, format_errors = read_reply(reply)
+        return AskAnswer(
+            output=output,
+            format_errors=format_errors,
+            confidence=reported if reported is not None else 0.0,
+            confidence_method="self_reported" if reported is not None else "unreported",
+            provider=self.name,
+            model=message.model or request.model,
+            response_id=message.id,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+        )
