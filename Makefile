@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CHECKED := baton workflows activities
 
-.PHONY: install demo up test lint lock
+.PHONY: install demo up test lint lock chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(CHECKED)
 
-test: lint
+# The audit report's rendering test drives Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: lint chromium
 	$(PY) -m pytest
 
 # Re-pin every dependency after changing pyproject.toml.

@@ -12,14 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Interceptor, Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.audit import AuditFlush
 from activities.config import snapshot_run_config
 from activities.documents import enter_document, load_document, validate_document
 from activities.llm import ask
+from baton.audit.interceptors import AuditInterceptor
+from baton.audit.sink import AuditSettings, AuditSink
 from baton.client import connect
 from baton.config import ConfigError, Settings, load_run_config
+from baton.telemetry import configure_tracing
 from workflows import PROCESSES
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -35,7 +41,7 @@ ACTIVITIES: list[Callable[..., Any]] = [
 # sandbox cheap.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "baton", "activities", "systems"
+        "baton", "activities", "systems", "opentelemetry"
     )
 )
 
@@ -46,15 +52,36 @@ def build_worker(
     task_queue: str,
     interceptors: Sequence[Interceptor] = (),
     activity_threads: int = 16,
+    audit: AuditSink | None = None,
+    audited: bool = True,
+    traced: bool = True,
 ) -> Worker:
+    """A worker for every process. Audit is on unless ``audited=False``; its
+    store comes from the environment (BATON_AUDIT_URL) unless ``audit`` is given."""
+    sink = (audit or AuditSink(AuditSettings.from_env())) if audited else None
+    own_interceptors: list[Interceptor] = [AuditInterceptor(sink)]
+    if traced:
+        # Spans for every run, whether or not the starter traced its call.
+        own_interceptors.append(TracingInterceptor(always_create_workflow_spans=True))
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[p.workflow for p in PROCESSES.values()],
-        activities=ACTIVITIES,
+        activities=[*ACTIVITIES, AuditFlush(sink).flush],
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         workflow_runner=SANDBOX,
-        interceptors=interceptors,
+        interceptors=[*own_interceptors, *interceptors],
+    )
+
+
+def build_replayer() -> Replayer:
+    """Replays histories exactly as a worker runs them: same workflows,
+    sandbox and workflow interceptors."""
+    return Replayer(
+        workflows=[p.workflow for p in PROCESSES.values()],
+        data_converter=pydantic_data_converter,
+        workflow_runner=SANDBOX,
+        interceptors=[AuditInterceptor(None)],
     )
 
 
@@ -62,6 +89,7 @@ async def main() -> None:
     settings = Settings.from_env()
     # Fail at start-up, not mid-run, on a broken config or a missing API key.
     load_run_config()
+    configure_tracing(console=sys.stderr)
     client = await connect(settings, wait=60)
     worker = build_worker(client, task_queue=settings.task_queue)
     print(f"worker polling task queue '{settings.task_queue}' on {settings.address}", flush=True)

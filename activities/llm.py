@@ -16,6 +16,7 @@ from baton.llm.offline import OfflineProvider
 from baton.llm.openai_chat import OpenAIChat
 from baton.routing import ProviderSpec
 from baton.runner import ASK_ACTIVITY
+from baton.telemetry import model_call_span, record_answer, record_error
 
 # One client per provider configuration, so connections are pooled across attempts.
 _clients: dict[str, Provider] = {}
@@ -54,9 +55,17 @@ async def ask(request: AskRequest) -> AskAnswer:
     (alive, heartbeating) from a lost worker (silent) within seconds."""
     provider = provider_for(request.provider_name, request.provider)
     beat = asyncio.create_task(_heartbeat())
-    try:
-        return await provider.ask(request)
-    except UnknownTaskError as err:
-        raise ApplicationError(str(err), type="UnknownTask", non_retryable=True) from None
-    finally:
-        beat.cancel()
+    with model_call_span(request) as span:
+        try:
+            answer = await provider.ask(request)
+        except UnknownTaskError as err:
+            failure = ApplicationError(str(err), type="UnknownTask", non_retryable=True)
+            record_error(span, failure)
+            raise failure from None
+        except Exception as err:
+            record_error(span, err)
+            raise
+        finally:
+            beat.cancel()
+        record_answer(span, answer)
+        return answer

@@ -10,9 +10,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from baton.audit.reports import describe, select_runs, write_report
+from baton.audit.sink import AuditSettings
+from baton.audit.store import RetentionError, open_store
 from baton.client import (
     DecisionRefused,
     NoWorkerError,
@@ -65,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("routes", help="print the effective model routing table")
 
+    audit = commands.add_parser("audit", help="the audit trail: verify, export, purge")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check the hash chains")
+    verify.add_argument("workflow_id", nargs="?", help="one run (default: every run)")
+    export = audit_commands.add_parser("export", help="write JSONL or a self-contained HTML report")
+    export.add_argument("workflow_id", nargs="?", help="one run (or use --process / --since)")
+    export.add_argument("--format", choices=("jsonl", "html"), default="html")
+    export.add_argument("--process")
+    export.add_argument("--since", type=_date, help="runs recorded since this date (YYYY-MM-DD)")
+    export.add_argument("--out", type=Path, help="output file (default: under <data dir>/reports)")
+    purge = audit_commands.add_parser("purge", help="delete runs older than a date")
+    purge.add_argument("--before", type=_date, required=True, help="YYYY-MM-DD")
+
     graph = commands.add_parser("graph", help="print a process as a Mermaid diagram")
     graph.add_argument("process")
 
@@ -87,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         NoWorkerError,
         ConfigError,
+        RetentionError,
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"baton: {message}", file=sys.stderr)
@@ -107,6 +125,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
         await worker_main()
         return 0
+    if args.command == "audit":
+        return _audit(settings, args)
     if args.command == "routes":
         print(routing_table(load_run_config().routing))
         return 0
@@ -159,6 +179,43 @@ async def _dispatch(args: argparse.Namespace) -> int:
         f"({accepted.role})"
     )
     return 0
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-05-31") from None
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    audit = AuditSettings.from_env(settings)
+    store = open_store(audit.url)
+    if args.audit_command == "verify":
+        report = store.verify(args.workflow_id)
+        print(describe(report))
+        return 0 if report.ok else 1
+    if args.audit_command == "purge":
+        removed = store.purge(
+            args.before, min_retention_days=audit.min_retention_days, now=datetime.now(UTC)
+        )
+        print(f"purged {removed} records of runs that ended before {args.before:%Y-%m-%d}")
+        return 0
+    from workflows import PROCESSES
+
+    runs = select_runs(store, args.workflow_id, process=args.process, since=args.since)
+    name = args.workflow_id or args.process or "runs"
+    out = args.out or settings.data_dir / "reports" / f"{name}.{args.format}"
+    report = write_report(
+        store,
+        runs,
+        out,
+        fmt=args.format,
+        mermaid_for=lambda p: PROCESSES[p].graph.mermaid() if p in PROCESSES else None,
+        min_retention_days=audit.min_retention_days,
+    )
+    print(f"wrote {out} ({len(runs)} run(s)); {describe(report)}")
+    return 0 if report.ok else 1
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ README shows for use from your own code.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -56,6 +58,8 @@ async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Cli
                 settings.address,
                 namespace=settings.namespace,
                 data_converter=pydantic_data_converter,
+                # A run started here is one trace: this call's span is its root.
+                interceptors=[TracingInterceptor()],
             )
         except RuntimeError as err:
             if time.monotonic() >= deadline:
@@ -145,10 +149,12 @@ async def run_status(client: Client, workflow_id: str) -> RunStatus:
 
 async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDecision:
     """Deliver a decision through the validated `decide` update. The update id
-    is derived from the decision, so a retried call is answered by Temporal
-    with the first result instead of being applied twice."""
+    is derived from the decision's content, so a retried call is answered by
+    Temporal with the first result instead of being applied twice, while a
+    corrected decision is a new attempt."""
     handle = client.get_workflow_handle(workflow_id)
-    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}"
+    content = hashlib.sha256(decision.model_dump_json().encode()).hexdigest()[:16]
+    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}:{content}"
     try:
         accepted: GateDecision = await handle.execute_update(
             "decide", decision, id=update_id, result_type=GateDecision

@@ -76,7 +76,7 @@ def config_path() -> Path:
     return Path.cwd() / DEFAULT_CONFIG_NAME
 
 
-def _read_toml(path: Path, hint: str) -> dict[str, Any]:
+def read_toml(path: Path, hint: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -91,7 +91,7 @@ def load_routing(path: Path) -> RoutingConfig:
     """Read a routing file and check that every provider a task may use has
     its API key in the environment: a missing key is a start-up error, not a
     failure in the middle of a run."""
-    data = _read_toml(path, f"set {ROUTING_ENV} or [llm] routing in baton.toml to a routing file")
+    data = read_toml(path, f"set {ROUTING_ENV} or [llm] routing in baton.toml to a routing file")
     budget = data.get("budget", {}).get("per_run_usd")
     try:
         routing = RoutingConfig.model_validate(
@@ -115,7 +115,7 @@ def load_routing(path: Path) -> RoutingConfig:
 
 def load_run_config(path: Path | None = None) -> RunConfig:
     path = path or config_path()
-    data = _read_toml(
+    data = read_toml(
         path, f"run from the repository root, or set {CONFIG_ENV} to the path of a baton.toml"
     )
     routing_file = os.environ.get(ROUTING_ENV) or data.get("llm", {}).get("routing")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
+from baton.audit.reports import describe, write_report
+from baton.audit.sink import AuditSettings
+from baton.audit.store import open_store
 from baton.client import build_input, connect, decide, run_status, start_run
 from baton.config import Settings
 from baton.gates import Decision, Outcome
@@ -60,8 +63,25 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 )
             print(f"started {len(handles)} document-intake runs\n")
             outcomes = await asyncio.gather(*(_review_and_finish(client, h.id) for h in handles))
+            audit = AuditSettings.from_env(settings)
+            store = open_store(audit.url)
+            graph = DocumentIntake.graph.mermaid()
             for path, handle, outcome in zip(files, handles, outcomes, strict=True):
-                print(f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}")
+                report_path = settings.data_dir / "reports" / f"{handle.id}.html"
+                report = write_report(
+                    store,
+                    [handle.id],
+                    report_path,
+                    fmt="html",
+                    mermaid_for=lambda process: graph,
+                    min_retention_days=audit.min_retention_days,
+                )
+                print(
+                    f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}\n"
+                    f"    audit report {report_path}: {describe(report)}"
+                )
+            everything = store.verify()
+            print(f"\nbaton audit verify: {describe(everything)}")
             if stop is not None:
                 print(f"\nserver and worker keep running (Web UI {settings.ui_url}); Ctrl-C stops")
                 await stop.wait()

@@ -239,6 +239,11 @@ class Graph(BaseModel):
     input: type[BaseModel]
     nodes: tuple[AnyNode, ...]
     description: str = ""
+    purpose: str = Field(default="", description="Intended purpose, as the audit report states it")
+    risk_class: str = Field(
+        default="not declared",
+        description="The AI Act risk class the operator assumes for this process",
+    )
 
     def __init__(self, **data: Any) -> None:
         # Validated here rather than in a pydantic validator, which would

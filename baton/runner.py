@@ -22,6 +22,7 @@ Everything here is workflow code: no I/O, no wall clock, no randomness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import partial
@@ -33,8 +34,18 @@ from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from baton import search
+from baton.audit.events import Actor
+from baton.audit.trail import Trail
 from baton.config import RunConfig
-from baton.gates import Decision, GateDecision, GateState, Refusal, refusal_reason, role_for
+from baton.gates import (
+    Channel,
+    Decision,
+    GateDecision,
+    GateState,
+    Refusal,
+    refusal_reason,
+    role_for,
+)
 from baton.graph import INPUT, AnyNode, Ask, Back, Gate, Graph, Step, parse_ref
 from baton.llm import AskAnswer, AskRequest
 from baton.routing import (
@@ -154,6 +165,7 @@ class GraphWorkflow:
         self._rejected = False
         self._error: str | None = None
         self._published: dict[str, Any] = {}
+        self.trail = Trail()
 
     async def execute(self, request: RunInput) -> RunResult:
         self._input = request
@@ -161,6 +173,16 @@ class GraphWorkflow:
             SNAPSHOT_CONFIG_ACTIVITY,
             result_type=RunConfig,
             start_to_close_timeout=timedelta(seconds=10),
+        )
+        self.trail.record(
+            "config.snapshot",
+            digest=self._config.digest,
+            source=self._config.source,
+            routing=self._config.routing.source,
+            thresholds=self._config.thresholds,
+            given_in_input=request.config is not None,
+            intended_purpose=self.graph.purpose,
+            risk_class=self.graph.risk_class,
         )
         self._outcome = "running"
         self._publish()
@@ -224,6 +246,7 @@ class GraphWorkflow:
             if record.node not in done and record.status in ("pending", "running", "waiting"):
                 record.status = "skipped"
                 record.detail = reason
+                self.trail.record("node.skipped", node=record.node, reason=reason)
 
     async def _run_node(self, node: AnyNode) -> set[str]:
         """Run one node; returns the nodes a Back edge sends the run back to."""
@@ -233,6 +256,7 @@ class GraphWorkflow:
         record.started_at = workflow.now()
         record.finished_at = None
         record.detail = ""
+        self.trail.record("node.started", node=node.id, kind=node.kind, visit=record.visits)
         if isinstance(node, Back):
             return self._take_back_edge(node, record)
         if node.when is not None:
@@ -265,6 +289,16 @@ class GraphWorkflow:
         record.finished_at = workflow.now()
         if status == "finished":
             self._finish_order.append(record.node)
+        started = record.started_at or record.finished_at
+        self.trail.record(
+            f"node.{status}",
+            node=record.node,
+            visit=record.visits,
+            output=output,
+            detail=detail,
+            duration_ms=(record.finished_at - started).total_seconds() * 1000,
+            meta={k: v for k, v in record.meta.items() if k != "attempts"},
+        )
 
     def _take_back_edge(self, node: Back, record: NodeRecord) -> set[str]:
         assert node.when is not None
@@ -338,6 +372,19 @@ class GraphWorkflow:
             attempts=attempts,
             cost_usd=0.0,
         )
+        self.trail.record(
+            "routing.decided",
+            node=node.id,
+            task=node.task,
+            decision="planned",
+            cascade=[t.name for t in plan.tiers],
+            candidates={t.name: [o.candidate for o in t.options] for t in plan.tiers},
+            excluded=plan.excluded,
+            data_class=plan.route.data_class,
+            min_confidence=plan.route.min_confidence,
+            repair_attempts=plan.route.repair_attempts,
+            budget_usd=routing.budget_usd_per_run,
+        )
         best: tuple[Attempt, Any] | None = None
         escalation: str | None = None
         for tier in plan.tiers:
@@ -364,7 +411,16 @@ class GraphWorkflow:
             attempt, value = best
             attempt.outcome = "accepted_below_minimum"
             self._note_answer(record, attempt)
+            self.trail.record(
+                "routing.decided",
+                node=node.id,
+                decision="accepted below the minimum confidence: the cascade has no human tier",
+                attempt=attempt.index,
+            )
             return value
+        self.trail.record(
+            "routing.decided", node=node.id, decision="escalated to a person", why=escalation
+        )
         return await self._ask_a_person(node, record, plan, escalation, best)
 
     async def _try_tier(
@@ -386,6 +442,16 @@ class GraphWorkflow:
                     node, record, option, repair, errors, previous, len(attempts) + 1
                 )
                 attempts.append(attempt)
+                self.trail.record(
+                    "ai.inference",
+                    node=node.id,
+                    actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
+                    operation="chat",
+                    task=node.task,
+                    **attempt.model_dump(exclude={"output"}),
+                    output=attempt.output,
+                    min_confidence=plan.route.min_confidence,
+                )
                 record.meta["cost_usd"] = sum(a.cost_usd for a in attempts)
                 self._publish()
                 if attempt.outcome == "provider_error":
@@ -565,6 +631,15 @@ class GraphWorkflow:
         )
         self._gates[gate_id] = gate
         record.status = "waiting"
+        self.trail.record(
+            "gate.opened",
+            node=gate_id,
+            roles=gate.roles,
+            chain=gate.chain,
+            sla_seconds=sla.total_seconds() if sla else None,
+            due_at=gate.due_at,
+            shown=shown,
+        )
         self._publish()
         while gate.decision is None:
             timeout = gate.due_at - workflow.now() if gate.due_at else None
@@ -579,10 +654,20 @@ class GraphWorkflow:
                     escalated_to = gate.escalate(workflow.now())
                     gate.due_at = workflow.now() + sla if sla else None
                     record.detail = f"escalated to {escalated_to}"
+                    self.trail.record(
+                        "gate.escalated",
+                        node=gate_id,
+                        to_role=escalated_to,
+                        roles=gate.roles,
+                        due_at=gate.due_at,
+                    )
                 else:
                     gate.due_at = None
                     gate.holding = True
                     record.detail = "SLA chain exhausted; holding until someone decides"
+                    self.trail.record(
+                        "gate.escalated", node=gate_id, holding=True, roles=gate.roles
+                    )
                 self._publish()
         record.status = "running"
         record.meta.update(decided_by=gate.decision.user, role=gate.decision.role)
@@ -679,7 +764,7 @@ class GraphWorkflow:
         return refusal_reason(
             decision=decision,
             gates=self._gates,
-            declared_gates={n.id for n in self.graph.nodes if isinstance(n, Gate | Ask)},
+            declared_gates=self._declared_gates(),
             directory=self._config.directory,
             requested_by=self._input.requested_by,
             output_check=None if editable is None else partial(_schema_problems, editable),
@@ -710,25 +795,77 @@ class GraphWorkflow:
         gate.status = "decided"
         return gate.decision
 
+    def _deliver(self, decision: Decision, channel: Channel) -> GateDecision:
+        """Judge and apply a decision attempt; either way it is recorded, and
+        a refusal changes nothing else."""
+        reason = self._refusal(decision)
+        if reason is not None:
+            refusal = Refusal(at=workflow.now(), channel=channel, decision=decision, reason=reason)
+            self._refusals.append(refusal)
+            self.trail.record(
+                "decision.refused",
+                node=decision.gate,
+                actor=Actor(type="human", id=decision.user, role=self._role_of(decision)),
+                channel=channel,
+                decision=decision,
+                reason=reason,
+            )
+            raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
+        accepted = self._apply(decision)
+        gate = self._gates[decision.gate]
+        actor = Actor(type="human", id=accepted.user, role=accepted.role)
+        self.trail.record(
+            "gate.decided",
+            node=decision.gate,
+            actor=actor,
+            channel=channel,
+            outcome=accepted.outcome,
+            comment=accepted.comment,
+            edited=accepted.edited,
+            shown=gate.shown,
+            waited_seconds=(accepted.decided_at - gate.opened_at).total_seconds(),
+            escalations=len(gate.escalations),
+        )
+        if accepted.edited:
+            self.trail.record(
+                "override",
+                node=decision.gate,
+                actor=actor,
+                reason=accepted.comment,
+                ai_output=gate.shown.get("proposed", gate.shown.get("subject")),
+                edited_output=gate.edited_output,
+            )
+        return accepted
+
+    def _role_of(self, decision: Decision) -> str | None:
+        user = self._config.directory.users.get(decision.user) if self._config else None
+        return ",".join(user.roles) if user else None
+
     @workflow.update(name="decide")
     def decide(self, decision: Decision) -> GateDecision:
-        return self._apply(decision)
+        """Validated decision delivery: the caller gets the accepted decision
+        or the refusal's reason. Refusals are judged in the handler, not the
+        validator, so that they are in history and in the audit trail."""
+        return self._deliver(decision, "update")
 
     @decide.validator
     def _validate_decide(self, decision: Decision) -> None:
-        reason = self._refusal(decision)
-        if reason is not None:
-            raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
+        # Only what cannot be a decision attempt at all is turned away unrecorded.
+        if decision.gate not in self._declared_gates():
+            raise ApplicationError(
+                f"this process has no gate '{decision.gate}' (its gates: "
+                f"{', '.join(sorted(self._declared_gates()))})",
+                type="DecisionRefused",
+                non_retryable=True,
+            )
 
     @workflow.signal(name="decide")
     def decide_signal(self, decision: Decision) -> None:
-        reason = self._refusal(decision)
-        if reason is not None:
-            self._refusals.append(
-                Refusal(at=workflow.now(), channel="signal", decision=decision, reason=reason)
-            )
-            return
-        self._apply(decision)
+        with contextlib.suppress(ApplicationError):
+            self._deliver(decision, "signal")
+
+    def _declared_gates(self) -> set[str]:
+        return {n.id for n in self.graph.nodes if isinstance(n, Gate | Ask)}
 
 
 def _first_application_error(err: BaseException) -> ApplicationError | None:

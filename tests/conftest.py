@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -93,3 +96,28 @@ async def dev_worker(dev_client: Client, task_queue: str) -> AsyncIterator[Worke
 @pytest.fixture
 def samples() -> Iterator[Path]:
     yield SAMPLES
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.crashable_worker"], cwd=ROOT, env=env
+        )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def worker_env(
+    dev_server: EmbeddedServer, task_queue: str, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=dev_server.address,
+        BATON_TASK_QUEUE=task_queue,
+        BATON_TEST_CALL_LOG=str(tmp_path / "calls.log"),
+        BATON_TEST_HOLD_FILE=str(tmp_path / "held"),
+    )
+    yield env

@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
-from worker import SANDBOX
-from workflows import PROCESSES
+from worker import build_replayer
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    replayer = Replayer(
-        workflows=[p.workflow for p in PROCESSES.values()],
-        data_converter=pydantic_data_converter,
-        workflow_runner=SANDBOX,
-    )
+    replayer = build_replayer()
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

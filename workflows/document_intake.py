@@ -39,6 +39,9 @@ GRAPH = Graph(
     name="document_intake",
     input=IntakeRequest,
     description=__doc__ or "",
+    purpose="Read incoming invoices, receipts and purchase orders and enter them in the ERP",
+    risk_class="not high-risk: document intake is not listed in AI Act Annex III; "
+    "the trail follows Art. 12 and 14 voluntarily",
     nodes=(
         Step("load", activity=load_document, inputs={"path": "input.path"}),
         Ask(

@@ -1,0 +1,203 @@
+"""Audit events as producers hand them in, and records as the store keeps them.
+
+A record's hash covers every field but `record_hash` and `recorded_at`, over a canonical
+JSON form that this module owns (not pydantic's serialiser), so a record written today still
+verifies after a library upgrade changes how datetimes or floats are printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import to_jsonable_python
+
+SCHEMA_VERSION = 1
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "run.started",
+        "node.started",
+        "node.finished",
+        "node.skipped",
+        "node.failed",
+        "activity.attempt",
+        "ai.inference",
+        "tool.call",
+        "routing.decided",
+        "gate.opened",
+        "gate.reminded",
+        "gate.escalated",
+        "gate.decided",
+        "decision.refused",
+        "override",
+        "stop",
+        "run.ended",
+        "config.snapshot",
+    }
+)
+"""The event types Baton emits. `event_type` stays a free string so that an older store
+accepts events from a newer producer; reports treat unknown types as plain timeline rows."""
+
+OVERSIGHT_EVENT_TYPES: frozenset[str] = frozenset(
+    {"gate.decided", "decision.refused", "override", "stop"}
+)
+
+HASHED_EXCLUDE: frozenset[str] = frozenset({"record_hash", "recorded_at"})
+
+
+class Actor(BaseModel):
+    type: Literal["human", "ai_model", "service"]
+    id: str
+    role: str | None = None
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive datetime would hash differently depending on the producer's local zone.
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+class AuditEvent(BaseModel):
+    """What producers hand in. `event_id` must be deterministic so a retry is a no-op."""
+
+    event_id: str = Field(min_length=1)
+    workflow_id: str = Field(min_length=1)
+    run_id: str = ""
+    process: str = ""
+    event_type: str = Field(min_length=1)
+    occurred_at: datetime
+    node: str | None = None
+    actor: Actor | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_at_utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+
+class AuditRecord(AuditEvent):
+    """What the store keeps: the event plus its place in the workflow's hash chain."""
+
+    schema_version: int = SCHEMA_VERSION
+    seq: int = Field(ge=1)
+    prev_hash: str
+    record_hash: str
+    recorded_at: datetime
+    retain_until: datetime
+
+    @field_validator("recorded_at", "retain_until")
+    @classmethod
+    def _stamps_utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+    def computed_hash(self) -> str:
+        return record_hash(self)
+
+
+def format_timestamp(value: datetime) -> str:
+    """The one text form of a timestamp: hashed, stored in SQLite, compared as text."""
+    return _as_utc(value).isoformat(timespec="microseconds")
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def canonical_json(value: object) -> str:
+    # allow_nan=False: NaN is not JSON, and PostgreSQL or another verifier would reject it.
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values only, so the data hashed is exactly the data read back later."""
+    return json.loads(canonical_json(to_jsonable_python(value)))
+
+
+def record_hash(record: AuditRecord) -> str:
+    fields = record.model_dump(mode="python", exclude=set(HASHED_EXCLUDE))
+    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+
+
+def seal(
+    event: AuditEvent,
+    *,
+    seq: int,
+    prev_hash: str,
+    recorded_at: datetime,
+    retain_until: datetime,
+) -> AuditRecord:
+    """Turn an event into the next record of its chain."""
+    unsealed = AuditRecord(
+        **event.model_dump(exclude={"data"}),
+        data=jsonable(event.data),
+        seq=seq,
+        prev_hash=prev_hash,
+        record_hash="",
+        recorded_at=recorded_at,
+        retain_until=retain_until,
+    )
+    return unsealed.model_copy(update={"record_hash": record_hash(unsealed)})
+
+
+class RedactionPolicy(BaseModel):
+    """Which policy replaced values by salted hashes; names the salt without revealing it."""
+
+    fields: list[str]
+    algorithm: str = "sha256(salt + canonical JSON of value)"
+    salt_id: str
+
+
+def salt_id(salt: str) -> str:
+    return hashlib.sha256(salt.encode("utf-8")).hexdigest()[:12]
+
+
+def redact(
+    data: dict[str, Any], fields: Collection[str], salt: str
+) -> tuple[dict[str, Any], RedactionPolicy]:
+    """Replace the value of every key named in `fields`, at any depth, by a salted hash.
+
+    Equal values still hash equal under one salt, so a reviewer can see that two records
+    refer to the same IBAN without seeing it; an empty salt is refused because an unsalted
+    hash of a short value (a name, an account number) is reversible by guessing.
+    """
+    if not salt:
+        raise ValueError("redaction needs a non-empty salt")
+    names = frozenset(fields)
+    policy = RedactionPolicy(fields=sorted(names), salt_id=salt_id(salt))
+    return _redact_dict(data, names, salt), policy
+
+
+def _hash_value(value: Any, salt: str) -> str:
+    digest = hashlib.sha256((salt + canonical_json(to_jsonable_python(value))).encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
+
+
+def _redact_dict(data: dict[str, Any], names: frozenset[str], salt: str) -> dict[str, Any]:
+    return {
+        key: _hash_value(value, salt) if key in names else _redact_any(value, names, salt)
+        for key, value in data.items()
+    }
+
+
+def _redact_any(value: Any, names: frozenset[str], salt: str) -> Any:
+    if isinstance(value, dict):
+        return _redact_dict(value, names, salt)
+    if isinstance(value, list | tuple):
+        return [_redact_any(item, names, salt) for item in value]
+    return value

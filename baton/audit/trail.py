@@ -1,0 +1,78 @@
+"""Workflow-side audit events and how they leave the sandbox.
+
+Workflow code may not do I/O, so events are buffered in the run and shipped by
+a local activity (`audit_flush`). Every event id is the run's id plus a
+sequence number that replay reproduces exactly, and the store ignores ids it
+already has: a flush retried after a crash, or re-run after a lost workflow
+task, adds nothing twice; a flush that never ran is re-run from history.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from baton.audit.events import Actor, AuditEvent, jsonable
+
+FLUSH_ACTIVITY = "audit_flush"
+
+
+class AuditBatch(BaseModel):
+    events: list[AuditEvent]
+
+
+class Trail:
+    """The run's audit events not yet shipped, and the task that ships them."""
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._pending: list[AuditEvent] = []
+        self._closed = False
+
+    def record(
+        self,
+        event_type: str,
+        *,
+        node: str | None = None,
+        actor: Actor | None = None,
+        **data: Any,
+    ) -> None:
+        info = workflow.info()
+        self._seq += 1
+        self._pending.append(
+            AuditEvent(
+                event_id=f"{info.workflow_id}/{info.run_id}/w{self._seq}",
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                process=info.workflow_type,
+                event_type=event_type,
+                occurred_at=workflow.now(),
+                node=node,
+                actor=actor,
+                data=jsonable(data),
+            )
+        )
+
+    def close(self) -> None:
+        """No more events: the shipping task ends once everything is shipped."""
+        self._closed = True
+
+    async def ship_until_closed(self) -> None:
+        """Ship pending events in batches, in order, until the run closes the
+        trail and nothing is left. One task ships, so batches never overlap."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending) or self._closed)
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            await workflow.execute_local_activity(
+                FLUSH_ACTIVITY,
+                AuditBatch(events=batch),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+                summary=f"audit: {len(batch)} events",
+            )

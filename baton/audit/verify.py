@@ -1,0 +1,264 @@
+"""Chain verification over rows as stored, independent of the database that holds them.
+
+The database keeps each record twice: as its full JSON (what was hashed) and as indexed
+columns (what queries filter on). Someone editing the table may change either, so both are
+checked: the JSON against its own hash, and the columns against the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from baton.audit.events import AuditRecord, format_timestamp
+
+ProblemKind = Literal["edited", "missing", "reordered", "broken_link"]
+
+COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "workflow_id",
+    "run_id",
+    "process",
+    "event_type",
+    "node",
+    "occurred_at",
+    "recorded_at",
+    "retain_until",
+    "prev_hash",
+    "record_hash",
+)
+"""Columns stored beside the JSON that must agree with it (seq is checked on its own)."""
+
+
+class Problem(BaseModel):
+    """One finding, naming the record by seq and event_id.
+
+    For `missing`, `seq` is the first absent seq and `event_id` is the first record stored
+    after the gap (the deleted record's own id went with it); it is "" when the gap is at
+    the end of the chain, found through the chain head.
+    """
+
+    workflow_id: str
+    seq: int
+    event_id: str
+    kind: ProblemKind
+    detail: str
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    chains: int
+    records: int
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    seq: int
+    columns: Mapping[str, Any]
+    record_json: str
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class _Link:
+    """A row placed in the logical chain: its own claimed seq when its hash holds."""
+
+    row: StoredRow
+    event_id: str
+    prev_hash: str
+    record_hash: str
+
+
+def verify_chain(
+    workflow_id: str, rows: Sequence[StoredRow], head: ChainHead | None
+) -> list[Problem]:
+    checker = _ChainChecker(workflow_id)
+    links = checker.place_rows(rows)
+    checker.check_gaps(links, head)
+    checker.check_links(links)
+    checker.check_head(links, head)
+    return sorted(checker.problems, key=lambda p: (p.seq, p.kind))
+
+
+def summarise(chains: int, records: int, problems: Sequence[Problem]) -> VerifyReport:
+    return VerifyReport(ok=not problems, chains=chains, records=records, problems=list(problems))
+
+
+class _ChainChecker:
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.problems: list[Problem] = []
+
+    def report(self, seq: int, event_id: str, kind: ProblemKind, detail: str) -> None:
+        self.problems.append(
+            Problem(
+                workflow_id=self.workflow_id, seq=seq, event_id=event_id, kind=kind, detail=detail
+            )
+        )
+
+    def place_rows(self, rows: Sequence[StoredRow]) -> dict[int, _Link]:
+        links: dict[int, _Link] = {}
+        for row in rows:
+            seq, link = self._check_row(row)
+            if seq in links:
+                self.report(
+                    row.seq,
+                    link.event_id,
+                    "reordered",
+                    f"stored at seq {row.seq} but claims seq {seq}, which another "
+                    f"record ({links[seq].event_id}) already holds",
+                )
+                continue
+            links[seq] = link
+        return links
+
+    def _check_row(self, row: StoredRow) -> tuple[int, _Link]:
+        column_event_id = str(row.columns["event_id"])
+        try:
+            record = AuditRecord.model_validate_json(row.record_json)
+            intact = record.computed_hash() == record.record_hash
+        except ValueError as exc:  # pydantic's ValidationError, or NaN that cannot be hashed
+            self.report(
+                row.seq,
+                column_event_id,
+                "edited",
+                f"stored JSON is not a valid record: {str(exc).splitlines()[0]}",
+            )
+            return row.seq, _fallback_link(row)
+        if not intact:
+            self.report(
+                row.seq, record.event_id, "edited", "content no longer matches its record_hash"
+            )
+            return row.seq, _fallback_link(row)
+        for column in _mismatched_columns(row, record):
+            self.report(
+                row.seq,
+                record.event_id,
+                "edited",
+                f"column {column} = {_show(row.columns[column])} but the hashed "
+                f"record says {_show(getattr(record, column))}",
+            )
+        if record.seq != row.seq:
+            self.report(
+                row.seq,
+                record.event_id,
+                "reordered",
+                f"stored at seq {row.seq} but the hashed record says seq {record.seq}",
+            )
+        return record.seq, _Link(row, record.event_id, record.prev_hash, record.record_hash)
+
+    def check_gaps(self, links: Mapping[int, _Link], head: ChainHead | None) -> None:
+        last = max([*links, head.seq if head else 0], default=0)
+        absent = [seq for seq in range(1, last + 1) if seq not in links]
+        for first, count in _runs(absent):
+            after = links.get(first + count)
+            where = (
+                f"before seq {first + count} ({after.event_id})"
+                if after
+                else "at the end of the chain (the chain head records more)"
+            )
+            what = f"seq {first}" if count == 1 else f"seq {first}-{first + count - 1}"
+            self.report(
+                first,
+                after.event_id if after else "",
+                "missing",
+                f"{what} missing {where}: deleted or never written",
+            )
+
+    def check_links(self, links: Mapping[int, _Link]) -> None:
+        for seq in sorted(links):
+            link = links[seq]
+            if seq == 1:
+                if link.prev_hash != "":
+                    self.report(
+                        seq,
+                        link.event_id,
+                        "broken_link",
+                        "first record of the chain has a non-empty prev_hash",
+                    )
+                continue
+            before = links.get(seq - 1)
+            if before is not None and link.prev_hash != before.record_hash:
+                self.report(
+                    seq,
+                    link.event_id,
+                    "broken_link",
+                    f"prev_hash {link.prev_hash[:12]}… does not match the record_hash "
+                    f"{before.record_hash[:12]}… of seq {seq - 1} ({before.event_id})",
+                )
+
+    def check_head(self, links: Mapping[int, _Link], head: ChainHead | None) -> None:
+        if not links:
+            return  # an empty chain with a head is reported by check_gaps
+        last = max(links)
+        if head is None:
+            self.report(
+                last,
+                links[last].event_id,
+                "broken_link",
+                "records exist but the chain head row is gone",
+            )
+            return
+        if head.seq < last:
+            self.report(
+                head.seq + 1,
+                links[head.seq + 1].event_id if head.seq + 1 in links else "",
+                "broken_link",
+                f"records beyond the chain head (head says seq {head.seq})",
+            )
+        elif head.seq == last and head.hash != links[last].record_hash:
+            self.report(
+                last,
+                links[last].event_id,
+                "broken_link",
+                "the chain head's hash differs from the last record's record_hash: "
+                "the last record was replaced",
+            )
+
+
+def _fallback_link(row: StoredRow) -> _Link:
+    """Where the JSON cannot be trusted, the columns still say where the chain runs."""
+    return _Link(
+        row,
+        str(row.columns["event_id"]),
+        str(row.columns["prev_hash"]),
+        str(row.columns["record_hash"]),
+    )
+
+
+def _mismatched_columns(row: StoredRow, record: AuditRecord) -> list[str]:
+    return [
+        column
+        for column in COLUMNS
+        if column in row.columns and _norm(row.columns[column]) != _norm(getattr(record, column))
+    ]
+
+
+def _norm(value: object) -> object:
+    return format_timestamp(value) if isinstance(value, datetime) else value
+
+
+def _show(value: object) -> str:
+    text = str(_norm(value))
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive runs as (first, count), so a gap of 100 records is one problem."""
+    runs: list[tuple[int, int]] = []
+    for number in numbers:
+        if runs and runs[-1][0] + runs[-1][1] == number:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((number, 1))
+    return runs

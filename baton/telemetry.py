@@ -1,0 +1,91 @@
+"""OpenTelemetry: workflow and activity spans from Temporal's tracing
+interceptor, and a GenAI span (semantic-convention `gen_ai.*` attributes)
+around every model call, all in the run's trace.
+
+Spans go to the OTLP endpoint in OTEL_EXPORTER_OTLP_ENDPOINT when it is set,
+else to the console exporter (on stderr, or a file the caller names)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from baton.llm import AskAnswer, AskRequest
+
+SERVICE = "baton-worker"
+
+
+def configure_tracing(
+    *, exporter: SpanExporter | None = None, console: IO[str] | None = None
+) -> TracerProvider:
+    """Install the process-wide tracer provider (once; later calls reuse it)."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    if exporter is None:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        else:
+            exporter = ConsoleSpanExporter(out=console) if console else ConsoleSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _provider_name(request: AskRequest) -> str:
+    # The registry's well-known names for the hosted APIs; a self-hosted
+    # server is named as the routing file names it.
+    if request.provider.kind in ("openai", "anthropic"):
+        return request.provider.kind
+    return request.provider_name
+
+
+@contextmanager
+def model_call_span(request: AskRequest) -> Iterator[Span]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": _provider_name(request),
+        "gen_ai.request.model": request.model,
+        "gen_ai.output.type": "json",
+        "baton.task": request.task,
+    }
+    if request.provider.base_url:
+        attributes["server.address"] = request.provider.base_url
+    tracer = trace.get_tracer("baton.llm")
+    with tracer.start_as_current_span(
+        f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        yield span
+
+
+def record_answer(span: Span, answer: AskAnswer) -> None:
+    span.set_attributes(
+        {
+            "gen_ai.response.model": answer.model,
+            "gen_ai.response.id": answer.response_id,
+            "gen_ai.usage.input_tokens": answer.input_tokens,
+            "gen_ai.usage.output_tokens": answer.output_tokens,
+            "baton.confidence": answer.confidence,
+            "baton.confidence_method": answer.confidence_method,
+        }
+    )
+
+
+def record_error(span: Span, err: BaseException) -> None:
+    span.set_attribute("error.type", getattr(err, "type", None) or type(err).__name__)
+    span.set_status(Status(StatusCode.ERROR, str(err)))

@@ -1,0 +1,507 @@
+"""The audit store against real SQLite files and a real PostgreSQL server.
+
+Tampering is done the way an insider would: plain SQL against the tables, after dropping
+the append-only trigger, and verify() must name the record that was touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import sqlite3
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from baton.audit.events import (
+    Actor,
+    AuditEvent,
+    AuditRecord,
+    canonical_json,
+    record_hash,
+    redact,
+)
+from baton.audit.store import (
+    AuditStore,
+    PostgresAuditStore,
+    RetentionError,
+    SqliteAuditStore,
+    open_store,
+)
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """The store's notion of now, so retention can be tested without waiting months."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Backend:
+    name: str
+    store: SqliteAuditStore | PostgresAuditStore
+    clock: FakeClock
+    make: Callable[[], SqliteAuditStore | PostgresAuditStore]
+    sql: Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
+
+    def tamper(self, statement: str, params: Sequence[object] = ()) -> None:
+        """Raw SQL as an insider would run it, with the accident guard removed first."""
+        drop = "DROP TRIGGER IF EXISTS audit_records_no_update"
+        self.sql(drop if self.name == "sqlite" else drop + " ON audit_records", ())
+        self.sql(statement, params)
+
+
+def _sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
+    path = tmp_path / "audit.db"
+    clock = FakeClock(T0)
+
+    def sql(statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
+
+    yield Backend(
+        "sqlite",
+        SqliteAuditStore(path, clock=clock),
+        clock,
+        lambda: SqliteAuditStore(path, clock=clock),
+        sql,
+    )
+
+
+def _postgres_backend() -> Iterator[Backend]:
+    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_BASE, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL must run on 127.0.0.1:5432 (user postgres, db test): {exc}")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    dsn = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    clock = FakeClock(T0)
+
+    def sql(statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    try:
+        yield Backend(
+            "postgres",
+            PostgresAuditStore(dsn, clock=clock),
+            clock,
+            lambda: PostgresAuditStore(dsn, clock=clock),
+            sql,
+        )
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield from _sqlite_backend(tmp_path)
+    else:
+        yield from _postgres_backend()
+
+
+def make_events(
+    workflow_id: str,
+    count: int,
+    *,
+    prefix: str = "",
+    start: int = 0,
+    at: datetime = T0,
+    process: str = "invoice",
+) -> list[AuditEvent]:
+    return [
+        AuditEvent(
+            event_id=f"{prefix or workflow_id}:{i}",
+            workflow_id=workflow_id,
+            run_id="run-1",
+            process=process,
+            event_type="node.finished",
+            occurred_at=at + timedelta(seconds=i),
+            node=f"step{i}",
+            actor=Actor(type="service", id="worker"),
+            data={"i": i, "amount": 100 + i, "nested": {"at": at, "list": [1, 2.5, None]}},
+        )
+        for i in range(start, start + count)
+    ]
+
+
+# -- appending ---------------------------------------------------------------------------------
+
+
+def test_append_is_idempotent_by_event_id(backend: Backend) -> None:
+    events = make_events("wf-1", 5)
+    assert backend.store.append(events, retention_days=200) == 5
+    assert backend.store.append(events, retention_days=200) == 0
+    # Same ids with other content (a replayed producer) change nothing either.
+    changed = [e.model_copy(update={"data": {"tampered": True}}) for e in events]
+    assert backend.store.append(changed + make_events("wf-1", 1, start=5), retention_days=200) == 1
+    records = backend.store.records("wf-1")
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all("tampered" not in r.data for r in records)
+    assert len({r.event_id for r in records}) == 6
+
+
+def test_duplicates_inside_one_batch_count_once(backend: Backend) -> None:
+    event = make_events("wf-1", 1)[0]
+    assert backend.store.append([event, event, event], retention_days=30) == 1
+    assert [r.seq for r in backend.store.records("wf-1")] == [1]
+
+
+def test_event_ids_are_unique_across_workflows(backend: Backend) -> None:
+    backend.store.append(make_events("wf-a", 2, prefix="same"), retention_days=30)
+    assert backend.store.append(make_events("wf-b", 2, prefix="same"), retention_days=30) == 0
+    assert backend.store.records("wf-b") == []
+    assert backend.store.verify().ok
+
+
+def test_seq_is_gap_free_per_workflow_and_chained(backend: Backend) -> None:
+    batch = [*make_events("wf-a", 3), *make_events("wf-b", 2), *make_events("wf-a", 2, start=3)]
+    assert backend.store.append(batch, retention_days=200) == 7
+    backend.store.append(make_events("wf-b", 2, start=2), retention_days=200)
+    for workflow_id, count in (("wf-a", 5), ("wf-b", 4)):
+        records = backend.store.records(workflow_id)
+        assert [r.seq for r in records] == list(range(1, count + 1))
+        assert records[0].prev_hash == ""
+        for before, after in itertools.pairwise(records):
+            assert after.prev_hash == before.record_hash
+        assert all(r.record_hash == record_hash(r) for r in records)
+
+
+def test_record_fields_and_retention(backend: Backend) -> None:
+    backend.clock.now = T0 + timedelta(minutes=5)
+    backend.store.append(make_events("wf-1", 1), retention_days=183)
+    (record,) = backend.store.records("wf-1")
+    assert record.schema_version == 1
+    assert record.recorded_at == T0 + timedelta(minutes=5)
+    assert record.retain_until == record.recorded_at + timedelta(days=183)
+    assert record.occurred_at == T0
+    assert record.data["nested"]["list"] == [1, 2.5, None]
+    expected = hashlib.sha256(
+        canonical_json(record.model_dump(exclude={"record_hash", "recorded_at"})).encode()
+    ).hexdigest()
+    assert record.record_hash == expected
+
+
+def test_update_is_refused_by_the_database(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 2), retention_days=30)
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+        backend.sql("UPDATE audit_records SET node = 'x' WHERE seq = 1", ())
+
+
+def test_workflow_ids_filter_by_process_and_since(backend: Backend) -> None:
+    backend.store.append(make_events("wf-old", 2, at=T0 - timedelta(days=10)), retention_days=30)
+    backend.store.append(make_events("wf-new", 2), retention_days=30)
+    backend.store.append(make_events("wf-hr", 1, process="hiring"), retention_days=30)
+    assert backend.store.workflow_ids() == ["wf-old", "wf-hr", "wf-new"]
+    assert backend.store.workflow_ids(process="hiring") == ["wf-hr"]
+    assert backend.store.workflow_ids(since=T0 - timedelta(days=1)) == ["wf-hr", "wf-new"]
+    assert backend.store.workflow_ids(process="invoice", since=T0) == ["wf-new"]
+
+
+def test_naive_timestamps_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        AuditEvent(
+            event_id="e", workflow_id="w", event_type="stop", occurred_at=datetime(2026, 1, 1)
+        )
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///rel/audit.db")
+    absolute = open_store(f"sqlite:///{tmp_path}/abs/audit.db")
+    assert isinstance(relative, SqliteAuditStore)
+    assert isinstance(absolute, SqliteAuditStore)
+    assert relative.path == Path("rel/audit.db")
+    assert absolute.path == tmp_path / "abs" / "audit.db"
+    relative.append(make_events("wf", 1), retention_days=1)
+    assert (tmp_path / "rel" / "audit.db").exists()
+    assert isinstance(open_store(PG_BASE), PostgresAuditStore)
+    with pytest.raises(ValueError, match="unsupported"):
+        open_store("mysql://localhost/x")
+
+
+# -- verification ------------------------------------------------------------------------------
+
+
+def test_verify_ok(backend: Backend) -> None:
+    backend.store.append(make_events("wf-a", 6) + make_events("wf-b", 3), retention_days=30)
+    report = backend.store.verify()
+    assert report.ok, report.problems
+    assert (report.chains, report.records) == (2, 9)
+    assert backend.store.verify("wf-b").records == 3
+
+
+def _one(store: AuditStore, workflow_id: str = "wf-1") -> list[tuple[int, str, str]]:
+    report = store.verify(workflow_id)
+    assert not report.ok
+    return [(p.seq, p.event_id, p.kind) for p in report.problems]
+
+
+def test_verify_names_a_record_whose_json_was_edited(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 6), retention_days=30)
+    (stored,) = backend.sql("SELECT record_json FROM audit_records WHERE seq = 3", ())
+    doc = json.loads(stored[0])
+    doc["data"]["amount"] = 1  # the classic: quietly lower an invoice amount
+    backend.tamper("UPDATE audit_records SET record_json = ? WHERE seq = 3", (json.dumps(doc),))
+    assert _one(backend.store) == [(3, "wf-1:2", "edited")]
+    assert backend.store.verify("wf-1").problems[0].detail.startswith("content no longer")
+
+
+def test_verify_names_a_record_whose_column_was_edited(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 4), retention_days=30)
+    backend.tamper("UPDATE audit_records SET node = 'approve' WHERE seq = 2")
+    (problem,) = backend.store.verify().problems
+    assert (problem.seq, problem.event_id, problem.kind) == (2, "wf-1:1", "edited")
+    assert "column node" in problem.detail
+
+
+def test_verify_names_a_deleted_record(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 6), retention_days=30)
+    backend.tamper("DELETE FROM audit_records WHERE seq = 3")
+    (problem,) = backend.store.verify().problems
+    # seq names the hole; event_id the first record after it (the deleted id went with it).
+    assert (problem.seq, problem.event_id, problem.kind) == (3, "wf-1:3", "missing")
+    assert "seq 3 missing before seq 4" in problem.detail
+
+
+def test_verify_notices_a_truncated_tail(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 6), retention_days=30)
+    backend.tamper("DELETE FROM audit_records WHERE seq >= 5")
+    (problem,) = backend.store.verify().problems
+    assert (problem.seq, problem.kind) == (5, "missing")
+    assert "seq 5-6" in problem.detail
+
+
+def test_verify_names_a_reordered_pair(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 6), retention_days=30)
+    backend.tamper("UPDATE audit_records SET seq = -1 WHERE seq = 3")
+    backend.tamper("UPDATE audit_records SET seq = 3 WHERE seq = 4")
+    backend.tamper("UPDATE audit_records SET seq = 4 WHERE seq = -1")
+    assert _one(backend.store) == [(3, "wf-1:3", "reordered"), (4, "wf-1:2", "reordered")]
+
+
+def test_verify_names_a_prev_hash_that_does_not_match(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 5), retention_days=30)
+    # A careful forger rewrites a record and recomputes its hash; the chain still shows it.
+    forged = backend.store.records("wf-1")[2].model_copy(update={"prev_hash": "0" * 64})
+    forged = forged.model_copy(update={"record_hash": record_hash(forged)})
+    backend.tamper(
+        "UPDATE audit_records SET record_json = ?, prev_hash = ?, record_hash = ? WHERE seq = 3",
+        (forged.model_dump_json(), forged.prev_hash, forged.record_hash),
+    )
+    assert _one(backend.store) == [(3, "wf-1:2", "broken_link"), (4, "wf-1:3", "broken_link")]
+
+
+def test_verify_names_a_record_whose_json_is_unreadable(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 3), retention_days=30)
+    backend.tamper("UPDATE audit_records SET record_json = '{\"oops' WHERE seq = 2")
+    (problem,) = backend.store.verify().problems
+    assert (problem.seq, problem.event_id, problem.kind) == (2, "wf-1:1", "edited")
+    assert "not a valid record" in problem.detail
+
+
+def test_verify_notices_a_forged_last_record_through_the_chain_head(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 4), retention_days=30)
+    last = backend.store.records("wf-1")[-1]
+    forged = last.model_copy(update={"data": {**last.data, "amount": 1}})
+    forged = forged.model_copy(update={"record_hash": record_hash(forged)})
+    backend.tamper(
+        "UPDATE audit_records SET record_json = ?, record_hash = ? WHERE seq = 4",
+        (forged.model_dump_json(), forged.record_hash),
+    )
+    assert _one(backend.store) == [(4, "wf-1:3", "broken_link")]
+
+
+def test_verify_all_chains_reports_only_the_damaged_one(backend: Backend) -> None:
+    backend.store.append(make_events("wf-a", 3) + make_events("wf-b", 3), retention_days=30)
+    backend.tamper("DELETE FROM audit_records WHERE workflow_id = 'wf-b' AND seq = 2")
+    report = backend.store.verify()
+    assert (report.ok, report.chains, report.records) == (False, 2, 5)
+    assert {p.workflow_id for p in report.problems} == {"wf-b"}
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def _appender(store: AuditStore, worker: int, barrier: Any) -> int:
+    """Own events plus a shared set every worker also sends, in small interleaving batches."""
+    own = make_events("shared", 12, prefix=f"w{worker}")
+    common = make_events("shared", 6, prefix="common")
+    events = [*own[:6], *common, *own[6:]]
+    barrier.wait()
+    return sum(store.append(events[i : i + 3], retention_days=30) for i in range(0, 18, 3))
+
+
+def _assert_one_valid_chain(store: AuditStore, workers: int, added: int) -> None:
+    records = store.records("shared")
+    expected = workers * 12 + 6
+    assert added == expected
+    assert [r.seq for r in records] == list(range(1, expected + 1))
+    assert len({r.event_id for r in records}) == expected
+    report = store.verify()
+    assert report.ok, report.problems
+
+
+def test_concurrent_threads_build_one_chain(backend: Backend) -> None:
+    barrier = threading.Barrier(8)
+    outcomes: list[int | str] = []
+    lock = threading.Lock()
+
+    def run(worker: int) -> None:
+        # Each thread has its own store object, so first-use schema creation races too.
+        try:
+            outcome: int | str = _appender(backend.make(), worker, barrier)
+        except Exception:
+            outcome = traceback.format_exc()
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    counts = _counts(outcomes, 8)
+    _assert_one_valid_chain(backend.store, 8, sum(counts))
+
+
+def _counts(outcomes: Sequence[int | str], workers: int) -> list[int]:
+    errors = [o for o in outcomes if isinstance(o, str)]
+    assert not errors, errors[0]
+    assert len(outcomes) == workers
+    return [o for o in outcomes if isinstance(o, int)]
+
+
+def _process_worker(path: str, worker: int, barrier: Any, results: Any) -> None:
+    try:
+        results.put(_appender(SqliteAuditStore(path), worker, barrier))
+    except Exception:
+        results.put(traceback.format_exc())
+
+
+def test_concurrent_processes_build_one_sqlite_chain(tmp_path: Path) -> None:
+    path = str(tmp_path / "audit.db")  # a new file: switching it to WAL races as well
+    ctx = multiprocessing.get_context("spawn")  # no inherited locks or connections
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_worker, args=(path, w, barrier, results)) for w in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    counts = _counts(outcomes, 3)
+    _assert_one_valid_chain(SqliteAuditStore(path), 3, sum(counts))
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+
+def test_purge_refuses_inside_the_retention_period(backend: Backend) -> None:
+    backend.store.append(make_events("wf-1", 2), retention_days=30)
+    now = T0 + timedelta(days=200)
+    with pytest.raises(RetentionError) as caught:
+        backend.store.purge(now - timedelta(days=10), min_retention_days=183, now=now)
+    message = str(caught.value)
+    assert "2026-03-19T09:00:00.000000+00:00" in message  # now - 183 days
+    assert "183 days" in message
+    assert len(backend.store.records("wf-1")) == 2
+
+
+def test_purge_removes_whole_old_chains_only(backend: Backend) -> None:
+    old = T0 - timedelta(days=400)
+    backend.clock.now = old
+    backend.store.append(make_events("old", 3, at=old), retention_days=183)
+    backend.store.append(make_events("promised", 2, at=old), retention_days=3650)
+    backend.store.append(make_events("spanning", 2, at=old), retention_days=183)
+    backend.clock.now = T0
+    backend.store.append(make_events("spanning", 1, start=2), retention_days=183)
+    backend.store.append(make_events("new", 2), retention_days=183)
+
+    removed = backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0)
+
+    assert removed == 3
+    assert backend.store.records("old") == []
+    # A longer retention promised at append time wins; a chain is never cut in the middle.
+    assert len(backend.store.records("promised")) == 2
+    assert [r.seq for r in backend.store.records("spanning")] == [1, 2, 3]
+    report = backend.store.verify()
+    assert report.ok and report.chains == 3, report.problems
+
+
+# -- redaction ---------------------------------------------------------------------------------
+
+
+def test_redaction_hashes_nested_fields_and_records_the_policy(backend: Backend) -> None:
+    salt = "tenant-salt-7f3a"
+    data: dict[str, Any] = {
+        "vendor": {"name": "ACME", "iban": "DE89370400440532013000"},
+        "lines": [{"iban": "FR7630006000011234567890189"}, {"amount": 5}],
+        "iban": {"kept": "whole value hashed"},
+        "payee_iban": "not listed, kept",
+    }
+    redacted, policy = redact(data, ["iban"], salt)
+
+    def expected(value: object) -> str:
+        return "sha256:" + hashlib.sha256((salt + canonical_json(value)).encode()).hexdigest()
+
+    assert redacted["vendor"] == {"name": "ACME", "iban": expected("DE89370400440532013000")}
+    assert redacted["lines"] == [{"iban": expected("FR7630006000011234567890189")}, {"amount": 5}]
+    assert redacted["iban"] == expected({"kept": "whole value hashed"})
+    assert redacted["payee_iban"] == "not listed, kept"
+    assert data["vendor"]["iban"] == "DE89370400440532013000"  # the input is left alone
+    assert redact(data, ["iban"], salt)[0] == redacted  # deterministic, so joinable
+    assert redact(data, ["iban"], "other-salt")[0]["vendor"] != redacted["vendor"]
+    assert policy.fields == ["iban"]
+    assert policy.salt_id == hashlib.sha256(salt.encode()).hexdigest()[:12]
+    assert salt not in policy.model_dump_json()
+    with pytest.raises(ValueError, match="salt"):
+        redact(data, ["iban"], "")
+
+    event = AuditEvent(
+        event_id="r1",
+        workflow_id="wf-r",
+        event_type="ai.inference",
+        occurred_at=T0,
+        data={**redacted, "redaction": policy.model_dump()},
+    )
+    backend.store.append([event], retention_days=30)
+    (stored,) = backend.store.records("wf-r")
+    assert stored.data["redaction"]["salt_id"] == policy.salt_id
+    assert "DE89370400440532013000" not in stored.model_dump_json()
+    assert backend.store.verify().ok
+
+
+def test_records_round_trip_as_models(backend: Backend) -> None:
+    events = make_events("wf-1", 3)
+    backend.store.append(events, retention_days=30)
+    records = backend.store.records("wf-1")
+    assert all(isinstance(r, AuditRecord) for r in records)
+    assert [r.model_dump(include=set(AuditEvent.model_fields)) for r in records] == [
+        AuditEvent.model_validate_json(e.model_dump_json()).model_dump() for e in events
+    ]
