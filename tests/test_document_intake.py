@@ -16,6 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
+from baton.audit.sink import AuditSettings
+from baton.audit.store import open_store
 from baton.client import DecisionRefused, build_input, decide, run_status, start_run
 from baton.gates import Decision
 from baton.runner import RunResult
@@ -154,6 +156,10 @@ async def test_refused_decisions_say_why_and_change_nothing(
     status = await run_status(client, handle.id)
     assert status.state == "waiting"
     assert status.gates[0].decision is None
+    # A refusal at a real gate is judged in the update handler and so recorded;
+    # a gate the process does not have is turned away by the validator.
+    recorded = [(r.channel, r.decision.user) for r in status.refusals]
+    assert recorded == ([("update", decision.user)] if decision.gate == "review" else [])
 
 
 async def test_a_finished_run_refuses_further_decisions(
@@ -271,3 +277,33 @@ async def test_unusable_content_stops_at_review_with_the_reason(
     findings = status.gates[0].shown["findings"]
     assert {"code": "unreadable", "message": problem} in findings
     assert status.gates[0].shown["subject"]["confidence"] == 0.0
+
+
+async def test_every_event_of_a_run_is_in_its_audit_chain_including_cancellation(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+    with pytest.raises(DecisionRefused):
+        await decide(client, handle.id, approve(user="carl"))
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    store = open_store(AuditSettings.from_env().url)
+    records = store.records(handle.id)
+    assert store.verify(handle.id).ok
+    kinds = [(r.event_type, r.node) for r in records]
+    assert kinds.count(("run.started", None)) == 1
+    assert ("config.snapshot", None) in kinds
+    assert ("routing.decided", "extract") in kinds
+    assert ("ai.inference", "extract") in kinds
+    assert ("gate.opened", "review") in kinds
+    refused = next(r for r in records if r.event_type == "decision.refused")
+    assert refused.actor is not None and refused.actor.id == "carl"
+    assert "may not decide gate 'review'" in refused.data["reason"]
+    ended = [r for r in records if r.event_type == "run.ended"]
+    assert [r.data["outcome"] for r in ended] == ["cancelled"]
+    attempts = {r.data["activity_type"] for r in records if r.event_type == "activity.attempt"}
+    assert {"snapshot_run_config", "load_document", "ask", "validate_document"} <= attempts

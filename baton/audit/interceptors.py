@@ -110,17 +110,23 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
             attempt=workflow.info().attempt,
         )
         shipping = asyncio.create_task(trail.ship_until_closed())
+
+        async def shipped() -> None:
+            trail.close()
+            await shipping
+
+        # No `finally`: when a cached run is evicted its coroutine is closed,
+        # and awaiting there would be an error; its history is complete anyway.
         try:
             result = await super().execute_workflow(input)
         except asyncio.CancelledError:
             trail.record("run.ended", outcome="cancelled")
+            await shipped()
             raise
         except Exception as err:
             trail.record("run.ended", outcome="failed", error=str(err))
+            await shipped()
             raise
-        else:
-            trail.record("run.ended", outcome=getattr(result, "outcome", "completed"))
-            return result
-        finally:
-            trail.close()
-            await shipping
+        trail.record("run.ended", outcome=getattr(result, "outcome", "completed"))
+        await shipped()
+        return result

@@ -35,13 +35,7 @@ class AnthropicMessages:
         return cls(name, client, key_env=key_env)
 
     async def ask(self, request: AskRequest) -> AskAnswer:
-        system, user = prompt(
-            task=request.task,
-            instructions=request.instructions,
-            inputs=request.inputs,
-            repair_errors=request.repair_errors,
-            previous_output=request.previous_output,
-        )
+        system, user = prompt(request)
         try:
             message = await self._client.messages.create(
                 model=request.model,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from baton.llm import AskRequest
+
 CONFIDENCE_FIELD = "confidence"
 ANSWER_FIELD = "answer"
 
@@ -35,15 +37,10 @@ def answer_schema(output_schema: dict[str, Any]) -> dict[str, Any]:
     return wrapped
 
 
-def prompt(
-    *,
-    task: str,
-    instructions: str,
-    inputs: dict[str, Any],
-    repair_errors: list[str],
-    previous_output: Any,
-) -> tuple[str, str]:
+def prompt(request: AskRequest) -> tuple[str, str]:
     """The system and user messages for one attempt."""
+    task, instructions, inputs = request.task, request.instructions, request.inputs
+    repair_errors, previous_output = request.repair_errors, request.previous_output
     system = (
         f"You perform the task '{task}' inside an audited business workflow. "
         "Reply only with a JSON object matching the given schema: the answer, and your "
