@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import activity
 
 from baton.audit.sink import AuditSink
@@ -21,4 +19,4 @@ class AuditFlush:
     async def flush(self, batch: AuditBatch) -> int:
         if self._sink is None:
             return 0
-        return await asyncio.to_thread(self._sink.write, batch.events)
+        return await self._sink.write_async(batch.events)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -482,7 +482,7 @@ class GraphWorkflow:
             task=node.task,
             instructions=node.instructions,
             inputs=self._resolve(node.inputs),
-            output_schema=node.output.model_json_schema(),
+            output_schema=_json_schema(node.output),
             provider_name=option.candidate.provider,
             provider=option.provider,
             model=option.candidate.model,
@@ -631,6 +631,7 @@ class GraphWorkflow:
         )
         self._gates[gate_id] = gate
         record.status = "waiting"
+        self.trail.ship_soon()
         self.trail.record(
             "gate.opened",
             node=gate_id,
@@ -753,6 +754,11 @@ class GraphWorkflow:
             min_confidence=self._min_confidence(),
             error=self._error,
         )
+
+    @workflow.query
+    def open_gates(self) -> list[str]:
+        """The gates waiting for a decision now: a cheap poll for automation."""
+        return [g.gate for g in self._gates.values() if g.decision is None]
 
     # -- decisions -----------------------------------------------------------
 
@@ -887,6 +893,12 @@ def _root_message(err: BaseException) -> str:
 def _error_type(err: BaseException) -> str | None:
     raised = _first_application_error(err)
     return raised.type if raised is not None else None
+
+
+@cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Built once per model, not per attempt: it is the same on every run.
+    return model.model_json_schema()
 
 
 def _schema_problems(model: type[BaseModel], output: dict[str, Any]) -> list[str]:

@@ -86,6 +86,12 @@ class EmbeddedServer:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The server process's id (to measure its CPU, say)."""
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
+
+    @property
     def ui_url(self) -> str | None:
         return None if self.ui_port is None else f"http://localhost:{self.ui_port}"
 

@@ -72,20 +72,23 @@ async def completed_activities(handle: WorkflowHandle[Any, RunResult]) -> Counte
 async def test_trail_matches_history_after_kills_at_several_points(
     dev_client: Client, worker_env: dict[str, str], task_queue: str, tmp_path: Path
 ) -> None:
-    handles = []
-    for name in DOCUMENTS:
-        request = build_input(DocumentIntake, [str(SAMPLES / name)], requested_by="clerk-1")
-        handles.append(
-            await start_run(
+    handles: list[WorkflowHandle[Any, RunResult]] = []
+    reviewers: list[asyncio.Task[None]] = []
+    # A fresh wave of runs per kill point, so every point is surely reached
+    # while other runs are at other points of their way.
+    waves = [DOCUMENTS[i :: len(KILL_POINTS)] for i in range(len(KILL_POINTS))]
+    for point, wave in zip(KILL_POINTS, waves, strict=True):
+        for name in wave:
+            request = build_input(DocumentIntake, [str(SAMPLES / name)], requested_by="clerk-1")
+            handle = await start_run(
                 dev_client,
                 DocumentIntake,
                 request,
                 task_queue=task_queue,
                 workflow_id=f"exactly-once-{uuid.uuid4().hex[:6]}-{Path(name).stem}",
             )
-        )
-    reviewers = [asyncio.create_task(approve_when_waiting(dev_client, h)) for h in handles]
-    for point in KILL_POINTS:
+            handles.append(handle)
+            reviewers.append(asyncio.create_task(approve_when_waiting(dev_client, handle)))
         hold = tmp_path / f"held-{point}"
         worker = WorkerProcess(
             worker_env | {"BATON_TEST_HOLD_AFTER": point, "BATON_TEST_HOLD_FILE": str(hold)}
@@ -94,8 +97,10 @@ async def test_trail_matches_history_after_kills_at_several_points(
         async def held(hold: Path = hold) -> bool:
             return hold.exists()
 
-        await eventually(held, bool, timeout=90)
-        worker.kill()
+        try:
+            await eventually(held, bool, timeout=90)
+        finally:
+            worker.kill()
     last = WorkerProcess(worker_env)
     try:
         results = [await h.result() for h in handles]

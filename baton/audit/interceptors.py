@@ -92,7 +92,7 @@ class _AuditedActivity(ActivityInboundInterceptor):
                     "error": None if error is None else f"{type(error).__name__}: {error}",
                 },
             )
-            await asyncio.to_thread(self._sink.write, [event])
+            await self._sink.write_async([event])
 
 
 class _AuditedWorkflow(WorkflowInboundInterceptor):

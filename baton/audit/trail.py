@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy
 from baton.audit.events import Actor, AuditEvent, jsonable
 
 FLUSH_ACTIVITY = "audit_flush"
+SHIP_BATCH = 100
 
 
 class AuditBatch(BaseModel):
@@ -32,6 +33,7 @@ class Trail:
         self._seq = 0
         self._pending: list[AuditEvent] = []
         self._closed = False
+        self._ship_now = False
 
     def record(
         self,
@@ -57,18 +59,34 @@ class Trail:
             )
         )
 
+    def ship_soon(self) -> None:
+        """Ship what is pending now: the run is about to wait (for a person)."""
+        self._ship_now = True
+
     def close(self) -> None:
         """No more events: the shipping task ends once everything is shipped."""
         self._closed = True
 
     async def ship_until_closed(self) -> None:
         """Ship pending events in batches, in order, until the run closes the
-        trail and nothing is left. One task ships, so batches never overlap."""
+        trail and nothing is left. One task ships, so batches never overlap.
+
+        Events wait in the run until it is about to wait for a person, ends,
+        or has a batch's worth: until then they are safe in history (a crash
+        replays them), and each shipment is a local activity in every run's
+        path, so fewer of them is throughput."""
         while True:
-            await workflow.wait_condition(lambda: bool(self._pending) or self._closed)
+            await workflow.wait_condition(
+                lambda: (
+                    self._closed
+                    or len(self._pending) >= SHIP_BATCH
+                    or (self._ship_now and bool(self._pending))
+                )
+            )
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
+            self._ship_now = False
             await workflow.execute_local_activity(
                 FLUSH_ACTIVITY,
                 AuditBatch(events=batch),

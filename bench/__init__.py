@@ -1,0 +1,1 @@
+"""Benchmarks: how much Baton costs on top of bare Temporal (see README)."""

@@ -1,0 +1,102 @@
+"""Document intake written the plain Temporal way, for comparison: one
+activity per step and a signal for the approval. No Baton runner, routing,
+audit interceptors or search attributes; the same activities do the work."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from activities.documents import (
+        EnterRequest,
+        EntryReceipt,
+        ExtractedDocument,
+        LoadedDocument,
+        LoadRequest,
+        ValidateRequest,
+        ValidationReport,
+    )
+    from baton.gates import GateDecision
+    from baton.llm import AskAnswer, AskRequest
+
+RETRY = RetryPolicy(maximum_attempts=5)
+STEP = timedelta(seconds=30)
+
+
+class BareRequest(BaseModel):
+    path: str
+
+
+class BareApproval(BaseModel):
+    user: str
+    approve: bool
+
+
+@workflow.defn(name="bare_intake")
+class BareIntake:
+    def __init__(self) -> None:
+        self._waiting = False
+        self._approval: BareApproval | None = None
+
+    @workflow.run
+    async def run(self, request: BareRequest) -> str:
+        loaded: LoadedDocument = await workflow.execute_activity(
+            "load_document",
+            LoadRequest(path=request.path),
+            result_type=LoadedDocument,
+            start_to_close_timeout=STEP,
+            retry_policy=RETRY,
+        )
+        answer: AskAnswer = await workflow.execute_activity(
+            "ask",
+            AskRequest(
+                task="extract_fields",
+                inputs={"text": loaded.text},
+                output_schema=ExtractedDocument.model_json_schema(),
+            ),
+            result_type=AskAnswer,
+            start_to_close_timeout=STEP,
+            retry_policy=RETRY,
+        )
+        document = ExtractedDocument.model_validate(answer.output)
+        report: ValidationReport = await workflow.execute_activity(
+            "validate_document",
+            ValidateRequest(document=document, readable=loaded.readable, problem=loaded.problem),
+            result_type=ValidationReport,
+            start_to_close_timeout=STEP,
+            retry_policy=RETRY,
+        )
+        review = None
+        if not report.ok or answer.confidence < 0.8:
+            self._waiting = True
+            await workflow.wait_condition(lambda: self._approval is not None)
+            assert self._approval is not None
+            if not self._approval.approve:
+                return "rejected"
+            review = GateDecision(
+                outcome="approve",
+                user=self._approval.user,
+                role="reviewer",
+                decided_at=workflow.now(),
+            )
+        await workflow.execute_activity(
+            "enter_document",
+            EnterRequest(document=document, review=review),
+            result_type=EntryReceipt,
+            start_to_close_timeout=STEP,
+            retry_policy=RETRY,
+        )
+        return "completed"
+
+    @workflow.signal
+    def approve(self, approval: BareApproval) -> None:
+        self._approval = approval
+
+    @workflow.query
+    def waiting(self) -> bool:
+        return self._waiting and self._approval is None

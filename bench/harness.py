@@ -1,0 +1,327 @@
+"""Baton against bare Temporal on the same embedded server, side by side.
+
+    python -m bench.harness --runs 200 1000
+
+For each N and each variant (Baton with the SQLite audit store, Baton with
+PostgreSQL, Baton without audit, the bare workflow in bench/bare.py) the
+harness starts a worker process as a user would (`python -m bench.worker`),
+starts N document-intake runs at once over the samples, approves the runs
+that stop for review as soon as they wait, and measures runs/s, latency
+from start to finish and from approval to the ERP entry, CPU of the worker
+and server processes per run, and history events per run. Variants alternate
+within one invocation against one server. Results are printed and written to
+bench/results/ as JSON with the machine, versions and parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from baton.client import build_input, connect, decide, start_run
+from baton.config import Settings
+from baton.gates import Decision
+from baton.server import EmbeddedServer, free_port, temporal_binary
+from bench.bare import BareApproval, BareRequest
+from workflows.document_intake import DocumentIntake
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "samples" / "documents").glob("*.txt"))
+# The samples that stop at review (see the demo); the driver approves them.
+NEEDS_REVIEW = {
+    "invoice-missing-total.txt",
+    "invoice-totals-mismatch.txt",
+    "invoice-bad-date.txt",
+    "receipt-unreadable.txt",
+    "letter-unknown-type.txt",
+    "po-missing-number.txt",
+}
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+VARIANTS = {
+    "baton": ("baton", {}),
+    "baton-postgres": ("baton", {"BATON_AUDIT_URL": POSTGRES_URL}),
+    "baton-noaudit": ("noaudit", {}),
+    "bare": ("bare", {}),
+}
+TICKS = os.sysconf("SC_CLK_TCK")
+POLL = 0.25
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Result:
+    variant: str
+    runs: int
+    seconds: float
+    runs_per_second: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    approval_to_entry_p50_ms: float
+    approval_to_entry_p95_ms: float
+    worker_cpu_ms_per_run: float
+    server_cpu_ms_per_run: float
+    cpu_ms_per_run: float
+    history_events_per_run: float
+
+
+async def one_run(
+    client: Client, variant: str, path: Path, queue: str, timings: list[tuple[float, float, float]]
+) -> None:
+    started = time.monotonic()
+    approved = 0.0
+    handle: WorkflowHandle[Any, Any]
+    if variant == "bare":
+        handle = await client.start_workflow(
+            "bare_intake",
+            BareRequest(path=str(path)),
+            id=f"bare-{uuid.uuid4().hex}",
+            task_queue=queue,
+        )
+    else:
+        request = build_input(DocumentIntake, [str(path)], requested_by="bench")
+        handle = await start_run(client, DocumentIntake, request, task_queue=queue)
+    if path.name in NEEDS_REVIEW:
+        approved = await approve_when_waiting(client, handle, variant)
+    await handle.result()
+    timings.append((started, approved, time.monotonic()))
+
+
+async def approve_when_waiting(
+    client: Client, handle: WorkflowHandle[Any, Any], variant: str
+) -> float:
+    """Poll the run's own small query (the same cost on both sides) and
+    approve as soon as it waits; the approval time is when it was sent."""
+    while True:
+        await asyncio.sleep(POLL)
+        if variant == "bare":
+            if await handle.query("waiting", result_type=bool):
+                await handle.signal("approve", BareApproval(user="rita", approve=True))
+                return time.monotonic()
+        elif "review" in await handle.query("open_gates", result_type=list[str]):
+            await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+            return time.monotonic()
+
+
+async def measure(
+    variant: str, runs: int, server: EmbeddedServer, data_dir: Path, profile: Path | None = None
+) -> Result:
+    worker_kind, extra_env = VARIANTS[variant]
+    queue = f"bench-{variant}-{uuid.uuid4().hex[:6]}"
+    env = (
+        os.environ
+        | extra_env
+        | {
+            "TEMPORAL_ADDRESS": server.address,
+            "BATON_TASK_QUEUE": queue,
+            "BATON_DATA_DIR": str(data_dir / variant),
+            "BATON_CONFIG": str(ROOT / "baton.toml"),
+        }
+    )
+    env.pop("BATON_ERP_DB", None)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.worker", worker_kind],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    profiler = None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        profiler = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(worker.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--nonblocking",
+                "-o",
+                str(profile / f"{variant}-{runs}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        client = await connect(Settings(address=server.address, task_queue=queue))
+        paths = [SAMPLES[i % len(SAMPLES)] for i in range(runs)]
+        server_pid = server.pid
+        cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
+        timings: list[tuple[float, float, float]] = []
+        began = time.monotonic()
+        await asyncio.gather(*(one_run(client, variant, p, queue, timings) for p in paths))
+        elapsed = time.monotonic() - began
+        worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
+        server_cpu = cpu_seconds(server_pid) - cpu_before[1]
+        events = await history_events(client, queue, variant)
+    finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+            profiler.wait(timeout=60)
+        worker.terminate()
+        worker.wait()
+    latencies = [(end - start) * 1000 for start, _, end in timings]
+    after_approval = [(end - approved) * 1000 for _, approved, end in timings if approved]
+    return Result(
+        variant=variant,
+        runs=runs,
+        seconds=round(elapsed, 3),
+        runs_per_second=round(runs / elapsed, 2),
+        latency_p50_ms=round(percentile(latencies, 0.50), 1),
+        latency_p95_ms=round(percentile(latencies, 0.95), 1),
+        latency_p99_ms=round(percentile(latencies, 0.99), 1),
+        approval_to_entry_p50_ms=round(percentile(after_approval, 0.50), 1),
+        approval_to_entry_p95_ms=round(percentile(after_approval, 0.95), 1),
+        worker_cpu_ms_per_run=round(worker_cpu * 1000 / runs, 1),
+        server_cpu_ms_per_run=round(server_cpu * 1000 / runs, 1),
+        cpu_ms_per_run=round((worker_cpu + server_cpu) * 1000 / runs, 1),
+        history_events_per_run=events,
+    )
+
+
+async def history_events(client: Client, queue: str, variant: str) -> float:
+    """Mean history length over a sample of the variant's runs, clean and reviewed."""
+    counts = []
+    query = f"TaskQueue = '{queue}'"
+    async for execution in client.list_workflows(query, limit=20):
+        handle = client.get_workflow_handle(execution.id)
+        counts.append(sum([1 async for _ in handle.fetch_history_events()]))
+    return round(statistics.mean(counts), 1) if counts else 0.0
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    temporal = subprocess.run(
+        [temporal_binary(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "temporalio": version("temporalio"),
+        "temporal_cli": temporal,
+        "platform": platform.platform(),
+    }
+
+
+async def main(
+    runs: list[int], variants: list[str], rounds: int, out: Path, profile: Path | None
+) -> list[Result]:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        server = EmbeddedServer(db_file=data_dir / "temporal.db", port=free_port(), ui_port=None)
+        async with server:
+            for n in runs:
+                for round_no in range(rounds):
+                    # Alternate the order each round so neither side always runs on a
+                    # warmer (or more loaded) server.
+                    order = variants if round_no % 2 == 0 else list(reversed(variants))
+                    for variant in order:
+                        result = await measure(variant, n, server, data_dir, profile)
+                        results.append(result)
+                        print(table_row(result), flush=True)
+    report = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "parameters": {
+            "runs": runs,
+            "variants": variants,
+            "rounds": rounds,
+            "server": "temporal server start-dev, SQLite, journal_mode=wal",
+            "approval_poll_ms": POLL * 1000,
+        },
+        "results": [asdict(r) for r in results],
+        "ratios": ratios(results),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{json.dumps(report['ratios'], indent=2)}\nwritten to {out}")
+    return results
+
+
+def ratios(results: list[Result]) -> dict[str, float]:
+    """Baton's throughput as a multiple of bare Temporal's, per N."""
+    out: dict[str, float] = {}
+    for n in sorted({r.runs for r in results}):
+
+        def mean_rate(variant: str, n: int = n) -> float | None:
+            rates = [r.runs_per_second for r in results if r.runs == n and r.variant == variant]
+            return statistics.mean(rates) if rates else None
+
+        bare = mean_rate("bare")
+        for variant in sorted({r.variant for r in results} - {"bare"}):
+            rate = mean_rate(variant)
+            if bare and rate:
+                out[f"{variant}/bare@{n}"] = round(rate / bare, 2)
+    return out
+
+
+HEADER = (
+    f"{'variant':<15}{'runs':>6}{'runs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    f"{'appr->entry p50':>17}{'cpu ms/run':>12}{'(worker':>9}{'server)':>9}{'events':>8}"
+)
+
+
+def table_row(r: Result) -> str:
+    return (
+        f"{r.variant:<15}{r.runs:>6}{r.runs_per_second:>8}{r.latency_p50_ms:>9}"
+        f"{r.latency_p95_ms:>9}{r.latency_p99_ms:>9}{r.approval_to_entry_p50_ms:>17}"
+        f"{r.cpu_ms_per_run:>12}{r.worker_cpu_ms_per_run:>9}{r.server_cpu_ms_per_run:>9}"
+        f"{r.history_events_per_run:>8}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=1)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}.json")
+    parser.add_argument(
+        "--profile", type=Path, help="record each worker with py-spy into this folder"
+    )
+    args = parser.parse_args()
+    print(HEADER)
+    asyncio.run(main(args.runs, args.variants, args.rounds, args.out, args.profile))

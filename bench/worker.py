@@ -1,0 +1,38 @@
+"""The benchmark's worker process: `python -m bench.worker baton|noaudit|bare`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.worker import Worker
+
+from baton.client import connect
+from baton.config import Settings
+from bench.bare import BareIntake
+from worker import ACTIVITIES, SANDBOX, build_worker
+
+
+async def main(variant: str) -> None:
+    settings = Settings.from_env()
+    client = await connect(settings, wait=60)
+    if variant == "bare":
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[BareIntake],
+            activities=ACTIVITIES,
+            activity_executor=ThreadPoolExecutor(max_workers=16),
+            workflow_runner=SANDBOX,
+        )
+    else:
+        worker = build_worker(
+            client, task_queue=settings.task_queue, audited=variant == "baton", traced=False
+        )
+    print("ready", flush=True)
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
