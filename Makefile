@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CHECKED := baton workflows activities
 
-.PHONY: install demo up test lint lock chromium
+.PHONY: install demo up test lint lock chromium bench
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ chromium:
 
 test: lint chromium
 	$(PY) -m pytest
+
+# Baton against bare Temporal on the embedded server (minutes; see README).
+bench: install
+	$(PY) -m bench.harness --runs 200 1000
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install
