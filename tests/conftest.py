@@ -35,6 +35,14 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(autouse=True)
+async def terminate_started_runs() -> AsyncIterator[None]:
+    from tests.helpers import terminate_started
+
+    yield
+    await terminate_started()
+
+
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's Java test server: timers of days pass in milliseconds."""

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
-from baton.client import run_status
-from baton.runner import RunStatus
+from baton.client import build_input, run_status, start_run
+from baton.config import RunConfig
+from baton.runner import RunResult, RunStatus
+from workflows.document_intake import DocumentIntake
 
 T = TypeVar("T")
 
@@ -55,3 +61,35 @@ async def search_attributes(client: Client, workflow_id: str) -> dict[str, Any]:
     return {
         name: json.loads(payload.data) if payload.data else None for name, payload in fields.items()
     }
+
+
+# Runs a test started: those left waiting at a gate would hold the
+# time-skipping server's clock for later tests (no worker serves them after
+# their test), so conftest terminates them when each test ends.
+STARTED: list[WorkflowHandle[Any, RunResult]] = []
+
+
+async def start_intake(
+    client: Client,
+    queue: str,
+    path: Path,
+    *,
+    by: str = "clerk-1",
+    config: RunConfig | None = None,
+) -> WorkflowHandle[Any, RunResult]:
+    request = build_input(DocumentIntake, [str(path)], requested_by=by, config=config)
+    handle = await start_run(
+        client,
+        DocumentIntake,
+        request,
+        task_queue=queue,
+        workflow_id=f"intake-{uuid.uuid4().hex[:8]}",
+    )
+    STARTED.append(handle)
+    return handle
+
+
+async def terminate_started() -> None:
+    while STARTED:
+        with contextlib.suppress(RPCError):
+            await STARTED.pop().terminate(reason="test finished")

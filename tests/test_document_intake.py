@@ -2,61 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import DecisionRefused, build_input, decide, run_status, start_run
+from baton.client import DecisionRefused, decide, run_status
 from baton.gates import Decision
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
-from tests.helpers import search_attributes, settled
-from workflows.document_intake import DocumentIntake
+from tests.helpers import search_attributes, settled, start_intake
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
 
 
-STARTED: list[WorkflowHandle[Any, RunResult]] = []
-
-
 async def start(
     client: Client, queue: str, path: Path, by: str = "clerk-1"
 ) -> WorkflowHandle[Any, RunResult]:
-    request = build_input(DocumentIntake, [str(path)], requested_by=by)
-    handle = await start_run(
-        client,
-        DocumentIntake,
-        request,
-        task_queue=queue,
-        workflow_id=f"intake-{uuid.uuid4().hex[:8]}",
-    )
-    STARTED.append(handle)
-    return handle
-
-
-@pytest.fixture(autouse=True)
-async def terminate_leftovers() -> AsyncIterator[None]:
-    """Runs left waiting at a gate would hold the time-skipping server's clock
-    for later tests: their workflow tasks have no worker once this test ends."""
-    yield
-    while STARTED:
-        handle = STARTED.pop()
-        with contextlib.suppress(RPCError):
-            await handle.terminate(reason="test finished")
+    return await start_intake(client, queue, path, by=by)
 
 
 def approve(gate: str = "review", user: str = "rita", comment: str = "checked") -> Decision:

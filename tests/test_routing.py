@@ -3,9 +3,7 @@ HTTP server, inside document intake on Temporal's time-skipping server."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,11 @@ import httpx2 as httpx
 import openai
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
-from baton.client import build_input, decide, run_status, start_run
+from baton.client import decide, run_status
 from baton.config import ConfigError, RunConfig, load_routing
 from baton.gates import Decision
 from baton.llm.faults import as_application_error
@@ -27,7 +24,7 @@ from baton.routing import plan_route, routing_table
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.fake_llm import Delay, Fault, Reply, ScriptedLLMServer
-from tests.helpers import search_attributes, settled
+from tests.helpers import search_attributes, settled, start_intake
 from tests.routing_config import (
     DOC,
     KEY_ENV,
@@ -38,7 +35,6 @@ from tests.routing_config import (
     answer,
     config,
 )
-from workflows.document_intake import DocumentIntake
 
 
 @pytest.fixture
@@ -48,30 +44,10 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
         yield server
 
 
-STARTED: list[WorkflowHandle[Any, RunResult]] = []
-
-
-@pytest.fixture(autouse=True)
-async def terminate_leftovers() -> AsyncIterator[None]:
-    yield
-    while STARTED:
-        with contextlib.suppress(RPCError):
-            await STARTED.pop().terminate(reason="test finished")
-
-
 async def start(
     client: Client, queue: str, run_config: RunConfig
 ) -> WorkflowHandle[Any, RunResult]:
-    request = build_input(DocumentIntake, [str(DOC)], requested_by="clerk-1", config=run_config)
-    handle = await start_run(
-        client,
-        DocumentIntake,
-        request,
-        task_queue=queue,
-        workflow_id=f"route-{uuid.uuid4().hex[:8]}",
-    )
-    STARTED.append(handle)
-    return handle
+    return await start_intake(client, queue, DOC, config=run_config)
 
 
 async def attempts_of(client: Client, workflow_id: str) -> list[dict[str, Any]]:
