@@ -37,6 +37,7 @@ test: lint chromium
 # Baton against bare Temporal on the embedded server (minutes; see README).
 bench: install
 	$(PY) -m bench.harness --runs 200 1000
+	$(PY) -m bench.resume --runs 100
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install

@@ -1,0 +1,124 @@
+"""Resume after a crash: `python -m bench.resume --runs 100`.
+
+Starts N clean document-intake runs on the embedded server, SIGKILLs the
+worker in the middle of them, starts a new one, and reports the time from the
+restart until every run has finished, how many finished model calls and
+system writes ran again, and the ERP entries per run (must be 1). The worker
+is the production worker plus the counting interceptor of
+tests/crashable_worker.py, which logs every activity start and completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from baton.client import build_input, connect, start_run
+from baton.config import Settings
+from baton.server import EmbeddedServer, free_port
+from bench.harness import NEEDS_REVIEW, ROOT, SAMPLES, machine
+from systems.erp import DocumentRegister
+from workflows.document_intake import DocumentIntake
+
+CLEAN = [p for p in SAMPLES if p.name not in NEEDS_REVIEW]
+
+
+def entered(calls: Path) -> int:
+    if not calls.exists():
+        return 0
+    return sum(
+        1
+        for line in calls.read_text().splitlines()
+        if line.startswith("done") and line.split()[2] == "enter_document"
+    )
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "tests.crashable_worker"], cwd=ROOT, env=env)
+
+
+async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        calls = data / "calls.log"
+        env = os.environ | {
+            "BATON_DATA_DIR": str(data),
+            "BATON_ERP_DB": str(data / "erp.sqlite"),
+            "BATON_CONFIG": str(ROOT / "baton.toml"),
+            "BATON_TASK_QUEUE": "resume",
+            "BATON_TEST_CALL_LOG": str(calls),
+        }
+        async with EmbeddedServer(db_file=data / "t.db", port=free_port(), ui_port=None) as server:
+            env["TEMPORAL_ADDRESS"] = server.address
+            client = await connect(Settings(address=server.address, task_queue="resume"))
+            worker = start_worker(env)
+            handles = []
+            for i in range(runs):
+                path = CLEAN[i % len(CLEAN)]
+                request = build_input(DocumentIntake, [str(path)], requested_by="bench")
+                handles.append(
+                    await start_run(client, DocumentIntake, request, task_queue="resume")
+                )
+            while entered(calls) < runs * kill_at:
+                await asyncio.sleep(0.05)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            finished_before = entered(calls)
+            restarted = time.monotonic()
+            worker = start_worker(env)
+            try:
+                await asyncio.gather(*(h.result() for h in handles))
+                recovery = time.monotonic() - restarted
+            finally:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+        done = Counter(
+            (line.split()[1], line.split()[2])
+            for line in calls.read_text().splitlines()
+            if line.startswith("done")
+        )
+        repeated = {kind: 0 for kind in ("ask", "enter_document", "load_document")}
+        for (_, kind), count in done.items():
+            if kind in repeated and count > 1:
+                repeated[kind] += count - 1
+        entries = Counter(
+            e["idempotency_key"].split("/")[0]
+            for e in DocumentRegister(data / "erp.sqlite").entries()
+        )
+    report: dict[str, object] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "parameters": {"runs": runs, "killed_when_entered_share": kill_at},
+        "runs_finished_before_kill": finished_before,
+        "seconds_from_restart_to_all_finished": round(recovery, 2),
+        "finished_calls_run_again": repeated,
+        "erp_entries_per_run": sorted(set(entries.values())),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument(
+        "--kill-at", type=float, default=0.3, help="kill once this share of runs has entered"
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-resume.json"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.kill_at, args.out))
