@@ -40,7 +40,7 @@ def provider_for(name: str, spec: ProviderSpec) -> Provider:
     return provider
 
 
-HEARTBEAT_EVERY = 2.0
+HEARTBEAT_EVERY = 1.0
 
 
 async def _heartbeat() -> None:

@@ -29,6 +29,7 @@ from baton.gates import Decision, GateDecision
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
 
 QUERY_TIMEOUT = timedelta(seconds=10)
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 
 
 class DecisionRefused(Exception):
@@ -120,6 +121,9 @@ async def start_run(
         id=workflow_id or new_workflow_id(name, hint),
         task_queue=task_queue,
         result_type=RunResult,
+        # A workflow task lost with its worker is retried after 5 s, not 10;
+        # Baton's workflow tasks take milliseconds.
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search.PROCESS, name),

@@ -43,7 +43,14 @@ GRAPH = Graph(
     risk_class="not high-risk: document intake is not listed in AI Act Annex III; "
     "the trail follows Art. 12 and 14 voluntarily",
     nodes=(
-        Step("load", activity=load_document, inputs={"path": "input.path"}),
+        Step(
+            "load",
+            activity=load_document,
+            inputs={"path": "input.path"},
+            # Reading a document of at most 1 MiB takes milliseconds: a lost
+            # attempt is retried after 5 s rather than the default 30.
+            timeout=timedelta(seconds=5),
+        ),
         Ask(
             "extract",
             task="extract_fields",
@@ -72,7 +79,7 @@ GRAPH = Graph(
             inputs={"document": "extract", "review": "review"},
             # A write takes milliseconds; a short timeout lets a crashed attempt
             # be retried soon, and the idempotency key makes the retry safe.
-            timeout=timedelta(seconds=10),
+            timeout=timedelta(seconds=5),
             retry=Retry(max_attempts=10),
         ),
     ),
