@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 Outcome = Literal["approve", "reject"]
 Channel = Literal["update", "signal"]
@@ -57,7 +57,6 @@ class Refusal(BaseModel):
 
 class GateState(BaseModel):
     gate: str
-    status: Literal["waiting", "decided"] = "waiting"
     roles: list[str]
     chain: list[str] = Field(default_factory=list)
     opened_at: datetime
@@ -67,6 +66,12 @@ class GateState(BaseModel):
     shown: dict[str, Any] = Field(default_factory=dict)
     decision: GateDecision | None = None
     edited_output: dict[str, Any] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> Literal["waiting", "decided"]:
+        """Derived from the decision, so the two can never disagree."""
+        return "waiting" if self.decision is None else "decided"
 
     def escalate(self, now: datetime) -> str:
         """Hand the gate to the next role in the chain; earlier roles keep the

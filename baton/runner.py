@@ -439,7 +439,14 @@ class GraphWorkflow:
             previous: Any = None
             for repair in range(plan.route.repair_attempts + 1):
                 attempt, value = await self._attempt(
-                    node, record, option, repair, errors, previous, len(attempts) + 1
+                    node,
+                    record,
+                    option,
+                    repair,
+                    errors,
+                    previous,
+                    len(attempts) + 1,
+                    minimum=plan.route.min_confidence,
                 )
                 attempts.append(attempt)
                 self.trail.record(
@@ -448,8 +455,7 @@ class GraphWorkflow:
                     actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
                     operation="chat",
                     task=node.task,
-                    **attempt.model_dump(exclude={"output"}),
-                    output=attempt.output,
+                    **attempt.model_dump(),
                     min_confidence=plan.route.min_confidence,
                 )
                 record.meta["cost_usd"] = sum(a.cost_usd for a in attempts)
@@ -475,8 +481,9 @@ class GraphWorkflow:
         errors: list[str],
         previous: Any,
         index: int,
+        *,
+        minimum: float,
     ) -> tuple[Attempt, Any]:
-        assert self._config is not None
         started = workflow.now()
         request = AskRequest(
             task=node.task,
@@ -512,7 +519,6 @@ class GraphWorkflow:
             failed = {"errors": [_root_message(err)], "finished_at": workflow.now()}
             return attempt.model_copy(update=failed), None
         value, problems = self._judge(node, answer)
-        minimum = self._config.routing.route(node.task).min_confidence
         if problems:
             outcome: AttemptOutcome = "invalid"
         else:
@@ -798,7 +804,6 @@ class GraphWorkflow:
             decided_at=workflow.now(),
             edited=edited,
         )
-        gate.status = "decided"
         return gate.decision
 
     def _deliver(self, decision: Decision, channel: Channel) -> GateDecision:

@@ -41,7 +41,6 @@ def test_reviewer_may_decide_an_open_gate() -> None:
 def test_already_decided_gate_names_who_decided() -> None:
     decided = gate(
         decision=GateDecision(outcome="reject", user="rita", role="reviewer", decided_at=NOW),
-        status="decided",
     )
     text = reason(Decision(gate="review", user="rita", outcome="approve"), decided)
     assert text == "gate 'review' was already decided: reject by rita at 2026-11-26T09:00:00+00:00"
