@@ -19,7 +19,7 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY systems/ systems/
 COPY samples/ samples/
-COPY worker.py starter.py baton.toml ./
+COPY worker.py starter.py baton.toml directory.toml routing.toml ./
 RUN pip install --no-cache-dir -c constraints.txt .
 
 # /data is created here, owned by the runtime user, because Docker seeds a new

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from baton.accounts import set_password
 from baton.audit.reports import describe, select_runs, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import RetentionError, open_store
@@ -28,7 +29,7 @@ from baton.client import (
     run_status,
     start_run,
 )
-from baton.config import ConfigError, Settings, load_run_config
+from baton.config import ConfigError, Settings, directory_path, load_run_config
 from baton.gates import Decision
 from baton.routing import routing_table
 from baton.runner import RunStatus
@@ -59,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     box = commands.add_parser("inbox", help="runs waiting for a human decision")
     box.add_argument("--role")
     box.add_argument("--json", action="store_true")
+
+    users = commands.add_parser("users", help="the users of the directory file")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    set_password = users_commands.add_parser(
+        "set-password", help="set a user's password for the reviewer inbox"
+    )
+    set_password.add_argument("user")
+    set_password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
 
     for outcome in ("approve", "reject"):
         verb = commands.add_parser(outcome, help=f"{outcome} a gate of a run")
@@ -127,6 +138,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "audit":
         return _audit(settings, args)
+    if args.command == "users":
+        return _set_password(args.user, from_stdin=args.password_stdin)
     if args.command == "routes":
         print(routing_table(load_run_config().routing))
         return 0
@@ -186,6 +199,19 @@ def _date(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-05-31") from None
+
+
+def _set_password(user: str, *, from_stdin: bool) -> int:
+    path = directory_path()
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"new password for {user}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ; nothing changed")
+    set_password(path, user, password)
+    print(f"set the password of {user} in {path}")
+    return 0
 
 
 def _audit(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,6 +5,10 @@ a container or CI). The run configuration (thresholds, provider, directory of
 users and roles) comes from a TOML file and is copied into every run when it
 starts, so editing the file never changes, or breaks the replay of, a run
 that is already going.
+
+Users live in their own file, which baton.toml names in `[directory] file`,
+because that file also holds password hashes: a run copies each user's name
+and roles from it, never the hash, since the copy is in Temporal history.
 """
 
 from __future__ import annotations
@@ -12,19 +16,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from baton.gates import Directory
+from baton.gates import Directory, User
 from baton.routing import RoutingConfig
 
 CONFIG_ENV = "BATON_CONFIG"
 ROUTING_ENV = "BATON_ROUTING"
 DEFAULT_CONFIG_NAME = "baton.toml"
+# User names go into update ids, URLs and TOML table headers: keep them plain.
+USER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+CONFIG_HINT = f"run from the repository root, or set {CONFIG_ENV} to the path of a baton.toml"
 
 
 class ConfigError(ValueError):
@@ -113,11 +121,89 @@ def load_routing(path: Path) -> RoutingConfig:
     return routing
 
 
+class DirectoryEntry(BaseModel):
+    """One user as the directory file holds them."""
+
+    # A misspelt key (`role = ...`) would otherwise silently drop a user's roles.
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    roles: list[str] = Field(default_factory=list)
+    password_hash: str | None = Field(
+        default=None, description="argon2 hash; a user without one cannot sign in to the inbox"
+    )
+
+
+class DirectoryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: dict[str, DirectoryEntry] = Field(default_factory=dict)
+
+
+def directory_file(config: Path, data: dict[str, Any]) -> Path | None:
+    """The directory file that the baton.toml at ``config`` (already read
+    into ``data``) names, relative to that baton.toml; None if it names none."""
+    table = data.get("directory", {})
+    if "users" in table:
+        raise ConfigError(
+            f"{config} lists users under [directory.users]; they now live in their own file: "
+            "move them to directory.toml as [users.<name>] tables and set [directory] file = "
+            '"directory.toml"'
+        )
+    name = table.get("file")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f'{config}: [directory] file must be a path like "directory.toml"')
+    return config.parent / name
+
+
+def directory_path(config: Path | None = None) -> Path:
+    """The directory file of the baton.toml at ``config`` (default: BATON_CONFIG
+    or ./baton.toml); an error when it names none."""
+    config = config or config_path()
+    found = directory_file(config, read_toml(config, CONFIG_HINT))
+    if found is None:
+        raise ConfigError(
+            f'{config} names no directory of users: add [directory] file = "directory.toml"'
+        )
+    return found
+
+
+def read_directory(path: Path) -> dict[str, DirectoryEntry]:
+    """Every user of the directory file at ``path``, password hashes included:
+    for the inbox's sign-in, never for a run's snapshot."""
+    data = read_toml(
+        path,
+        "create it with one [users.<name>] table per user (name, roles), or point "
+        "[directory] file in baton.toml at the right file",
+    )
+    return directory_users(data, path)
+
+
+def directory_users(data: dict[str, Any], source: Path) -> dict[str, DirectoryEntry]:
+    """The users of a directory file already read into ``data``."""
+    try:
+        users = DirectoryFile.model_validate(data).users
+    except ValidationError as err:
+        raise ConfigError(
+            f"{source} is not a valid directory of users ([users.<name>] tables with name, "
+            f"roles and password_hash only): {err}"
+        ) from None
+    for name in users:
+        if not USER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: user name '{name}' may hold only letters, digits, '-' and '_'; "
+                "rename its [users.<name>] table"
+            )
+    return users
+
+
 def load_run_config(path: Path | None = None) -> RunConfig:
     path = path or config_path()
-    data = read_toml(
-        path, f"run from the repository root, or set {CONFIG_ENV} to the path of a baton.toml"
-    )
+    data = read_toml(path, CONFIG_HINT)
+    users_file = directory_file(path, data)
+    users = read_directory(users_file) if users_file else {}
     routing_file = os.environ.get(ROUTING_ENV) or data.get("llm", {}).get("routing")
     routing = load_routing(path.parent / routing_file) if routing_file else RoutingConfig()
     try:
@@ -125,7 +211,10 @@ def load_run_config(path: Path | None = None) -> RunConfig:
             source=str(path.resolve()),
             thresholds=data.get("thresholds", {}),
             routing=routing,
-            directory=Directory.model_validate(data.get("directory", {})),
+            # Names and roles only: the snapshot is in Temporal history, the hashes never are.
+            directory=Directory(
+                users={key: User(name=u.name, roles=u.roles) for key, u in users.items()}
+            ),
         )
     except ValidationError as err:
         raise ConfigError(f"{path} has invalid settings: {err}") from None
