@@ -106,11 +106,19 @@ class AuditSink:
                     break
                 size += len(batch[-1][0])
             events = [event for pending, _ in batch for event in pending]
+            # A caller cancelled while waiting (its activity was cancelled)
+            # gets no answer, but its events are written all the same: the
+            # store ignores the duplicates a retried flush would bring.
+            waiting = [
+                (len(pending), done)
+                for pending, done in batch
+                if done.set_running_or_notify_cancel()
+            ]
             try:
                 self.store.append(events, retention_days=self.settings.retention_days)
             except Exception as err:
-                for _, done in batch:
+                for _, done in waiting:
                     done.set_exception(err)
             else:
-                for pending, done in batch:
-                    done.set_result(len(pending))
+                for count, done in waiting:
+                    done.set_result(count)
