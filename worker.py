@@ -20,8 +20,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.audit import AuditFlush
 from activities.config import snapshot_run_config
-from activities.documents import enter_document, load_document, validate_document
+from activities.documents import enter_document, load_document, validate_document, void_document
 from activities.llm import ask
+from activities.notify import notify_reviewers
 from baton.audit.interceptors import AuditInterceptor
 from baton.audit.sink import AuditSettings, AuditSink
 from baton.client import connect
@@ -35,6 +36,8 @@ ACTIVITIES: list[Callable[..., Any]] = [
     load_document,
     validate_document,
     enter_document,
+    void_document,
+    notify_reviewers,
 ]
 
 # Baton's own modules are deterministic or only define models and activity
@@ -56,9 +59,12 @@ def build_worker(
     audit: AuditSink | None = None,
     audited: bool = True,
     traced: bool = True,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
-    """A worker for every process. Audit is on unless ``audited=False``; its
-    store comes from the environment (BATON_AUDIT_URL) unless ``audit`` is given."""
+    """A worker for every process (and ``extra_workflows``, a process of your
+    own or a test's). Audit is on unless ``audited=False``; its store comes
+    from the environment (BATON_AUDIT_URL) unless ``audit`` is given."""
     sink = (audit or AuditSink(AuditSettings.from_env())) if audited else None
     own_interceptors: list[Interceptor] = [AuditInterceptor(sink)]
     if traced:
@@ -67,8 +73,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[p.workflow for p in PROCESSES.values()],
-        activities=[*ACTIVITIES, AuditFlush(sink).flush],
+        workflows=[*(p.workflow for p in PROCESSES.values()), *extra_workflows],
+        activities=[*ACTIVITIES, *extra_activities, AuditFlush(sink).flush],
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         workflow_runner=SANDBOX,
         interceptors=[*own_interceptors, *interceptors],

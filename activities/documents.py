@@ -84,6 +84,11 @@ class EntryReceipt(BaseModel):
     created: bool = Field(description="False when an earlier attempt had already written it")
 
 
+class VoidReceipt(BaseModel):
+    entry_id: int
+    voided_at: str
+
+
 def max_document_bytes() -> int:
     return int(os.environ.get("BATON_MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES))
 
@@ -244,3 +249,14 @@ def enter_document(request: EnterRequest) -> EntryReceipt:
         idempotency_key=key, document=request.document.model_dump(mode="json")
     )
     return EntryReceipt(entry_id=entry.entry_id, idempotency_key=key, created=entry.created)
+
+
+@activity.defn
+def void_document(receipt: EntryReceipt) -> VoidReceipt:
+    """Undo an entry when its run is stopped: the register voids it (an
+    entry is never deleted) and keeps the first void if asked again."""
+    info = activity.info()
+    voided_at = DocumentRegister().void(
+        receipt.entry_id, reason=f"run {info.workflow_id} was stopped"
+    )
+    return VoidReceipt(entry_id=receipt.entry_id, voided_at=voided_at)

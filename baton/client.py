@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from baton import search
 from baton.config import Settings
-from baton.gates import Decision, GateDecision
+from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
 
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -152,18 +152,40 @@ async def run_status(client: Client, workflow_id: str) -> RunStatus:
 
 
 async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDecision:
-    """Deliver a decision through the validated `decide` update. The update id
-    is derived from the decision's content, so a retried call is answered by
-    Temporal with the first result instead of being applied twice, while a
-    corrected decision is a new attempt."""
+    """Deliver a decision through the validated `decide` update."""
+    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}"
+    return await _update(client, workflow_id, "decide", decision, update_id, GateDecision)
+
+
+async def stop_run(client: Client, workflow_id: str, request: StopRequest) -> StopRecord:
+    """Stop a run through the validated `stop` update: the run compensates
+    what it declared compensable and ends as stopped. A refusal raises
+    DecisionRefused with the reason."""
+    update_id = f"stop:{request.user}"
+    return await _update(client, workflow_id, "stop", request, update_id, StopRecord)
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+async def _update(
+    client: Client,
+    workflow_id: str,
+    name: str,
+    request: BaseModel,
+    id_prefix: str,
+    result_type: type[R],
+) -> R:
+    """Execute a validated update. Its id is derived from the request's
+    content, so a retried call is answered by Temporal with the first result
+    instead of being applied twice, while a corrected request is a new attempt."""
     handle = client.get_workflow_handle(workflow_id)
-    content = hashlib.sha256(decision.model_dump_json().encode()).hexdigest()[:16]
-    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}:{content}"
+    content = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16]
     try:
-        accepted: GateDecision = await handle.execute_update(
-            "decide", decision, id=update_id, result_type=GateDecision
+        result: R = await handle.execute_update(
+            name, request, id=f"{id_prefix}:{content}", result_type=result_type
         )
-        return accepted
+        return result
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None

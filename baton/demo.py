@@ -26,6 +26,7 @@ from baton.server import EmbeddedServer, port_is_open, stop_requested
 
 REQUESTER = "demo-intake"
 REVIEWER = "rita"
+CONTROLLER = "vera"
 # The demo reviewer sends back what no one could enter (no text, not a known
 # document type, too little read to trust); anything else a person can fix.
 REJECT_WHEN = {"unreadable", "unknown_type"}
@@ -102,12 +103,20 @@ async def _review_and_finish(client: Client, workflow_id: str) -> str:
         outcome: Outcome = "reject" if unusable else "approve"
         reasons = [*sorted(codes), f"confidence {confidence:.2f}"]
         comment = ", ".join(reasons)
-        await decide(
+        first = await decide(
             client,
             workflow_id,
             Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
         )
         review_note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
+        if first.awaiting:
+            large = "large amount: a second approval (four-eyes)"
+            await decide(
+                client,
+                workflow_id,
+                Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
+            )
+            review_note += f"; {CONTROLLER} (controller) approved too: {large}"
     try:
         result = await client.get_workflow_handle(workflow_id, result_type=RunResult).result()
     except WorkflowFailureError as err:

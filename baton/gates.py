@@ -7,14 +7,16 @@ replay. Users and roles come from the directory snapshotted into the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-Outcome = Literal["approve", "reject"]
+Outcome = Literal["approve", "reject", "request_changes"]
 Channel = Literal["update", "signal"]
+# Who decides when nobody did: an exhausted SLA chain rejecting by declaration.
+SLA_ACTOR = "baton-sla"
 
 
 class Decision(BaseModel):
@@ -39,6 +41,12 @@ class GateDecision(BaseModel):
     comment: str = ""
     decided_at: datetime
     edited: bool = Field(default=False, description="The reviewer replaced the AI output")
+    approved_by: list[str] = Field(
+        default_factory=list, description="Every approver in order: two under four-eyes"
+    )
+    awaiting: int = Field(
+        default=0, description="Approvals still needed before the gate approves (four-eyes)"
+    )
 
 
 class Escalation(BaseModel):
@@ -46,23 +54,62 @@ class Escalation(BaseModel):
     to_role: str
 
 
-class Refusal(BaseModel):
-    """A decision attempt that changed nothing, kept so it can be audited."""
-
+class Reminder(BaseModel):
     at: datetime
-    channel: Channel
-    decision: Decision
+    roles: list[str]
+
+
+class StopRequest(BaseModel):
+    """Stop a run: the AI Act's stop button. The run compensates the steps it
+    declared compensable and ends as stopped."""
+
+    user: str
     reason: str
 
 
+class Refusal(BaseModel):
+    """A decision or stop attempt that changed nothing, kept so it can be audited."""
+
+    at: datetime
+    channel: Channel
+    decision: Decision | StopRequest
+    reason: str
+
+
+class Notice(BaseModel):
+    """What the runner asks the notification activity to tell a gate's roles."""
+
+    workflow_id: str
+    process: str
+    gate: str
+    kind: Literal["reminder", "escalation", "hold"]
+    roles: list[str]
+    due_at: datetime | None = None
+
+
 class GateState(BaseModel):
+    """An open gate: its policy, as the node declared it for this run, and
+    its progress."""
+
     gate: str
     roles: list[str]
     chain: list[str] = Field(default_factory=list)
     opened_at: datetime
+    sla: timedelta | None = None
     due_at: datetime | None = None
+    remind_fraction: float | None = None
+    remind_at: datetime | None = None
+    on_exhausted: Literal["hold", "reject"] = "hold"
+    hold_for: str = "admin"
     holding: bool = False
+    approvals_needed: int = 1
+    distinct_roles: bool = False
+    changes_left: int | None = Field(
+        default=None, description="Change requests still allowed; None when the gate has no edge"
+    )
     escalations: list[Escalation] = Field(default_factory=list)
+    reminders: list[Reminder] = Field(default_factory=list)
+    approvals: list[GateDecision] = Field(default_factory=list)
     shown: dict[str, Any] = Field(default_factory=dict)
     decision: GateDecision | None = None
     edited_output: dict[str, Any] | None = None
@@ -73,13 +120,37 @@ class GateState(BaseModel):
         """Derived from the decision, so the two can never disagree."""
         return "waiting" if self.decision is None else "decided"
 
+    def waiting_for(self) -> list[str]:
+        """The roles that can move the gate on now: under four-eyes across
+        roles, the role the first approver used is done."""
+        taken = {a.role for a in self.approvals} if self.distinct_roles else set()
+        return [role for role in self.roles if role not in taken]
+
+    def start_clock(self, now: datetime) -> None:
+        """Set the due time and the reminder for the current level of the chain."""
+        self.due_at = now + self.sla if self.sla else None
+        self.remind_at = (
+            now + self.sla * self.remind_fraction if self.sla and self.remind_fraction else None
+        )
+
+    def next_deadline(self) -> datetime | None:
+        return self.remind_at or self.due_at
+
     def escalate(self, now: datetime) -> str:
         """Hand the gate to the next role in the chain; earlier roles keep the
         right to decide, since a late decision beats none."""
         role = self.chain.pop(0)
         self.roles.append(role)
         self.escalations.append(Escalation(at=now, to_role=role))
+        self.start_clock(now)
         return role
+
+    def hold(self) -> None:
+        """The chain is exhausted: stop the clock and let an administrator decide too."""
+        self.due_at = self.remind_at = None
+        self.holding = True
+        if self.hold_for not in self.roles:
+            self.roles.append(self.hold_for)
 
 
 class User(BaseModel):
@@ -121,7 +192,7 @@ def refusal_reason(
     user = directory.users.get(decision.user)
     if user is None:
         return f"unknown user '{decision.user}': users and their roles come from the directory"
-    if role_for(user, gate) is None:
+    if not any(role in user.roles for role in gate.roles):
         held = ", ".join(user.roles) or "no roles"
         return (
             f"user '{decision.user}' ({held}) may not decide gate '{gate.gate}'; "
@@ -132,7 +203,45 @@ def refusal_reason(
             f"user '{decision.user}' requested this run and may not decide its gates "
             "(segregation of duties)"
         )
+    if decision.outcome == "request_changes":
+        return _change_refusal(decision, gate)
+    if decision.outcome == "approve":
+        refusal = _four_eyes_refusal(decision, gate, user)
+        if refusal is not None:
+            return refusal
     return _output_refusal(decision, gate.gate, output_check, output_required)
+
+
+def _change_refusal(decision: Decision, gate: GateState) -> str | None:
+    if gate.changes_left is None:
+        return (
+            f"gate '{gate.gate}' declares no edge for changes: approve, approve with an edited "
+            "output, or reject"
+        )
+    if gate.changes_left == 0:
+        return (
+            f"changes were requested at gate '{gate.gate}' as often as it allows: approve, "
+            "approve with an edited output, or reject"
+        )
+    if not decision.comment.strip():
+        return "a change request needs a comment: say what must change"
+    return None
+
+
+def _four_eyes_refusal(decision: Decision, gate: GateState, user: User) -> str | None:
+    if any(a.user == decision.user for a in gate.approvals):
+        return (
+            f"user '{decision.user}' has already approved gate '{gate.gate}'; it needs "
+            f"{gate.approvals_needed} approvals from different users (four-eyes)"
+        )
+    if role_for(user, gate) is None:
+        used = ", ".join(a.role for a in gate.approvals)
+        return (
+            f"gate '{gate.gate}' needs its next approval in a role other than {used} "
+            f"(four-eyes across roles); user '{decision.user}' holds only "
+            f"{', '.join(user.roles)}"
+        )
+    return None
 
 
 def _output_refusal(
@@ -158,8 +267,48 @@ def _output_refusal(
 
 
 def role_for(user: User, gate: GateState) -> str | None:
-    """The gate role the user decides in, preferring the gate's first role."""
-    for role in gate.roles:
-        if role in user.roles:
-            return role
+    """The gate role the user decides in, preferring the gate's first role.
+    Under four-eyes across roles, a role an earlier approver used is taken."""
+    return next((role for role in gate.waiting_for() if role in user.roles), None)
+
+
+class StopRecord(BaseModel):
+    user: str
+    role: str
+    reason: str
+    at: datetime
+    compensated: list[str] = Field(default_factory=list)
+    compensation_failed: str | None = None
+
+
+def stop_refusal(
+    request: StopRequest,
+    *,
+    directory: Directory,
+    stop_roles: Collection[str],
+    stopped: StopRecord | None,
+    finished: bool,
+) -> str | None:
+    """Why ``request`` may not stop the run; None when it may."""
+    if stopped is not None:
+        return (
+            f"the run was already stopped by {stopped.user} at {stopped.at.isoformat()}: "
+            f"{stopped.reason}"
+        )
+    if finished:
+        return "the run has already finished; there is nothing to stop"
+    user = directory.users.get(request.user)
+    if user is None:
+        return f"unknown user '{request.user}': users and their roles come from the directory"
+    if stop_role(user, stop_roles) is None:
+        return (
+            f"user '{request.user}' ({', '.join(user.roles) or 'no roles'}) may not stop "
+            f"this run; it needs one of: {', '.join(stop_roles)}"
+        )
+    if not request.reason.strip():
+        return "stopping a run needs a reason: say why"
     return None
+
+
+def stop_role(user: User, stop_roles: Collection[str]) -> str | None:
+    return next((role for role in stop_roles if role in user.roles), None)

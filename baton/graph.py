@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.common import RetryPolicy
@@ -110,6 +110,21 @@ class Node(BaseModel):
         return None
 
 
+def _activity_models(
+    node_id: str, fn: Callable[..., Any]
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters)
+    arg = hints.get(params[0]) if len(params) == 1 else None
+    ret = hints.get("return")
+    if not (_is_model(arg) and _is_model(ret)):
+        raise GraphError(
+            f"node '{node_id}': activity {fn.__name__} must take one pydantic "
+            "model and return one (one model in, one out)"
+        )
+    return arg, ret
+
+
 def _is_model(value: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
@@ -135,6 +150,11 @@ class Step(Node):
 
     activity: Callable[..., Any]
     local: bool = False
+    compensate: Callable[..., Any] | None = Field(
+        default=None,
+        description="An activity that undoes this step when the run is stopped: it takes "
+        "the step's output model",
+    )
 
     kind: typing.ClassVar[str] = "step"
     __init__ = Node.__init__  # keeps the positional id for type checkers
@@ -153,16 +173,11 @@ class Step(Node):
         return self._signature_models()[1]
 
     def _signature_models(self) -> tuple[type[BaseModel], type[BaseModel]]:
-        hints = typing.get_type_hints(self.activity)
-        params = list(inspect.signature(self.activity).parameters)
-        arg = hints.get(params[0]) if len(params) == 1 else None
-        ret = hints.get("return")
-        if not (_is_model(arg) and _is_model(ret)):
-            raise GraphError(
-                f"node '{self.id}': activity {self.activity.__name__} must take one pydantic "
-                "model and return one (one model in, one out)"
-            )
-        return arg, ret
+        return _activity_models(self.id, self.activity)
+
+    @property
+    def compensation_input(self) -> type[BaseModel] | None:
+        return None if self.compensate is None else _activity_models(self.id, self.compensate)[0]
 
     def output_fields(self) -> set[str]:
         return _model_fields(self.output_model)
@@ -192,18 +207,42 @@ class Ask(Node):
         return _model_fields(self.output)
 
 
+class FourEyes(BaseModel):
+    """Two approvals from two different users before a gate approves.
+    ``when`` limits the rule to some runs (a large amount, say); without it
+    every approval of the gate needs a second. With ``other_role`` the two
+    approvers decide in two different roles: the gate's own and this one."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    when: Predicate | None = None
+    other_role: str | None = None
+
+
 class Gate(Node):
     """A human decision. The run waits until a user holding one of the gate's
-    roles decides. ``subject`` names the node whose output the reviewer judges;
-    ``inputs`` add what else they need to see. After ``sla`` without a
-    decision the gate escalates to the next role in ``escalate_to`` and each
-    level gets the SLA again; an exhausted chain holds the run: a gate never
-    decides by itself."""
+    roles decides. ``subject`` names the node whose output the reviewer judges
+    (and may override); ``inputs`` add what else they need to see.
+
+    SLA: at ``remind_at`` of ``sla`` the gate's roles are reminded; at the SLA
+    it escalates to the next role in ``escalate_to`` and each level gets the
+    SLA again. When the chain is exhausted the gate ends as declared by
+    ``on_exhausted``: ``"hold"`` adds ``hold_for`` (an administrator) and
+    waits, ``"reject"`` rejects. A gate never approves by itself.
+
+    ``changes_to`` lets a reviewer request changes: the run goes back to that
+    node and through the gate again, at most ``max_changes`` times."""
 
     role: str
     subject: str | None = None
     sla: timedelta | None = None
+    remind_at: float | None = Field(default=0.5, gt=0, lt=1)
     escalate_to: tuple[str, ...] = ()
+    on_exhausted: Literal["hold", "reject"] = "hold"
+    hold_for: str = "admin"
+    four_eyes: FourEyes | None = None
+    changes_to: str | None = None
+    max_changes: int = Field(default=2, ge=1)
     timeout: timedelta = timedelta(0)
 
     kind: typing.ClassVar[str] = "gate"
@@ -243,6 +282,10 @@ class Graph(BaseModel):
     risk_class: str = Field(
         default="not declared",
         description="The AI Act risk class the operator assumes for this process",
+    )
+    stop_roles: tuple[str, ...] = Field(
+        default=("admin",),
+        description="Roles whose users may stop a run (the AI Act's stop button)",
     )
 
     def __init__(self, **data: Any) -> None:
@@ -365,6 +408,13 @@ def _validate_node(graph: Graph, node: AnyNode) -> None:
             )
     if isinstance(node, Step):
         _validate_step_inputs(graph, node)
+        compensation_input = node.compensation_input
+        if compensation_input is not None and compensation_input is not node.output_model:
+            raise GraphError(
+                f"node '{node.id}': compensate= takes {compensation_input.__name__}, but the "
+                f"step's output is {node.output_model.__name__}; a compensation undoes the "
+                "step from what the step returned"
+            )
     elif isinstance(node, Ask):
         if not _is_model(node.output):
             raise GraphError(f"node '{node.id}': an Ask needs an output schema (pydantic model)")
@@ -376,6 +426,16 @@ def _validate_node(graph: Graph, node: AnyNode) -> None:
         if node.subject is not None and node.subject not in ancestors:
             raise GraphError(
                 f"node '{node.id}': subject '{node.subject}' must be a node that runs before it"
+            )
+        if node.four_eyes is not None and node.four_eyes.other_role == node.role:
+            raise GraphError(
+                f"node '{node.id}': four_eyes.other_role must differ from the gate's role "
+                f"'{node.role}'; leave it out for two approvers of the same role"
+            )
+        if node.changes_to is not None and node.changes_to not in ancestors:
+            raise GraphError(
+                f"node '{node.id}': changes_to='{node.changes_to}' must be a node that runs "
+                "before it"
             )
     elif isinstance(node, Back):
         if node.when is None:
@@ -428,6 +488,11 @@ def render_mermaid(graph: Graph, *, taken: Sequence[str] | None = None) -> str:
         if isinstance(node, Back):
             lines.append(
                 f"    {node.id} -.->|{node.condition_name}, at most {node.max_visits}x| {node.to}"
+            )
+        if isinstance(node, Gate) and node.changes_to is not None:
+            lines.append(
+                f"    {node.id} -.->|changes requested, at most {node.max_changes}x| "
+                f"{node.changes_to}"
             )
     if taken:
         lines.append("    classDef taken stroke-width:3px,stroke:#2b8a3e")

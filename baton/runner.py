@@ -12,6 +12,10 @@ The base class brings what every run needs:
 - the ``status`` query, the ``decide`` update (validated: a refused decision
   answers the caller with the reason) and the ``decide`` signal (fire and
   forget: a refused signal is recorded and changes nothing);
+- gates with roles, four-eyes, change requests along a declared edge, SLA
+  reminders and escalation, and a safe end to an exhausted chain;
+- the ``stop`` update and signal: an authorised user stops the run, which
+  compensates the steps that declared a compensation and ends as stopped;
 - search attributes (process, current node, status, pending gate roles, gate
   due time) upserted as the run moves, so the Web UI and ``baton inbox`` can
   find runs waiting for a role.
@@ -26,7 +30,7 @@ import contextlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import cache, partial
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
@@ -38,15 +42,22 @@ from baton.audit.events import Actor
 from baton.audit.trail import Trail
 from baton.config import RunConfig
 from baton.gates import (
+    SLA_ACTOR,
     Channel,
     Decision,
     GateDecision,
     GateState,
+    Notice,
     Refusal,
+    Reminder,
+    StopRecord,
+    StopRequest,
     refusal_reason,
     role_for,
+    stop_refusal,
+    stop_role,
 )
-from baton.graph import INPUT, AnyNode, Ask, Back, Gate, Graph, Step, parse_ref
+from baton.graph import INPUT, AnyNode, Ask, Back, Gate, Graph, Retry, Step, parse_ref
 from baton.llm import AskAnswer, AskRequest
 from baton.routing import (
     HUMAN,
@@ -63,12 +74,14 @@ M = TypeVar("M", bound=BaseModel)
 
 SNAPSHOT_CONFIG_ACTIVITY = "snapshot_run_config"
 ASK_ACTIVITY = "ask"
+NOTIFY_ACTIVITY = "notify_reviewers"
+NOTICE_RETRY = Retry(max_attempts=3)
 # Provider errors that every other model would repeat (a refused key, an
 # unknown model, a malformed request): they fail the step instead of cascading.
 FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
 
 NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed"]
-RunState = Literal["starting", "running", "waiting", "completed", "rejected", "failed"]
+RunState = Literal["starting", "running", "waiting", "completed", "rejected", "stopped", "failed"]
 
 
 class RunInput(BaseModel):
@@ -105,6 +118,7 @@ class RunStatus(BaseModel):
     nodes: list[NodeRecord]
     gates: list[GateState]
     refusals: list[Refusal]
+    stopped: StopRecord | None = None
     cost_usd: float = 0.0
     min_confidence: float | None = None
     error: str | None = None
@@ -113,7 +127,7 @@ class RunStatus(BaseModel):
 class RunResult(BaseModel):
     workflow_id: str
     process: str
-    outcome: Literal["completed", "rejected"]
+    outcome: Literal["completed", "rejected", "stopped"]
     outputs: dict[str, Any]
     path: list[str] = Field(description="Nodes that ran, in the order they finished.")
     skipped: dict[str, str] = Field(description="Skipped nodes and why.")
@@ -165,6 +179,11 @@ class GraphWorkflow:
         self._rejected = False
         self._error: str | None = None
         self._published: dict[str, Any] = {}
+        self._stop: StopRecord | None = None
+        # Finished visits of steps that declared a compensation, in order.
+        self._compensable: list[tuple[Step, int, Any]] = []
+        self._changes_requested: dict[str, int] = {}
+        self._feedback: dict[str, tuple[list[str], Any]] = {}
         self.trail = Trail()
 
     async def execute(self, request: RunInput) -> RunResult:
@@ -188,17 +207,27 @@ class GraphWorkflow:
         self._publish()
         try:
             await self._run_graph()
+            if self._stop is not None:
+                await self._compensate(self._stop)
         except ApplicationError as err:
             self._outcome = "failed"
             self._error = err.message
             self._publish()
             raise
-        self._outcome = "rejected" if self._rejected else "completed"
+        except asyncio.CancelledError:
+            # Cancelled from Temporal (the Web UI, `temporal workflow cancel`):
+            # undo what can be undone, then end as cancelled.
+            await self._compensate(None)
+            raise
+        outcome: Literal["completed", "rejected", "stopped"] = (
+            "stopped" if self._stop else "rejected" if self._rejected else "completed"
+        )
+        self._outcome = outcome
         self._publish()
         return RunResult(
             workflow_id=workflow.info().workflow_id,
             process=self.graph.name,
-            outcome="rejected" if self._rejected else "completed",
+            outcome=outcome,
             outputs={r.node: r.output for r in self._records.values() if r.status == "finished"},
             path=list(self._finish_order),
             skipped={r.node: r.detail for r in self._records.values() if r.status == "skipped"},
@@ -209,37 +238,94 @@ class GraphWorkflow:
     async def _run_graph(self) -> None:
         done: set[str] = set()
         running: dict[str, asyncio.Task[set[str]]] = {}
-        while True:
-            for node in self.graph.nodes:
-                if node.id in done or node.id in running:
-                    continue
-                if all(p in done for p in self.graph.predecessors(node.id)):
-                    running[node.id] = asyncio.create_task(self._run_node(node))
-            if not running:
-                return
-            self._publish()
-            finished, _ = await workflow.wait(
-                list(running.values()), return_when=asyncio.FIRST_COMPLETED
-            )
-            for node_id, task in list(running.items()):
-                if task not in finished:
-                    continue
-                del running[node_id]
-                if task.exception() is not None:
+        stop_requested = asyncio.ensure_future(
+            workflow.wait_condition(lambda: self._stop is not None)
+        )
+        try:
+            while True:
+                for node in self.graph.nodes:
+                    if node.id in done or node.id in running:
+                        continue
+                    if all(p in done for p in self.graph.predecessors(node.id)):
+                        running[node.id] = asyncio.create_task(self._run_node(node))
+                if not running:
+                    return
+                self._publish()
+                await workflow.wait(
+                    [*running.values(), stop_requested], return_when=asyncio.FIRST_COMPLETED
+                )
+                if self._stop is not None:
                     await self._cancel(running)
-                    raise task.exception()  # type: ignore[misc]
-                done.add(node_id)
-                done -= task.result()
-            if self._rejected:
-                await self._cancel(running)
-                self._skip_rest(done, "the run was rejected at a gate")
-                return
+                    self._skip_rest(done, f"the run was stopped by {self._stop.user}")
+                    return
+                for node_id, task in list(running.items()):
+                    if not task.done():
+                        continue
+                    del running[node_id]
+                    if task.exception() is not None:
+                        await self._cancel(running)
+                        raise task.exception()  # type: ignore[misc]
+                    done.add(node_id)
+                    done -= task.result()
+                if self._rejected:
+                    await self._cancel(running)
+                    self._skip_rest(done, "the run was rejected at a gate")
+                    return
+        except asyncio.CancelledError:
+            await self._cancel(running)
+            self._skip_rest(done, "the run was cancelled")
+            raise
+        finally:
+            stop_requested.cancel()
 
     async def _cancel(self, running: dict[str, asyncio.Task[set[str]]]) -> None:
         for task in running.values():
             task.cancel()
         if running:
             await workflow.wait(list(running.values()))
+        running.clear()
+
+    async def _compensate(self, stop: StopRecord | None) -> None:
+        """Undo, newest first, every finished visit of a step that declared a
+        compensation. A compensation that fails for good fails the run: what
+        was undone and what was not is then in its status and trail."""
+        undone: list[str] = []
+        while self._compensable:
+            node, visit, output = self._compensable.pop()
+            self.trail.record("compensation.started", node=node.id, visit=visit)
+            try:
+                result = await workflow.execute_activity(
+                    node.compensate,  # type: ignore[arg-type]
+                    node.output_model.model_validate(output),
+                    activity_id=f"{node.id}#{visit}.undo",
+                    start_to_close_timeout=node.timeout,
+                    retry_policy=node.retry.to_temporal(),
+                    summary=f"{self.graph.name}.{node.id}: compensate",
+                )
+            except ActivityError as err:
+                message = f"compensating node '{node.id}' failed: {_root_message(err)}"
+                self.trail.record("compensation.failed", node=node.id, visit=visit, error=message)
+                if stop is not None:
+                    stop.compensated, stop.compensation_failed = undone, message
+                raise ApplicationError(
+                    message, type="CompensationFailed", non_retryable=True
+                ) from err
+            undone.append(node.id)
+            self._records[node.id].meta["compensation"] = result.model_dump(mode="json")
+            self.trail.record(
+                "compensation.finished",
+                node=node.id,
+                visit=visit,
+                output=result.model_dump(mode="json"),
+            )
+        if stop is not None:
+            stop.compensated = undone
+            self.trail.record(
+                "run.stopped",
+                actor=Actor(type="human", id=stop.user, role=stop.role),
+                reason=stop.reason,
+                compensated=undone,
+            )
 
     def _skip_rest(self, done: set[str], reason: str) -> None:
         for record in self._records.values():
@@ -280,6 +366,11 @@ class GraphWorkflow:
             self._finish(record, "failed", None, err.message)
             raise
         self._finish(record, "finished", output, record.detail)
+        if isinstance(node, Step) and node.compensate is not None:
+            self._compensable.append((node, record.visits, output))
+        if isinstance(node, Gate) and output["outcome"] == "request_changes":
+            assert node.changes_to is not None
+            return self._rewind(node.changes_to, node.id)
         return set()
 
     def _finish(self, record: NodeRecord, status: NodeStatus, output: Any, detail: str) -> None:
@@ -314,8 +405,11 @@ class GraphWorkflow:
             self._finish(record, "failed", None, message)
             raise ApplicationError(message, type="LoopBoundReached", non_retryable=True)
         self._finish(record, "finished", None, f"loop taken back to '{node.to}'")
-        again = {node.to} | (self.graph.descendants(node.to) & self.graph.ancestors(node.id))
-        again.add(node.id)
+        return self._rewind(node.to, node.id)
+
+    def _rewind(self, to: str, through: str) -> set[str]:
+        """Mark every node from ``to`` up to ``through`` to run again."""
+        again = {to, through} | (self.graph.descendants(to) & self.graph.ancestors(through))
         for node_id in again:
             self._records[node_id].status = "pending"
             self._gates.pop(node_id, None)
@@ -365,6 +459,7 @@ class GraphWorkflow:
                 f"node '{node.id}': {err}", type="RoutingError", non_retryable=True
             ) from None
         attempts: list[Attempt] = []
+        feedback = self._feedback.pop(node.id, ([], None))
         record.meta.update(
             task=node.task,
             cascade=[t.name for t in plan.tiers],
@@ -395,7 +490,7 @@ class GraphWorkflow:
             if tier.paid and budget is not None and self._cost() >= budget:
                 escalation = f"the run's budget of ${budget:.2f} is spent (${self._cost():.4f})"
                 break
-            accepted, candidate = await self._try_tier(node, record, plan, tier, attempts)
+            accepted, candidate = await self._try_tier(node, record, plan, tier, attempts, feedback)
             if accepted is not None:
                 return accepted
             if candidate is not None and (best is None or _more_confident(candidate[0], best[0])):
@@ -430,13 +525,15 @@ class GraphWorkflow:
         plan: Plan,
         tier: PlannedTier,
         attempts: list[Attempt],
+        feedback: tuple[list[str], Any],
     ) -> tuple[Any, tuple[Attempt, Any] | None]:
         """(accepted output or None, the valid-but-unsure answer if any).
         Candidates of a tier are alternatives: the next is tried only when a
         provider fails for good."""
         for option in tier.options:
-            errors: list[str] = []
-            previous: Any = None
+            # A reviewer's change request is the first repair: what to fix, and
+            # the answer it is about.
+            errors, previous = feedback
             for repair in range(plan.route.repair_attempts + 1):
                 attempt, value = await self._attempt(
                     node,
@@ -576,21 +673,17 @@ class GraphWorkflow:
             "proposed": None if best is None else best[1],
         }
         record.meta["escalated"] = reason
-        decision = await self._await_decision(
-            node.id,
-            role=plan.route.human_role,
-            sla=None,
-            escalate_to=(),
-            shown=shown,
-            record=record,
+        gate = GateState(
+            gate=node.id, roles=[plan.route.human_role], opened_at=workflow.now(), shown=shown
         )
+        decision = await self._await_decision(gate, record)
         if decision.outcome == "reject":
             return None
         record.meta.update(
             confidence=1.0, confidence_method="human_review", decided_by=decision.user
         )
         if decision.edited:
-            return self._gates[node.id].edited_output
+            return gate.edited_output
         assert best is not None
         return best[1]
 
@@ -599,88 +692,155 @@ class GraphWorkflow:
         if node.subject is not None:
             subject = self._records[node.subject]
             shown["subject"] = {"node": node.subject, "output": subject.output, **subject.meta}
-        decision = await self._await_decision(
-            node.id,
-            role=node.role,
+        four_eyes = node.four_eyes
+        if four_eyes is not None and four_eyes.when is not None:
+            four_eyes = four_eyes if four_eyes.when(self._view()) else None
+        other_role = four_eyes.other_role if four_eyes else None
+        gate = GateState(
+            gate=node.id,
+            roles=[node.role] if other_role is None else [node.role, other_role],
+            chain=list(node.escalate_to),
+            opened_at=workflow.now(),
             sla=node.sla,
-            escalate_to=node.escalate_to,
+            remind_fraction=node.remind_at,
+            on_exhausted=node.on_exhausted,
+            hold_for=node.hold_for,
+            approvals_needed=1 if four_eyes is None else 2,
+            distinct_roles=other_role is not None,
+            changes_left=None
+            if node.changes_to is None
+            else node.max_changes - self._changes_requested.get(node.id, 0),
             shown=shown,
-            record=record,
         )
-        if decision.edited and node.subject is not None:
+        decision = await self._await_decision(gate, record)
+        if decision.outcome == "request_changes":
+            self._changes_requested[node.id] = self._changes_requested.get(node.id, 0) + 1
+            assert node.changes_to is not None
+            if node.subject == node.changes_to or node.subject is None:
+                reviewed = self._records[node.changes_to].output
+            else:
+                reviewed = None
+            self._feedback[node.changes_to] = (
+                [f"the reviewer ({decision.user}) asked for changes: {decision.comment}"],
+                reviewed,
+            )
+            record.detail = f"changes requested by {decision.user}; back to '{node.changes_to}'"
+        elif decision.edited and node.subject is not None:
             subject = self._records[node.subject]
             subject.meta.update(original_output=subject.output, overridden_by=decision.user)
-            subject.output = self._gates[node.id].edited_output
+            subject.output = gate.edited_output
         return decision.model_dump(mode="json")
 
-    async def _await_decision(
-        self,
-        gate_id: str,
-        *,
-        role: str,
-        sla: timedelta | None,
-        escalate_to: tuple[str, ...],
-        shown: dict[str, Any],
-        record: NodeRecord,
-    ) -> GateDecision:
-        """Open a gate and wait for an accepted decision. At each SLA the gate
-        escalates along the chain; once the chain is exhausted it holds: it
-        never decides by itself."""
-        now = workflow.now()
-        gate = GateState(
-            gate=gate_id,
-            roles=[role],
-            chain=list(escalate_to),
-            opened_at=now,
-            due_at=now + sla if sla else None,
-            shown=shown,
-        )
-        self._gates[gate_id] = gate
+    async def _await_decision(self, gate: GateState, record: NodeRecord) -> GateDecision:
+        """Open ``gate`` and wait for an accepted decision, reminding,
+        escalating and finally holding or rejecting as its SLA says."""
+        gate.start_clock(gate.opened_at)
+        self._gates[gate.gate] = gate
         record.status = "waiting"
         self.trail.ship_soon()
         self.trail.record(
             "gate.opened",
-            node=gate_id,
+            node=gate.gate,
             roles=gate.roles,
             chain=gate.chain,
-            sla_seconds=sla.total_seconds() if sla else None,
+            sla_seconds=gate.sla.total_seconds() if gate.sla else None,
             due_at=gate.due_at,
-            shown=shown,
+            remind_at=gate.remind_at,
+            on_exhausted=gate.on_exhausted,
+            approvals_needed=gate.approvals_needed,
+            changes_left=gate.changes_left,
+            shown=gate.shown,
         )
         self._publish()
         while gate.decision is None:
-            timeout = gate.due_at - workflow.now() if gate.due_at else None
+            deadline = gate.next_deadline()
             try:
                 await workflow.wait_condition(
                     lambda: gate.decision is not None,
-                    timeout=timeout,
-                    timeout_summary=f"SLA of gate {gate_id}",
+                    timeout=None
+                    if deadline is None
+                    else max(deadline - workflow.now(), timedelta(milliseconds=1)),
+                    timeout_summary=f"SLA of gate {gate.gate}",
                 )
             except TimeoutError:
-                if gate.chain:
-                    escalated_to = gate.escalate(workflow.now())
-                    gate.due_at = workflow.now() + sla if sla else None
-                    record.detail = f"escalated to {escalated_to}"
-                    self.trail.record(
-                        "gate.escalated",
-                        node=gate_id,
-                        to_role=escalated_to,
-                        roles=gate.roles,
-                        due_at=gate.due_at,
-                    )
-                else:
-                    gate.due_at = None
-                    gate.holding = True
-                    record.detail = "SLA chain exhausted; holding until someone decides"
-                    self.trail.record(
-                        "gate.escalated", node=gate_id, holding=True, roles=gate.roles
-                    )
-                self._publish()
+                await self._on_gate_deadline(gate, record)
         record.status = "running"
         record.meta.update(decided_by=gate.decision.user, role=gate.decision.role)
         if gate.decision.outcome == "reject":
             self._rejected = True
         return gate.decision
+
+    async def _on_gate_deadline(self, gate: GateState, record: NodeRecord) -> None:
+        now = workflow.now()
+        if gate.remind_at is not None and now >= gate.remind_at:
+            gate.remind_at = None
+            gate.reminders.append(Reminder(at=now, roles=list(gate.roles)))
+            self.trail.record("gate.reminded", node=gate.gate, roles=gate.roles, due_at=gate.due_at)
+            await self._notify(gate, "reminder", record)
+            return
+        if gate.chain:
+            role = gate.escalate(now)
+            record.detail = f"escalated to {role}"
+            self.trail.record(
+                "gate.escalated", node=gate.gate, to_role=role, roles=gate.roles, due_at=gate.due_at
+            )
+            self._publish()
+            await self._notify(gate, "escalation", record)
+        elif gate.on_exhausted == "reject":
+            gate.due_at = None
+            reason = "no decision before the SLA of every role in the chain; rejected as declared"
+            gate.decision = GateDecision(
+                outcome="reject", user=SLA_ACTOR, role="sla", comment=reason, decided_at=now
+            )
+            record.detail = reason
+            self.trail.record(
+                "gate.decided",
+                node=gate.gate,
+                actor=Actor(type="service", id=SLA_ACTOR),
+                outcome="reject",
+                comment=reason,
+                shown=gate.shown,
+                waited_seconds=(now - gate.opened_at).total_seconds(),
+                escalations=len(gate.escalations),
+            )
+        else:
+            gate.hold()
+            record.detail = f"SLA chain exhausted; holding for {gate.hold_for} or the roles before"
+            self.trail.record("gate.escalated", node=gate.gate, holding=True, roles=gate.roles)
+            self._publish()
+            await self._notify(gate, "hold", record)
+
+    async def _notify(
+        self,
+        gate: GateState,
+        kind: Literal["reminder", "escalation", "hold"],
+        record: NodeRecord,
+    ) -> None:
+        """Tell the gate's roles. A notice that cannot be delivered is
+        recorded; it never fails the run, which still waits for its decision."""
+        notice = Notice(
+            workflow_id=workflow.info().workflow_id,
+            process=self.graph.name,
+            gate=gate.gate,
+            kind=kind,
+            roles=list(gate.roles),
+            due_at=gate.due_at,
+        )
+        sent = len(gate.reminders) + len(gate.escalations) + int(gate.holding)
+        try:
+            await workflow.execute_activity(
+                NOTIFY_ACTIVITY,
+                notice,
+                activity_id=f"{gate.gate}#{record.visits}.notice{sent}",
+                start_to_close_timeout=timedelta(seconds=10),
+                # Bounded: the gate waits for its decision while a notice is sent.
+                retry_policy=NOTICE_RETRY.to_temporal(),
+                summary=f"{gate.gate}: {kind} to {', '.join(gate.roles)}",
+            )
+        except ActivityError as err:
+            self.trail.record(
+                "gate.notice_failed", node=gate.gate, kind=kind, error=_root_message(err)
+            )
 
     def _resolve(self, inputs: Mapping[str, str]) -> dict[str, Any]:
         assert self._input is not None
@@ -716,7 +876,7 @@ class GraphWorkflow:
             (search.PROCESS, self.graph.name),
             (search.STATUS, self._state()),
             (search.NODE, ",".join(self._current()) or "-"),
-            (search.PENDING_ROLES, sorted({r for g in waiting for r in g.roles}) or None),
+            (search.PENDING_ROLES, sorted({r for g in waiting for r in g.waiting_for()}) or None),
             (search.GATE_DUE, min(due) if due else None),
             (search.COST_USD, round(self._cost(), 6) or None),
             (search.MIN_CONFIDENCE, self._min_confidence()),
@@ -756,6 +916,7 @@ class GraphWorkflow:
             nodes=list(self._records.values()),
             gates=list(self._gates.values()),
             refusals=self._refusals,
+            stopped=self._stop,
             cost_usd=self._cost(),
             min_confidence=self._min_confidence(),
             error=self._error,
@@ -771,6 +932,8 @@ class GraphWorkflow:
     def _refusal(self, decision: Decision) -> str | None:
         if self._input is None or self._config is None:
             return "the run is still starting; try again in a moment"
+        if self._stop is not None:
+            return f"the run was stopped by {self._stop.user}: {self._stop.reason}"
         editable = self.graph.editable_model(decision.gate)
         gate = self._gates.get(decision.gate)
         return refusal_reason(
@@ -781,63 +944,52 @@ class GraphWorkflow:
             requested_by=self._input.requested_by,
             output_check=None if editable is None else partial(_schema_problems, editable),
             output_required=gate is not None
+            and gate.edited_output is None
             and "proposed" in gate.shown
             and gate.shown["proposed"] is None,
         )
 
     def _apply(self, decision: Decision) -> GateDecision:
+        """Apply an accepted decision. Under four-eyes an approval short of
+        the count is recorded and the gate stays open; an edit restarts the
+        count, since earlier approvers did not see it."""
         assert self._config is not None
         gate = self._gates[decision.gate]
         user = self._config.directory.users[decision.user]
-        role = role_for(user, gate)
-        assert role is not None
+        role = role_for(user, gate) or next(r for r in gate.roles if r in user.roles)
         edited = decision.outcome == "approve" and decision.output is not None
         if edited:
             model = self.graph.editable_model(decision.gate)
             assert model is not None
             gate.edited_output = model.model_validate(decision.output).model_dump(mode="json")
-        gate.decision = GateDecision(
+            gate.approvals.clear()
+        accepted = GateDecision(
             outcome=decision.outcome,
             user=decision.user,
             role=role,
             comment=decision.comment,
             decided_at=workflow.now(),
-            edited=edited,
+            edited=gate.edited_output is not None and decision.outcome == "approve",
         )
-        return gate.decision
+        if decision.outcome == "approve":
+            gate.approvals.append(accepted)
+            accepted.approved_by = [a.user for a in gate.approvals]
+            accepted.awaiting = gate.approvals_needed - len(gate.approvals)
+            if accepted.awaiting > 0:
+                return accepted
+        gate.decision = accepted
+        return accepted
 
     def _deliver(self, decision: Decision, channel: Channel) -> GateDecision:
         """Judge and apply a decision attempt; either way it is recorded, and
         a refusal changes nothing else."""
         reason = self._refusal(decision)
         if reason is not None:
-            refusal = Refusal(at=workflow.now(), channel=channel, decision=decision, reason=reason)
-            self._refusals.append(refusal)
-            self.trail.record(
-                "decision.refused",
-                node=decision.gate,
-                actor=Actor(type="human", id=decision.user, role=self._role_of(decision)),
-                channel=channel,
-                decision=decision,
-                reason=reason,
-            )
-            raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
+            self._refuse(decision, channel, reason, self._role_of(decision.user))
         accepted = self._apply(decision)
         gate = self._gates[decision.gate]
         actor = Actor(type="human", id=accepted.user, role=accepted.role)
-        self.trail.record(
-            "gate.decided",
-            node=decision.gate,
-            actor=actor,
-            channel=channel,
-            outcome=accepted.outcome,
-            comment=accepted.comment,
-            edited=accepted.edited,
-            shown=gate.shown,
-            waited_seconds=(accepted.decided_at - gate.opened_at).total_seconds(),
-            escalations=len(gate.escalations),
-        )
-        if accepted.edited:
+        if accepted.edited and decision.output is not None:
             self.trail.record(
                 "override",
                 node=decision.gate,
@@ -846,10 +998,41 @@ class GraphWorkflow:
                 ai_output=gate.shown.get("proposed", gate.shown.get("subject")),
                 edited_output=gate.edited_output,
             )
+        self.trail.record(
+            "gate.approval" if accepted.awaiting else "gate.decided",
+            node=decision.gate,
+            actor=actor,
+            channel=channel,
+            outcome=accepted.outcome,
+            comment=accepted.comment,
+            edited=accepted.edited,
+            approved_by=accepted.approved_by,
+            awaiting=accepted.awaiting,
+            shown=gate.shown,
+            waited_seconds=(accepted.decided_at - gate.opened_at).total_seconds(),
+            escalations=len(gate.escalations),
+        )
+        self._publish()
         return accepted
 
-    def _role_of(self, decision: Decision) -> str | None:
-        user = self._config.directory.users.get(decision.user) if self._config else None
+    def _refuse(
+        self, request: Decision | StopRequest, channel: Channel, reason: str, role: str | None
+    ) -> NoReturn:
+        self._refusals.append(
+            Refusal(at=workflow.now(), channel=channel, decision=request, reason=reason)
+        )
+        self.trail.record(
+            "decision.refused" if isinstance(request, Decision) else "stop.refused",
+            node=request.gate if isinstance(request, Decision) else None,
+            actor=Actor(type="human", id=request.user, role=role),
+            channel=channel,
+            decision=request,
+            reason=reason,
+        )
+        raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
+
+    def _role_of(self, user_name: str) -> str | None:
+        user = self._config.directory.users.get(user_name) if self._config else None
         return ",".join(user.roles) if user else None
 
     @workflow.update(name="decide")
@@ -874,6 +1057,46 @@ class GraphWorkflow:
     def decide_signal(self, decision: Decision) -> None:
         with contextlib.suppress(ApplicationError):
             self._deliver(decision, "signal")
+
+    def _request_stop(self, request: StopRequest, channel: Channel) -> StopRecord:
+        """Judge a stop request; an accepted one ends the run at its next step
+        (see ``_run_graph``), a refused one is recorded and changes nothing."""
+        if self._config is None:
+            reason: str | None = "the run is still starting; try again in a moment"
+        else:
+            reason = stop_refusal(
+                request,
+                directory=self._config.directory,
+                stop_roles=self.graph.stop_roles,
+                stopped=self._stop,
+                finished=self._outcome not in ("running", "waiting"),
+            )
+        if reason is not None:
+            self._refuse(request, channel, reason, self._role_of(request.user))
+        assert self._config is not None
+        role = stop_role(self._config.directory.users[request.user], self.graph.stop_roles)
+        assert role is not None
+        self._stop = StopRecord(
+            user=request.user, role=role, reason=request.reason, at=workflow.now()
+        )
+        self.trail.ship_soon()
+        self.trail.record(
+            "run.stop_requested",
+            actor=Actor(type="human", id=request.user, role=role),
+            channel=channel,
+            reason=request.reason,
+        )
+        return self._stop
+
+    @workflow.update(name="stop")
+    def stop(self, request: StopRequest) -> StopRecord:
+        """The stop button: the caller learns whether the stop was accepted."""
+        return self._request_stop(request, "update")
+
+    @workflow.signal(name="stop")
+    def stop_signal(self, request: StopRequest) -> None:
+        with contextlib.suppress(ApplicationError):
+            self._request_stop(request, "signal")
 
     def _declared_gates(self) -> set[str]:
         return {n.id for n in self.graph.nodes if isinstance(n, Gate | Ask)}

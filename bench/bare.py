@@ -26,6 +26,9 @@ with workflow.unsafe.imports_passed_through():
 
 RETRY = RetryPolicy(maximum_attempts=5)
 STEP = timedelta(seconds=30)
+# The same review rules as document intake's baton.toml, written in place.
+REVIEW_MIN_CONFIDENCE = 0.8
+FOUR_EYES_MIN_TOTAL = 10_000
 
 
 class BareRequest(BaseModel):
@@ -41,7 +44,8 @@ class BareApproval(BaseModel):
 class BareIntake:
     def __init__(self) -> None:
         self._waiting = False
-        self._approval: BareApproval | None = None
+        self._approvals: list[BareApproval] = []
+        self._needed = 1
 
     @workflow.run
     async def run(self, request: BareRequest) -> str:
@@ -72,17 +76,25 @@ class BareIntake:
             retry_policy=RETRY,
         )
         review = None
-        if not report.ok or answer.confidence < 0.8:
+        large = document.total is not None and document.total >= FOUR_EYES_MIN_TOTAL
+        if not report.ok or answer.confidence < REVIEW_MIN_CONFIDENCE or large:
+            self._needed = 2 if large else 1
             self._waiting = True
-            await workflow.wait_condition(lambda: self._approval is not None)
-            assert self._approval is not None
-            if not self._approval.approve:
+            await workflow.wait_condition(
+                lambda: (
+                    len(self._approvals) >= self._needed
+                    or any(not a.approve for a in self._approvals)
+                )
+            )
+            self._waiting = False
+            if not all(a.approve for a in self._approvals):
                 return "rejected"
             review = GateDecision(
                 outcome="approve",
-                user=self._approval.user,
+                user=self._approvals[-1].user,
                 role="reviewer",
                 decided_at=workflow.now(),
+                approved_by=[a.user for a in self._approvals],
             )
         await workflow.execute_activity(
             "enter_document",
@@ -95,8 +107,8 @@ class BareIntake:
 
     @workflow.signal
     def approve(self, approval: BareApproval) -> None:
-        self._approval = approval
+        self._approvals.append(approval)
 
     @workflow.query
     def waiting(self) -> bool:
-        return self._waiting and self._approval is None
+        return self._waiting

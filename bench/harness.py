@@ -52,7 +52,14 @@ NEEDS_REVIEW = {
     "receipt-unreadable.txt",
     "letter-unknown-type.txt",
     "po-missing-number.txt",
+    # A total above the four-eyes threshold: two approvers on both sides.
+    "invoice-brightline-bl-88317.txt",
 }
+# The reviewer, then the controller where four-eyes asks for a second approval.
+APPROVALS = [
+    Decision(gate="review", user="rita", outcome="approve"),
+    Decision(gate="review", user="vera", outcome="approve"),
+]
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 VARIANTS = {
     "baton": ("baton", {}),
@@ -122,10 +129,15 @@ async def approve_when_waiting(
         await asyncio.sleep(POLL)
         if variant == "bare":
             if await handle.query("waiting", result_type=bool):
-                await handle.signal("approve", BareApproval(user="rita", approve=True))
+                for decision in APPROVALS:
+                    await handle.signal("approve", BareApproval(user=decision.user, approve=True))
+                    if not await handle.query("waiting", result_type=bool):
+                        break
                 return time.monotonic()
         elif "review" in await handle.query("open_gates", result_type=list[str]):
-            await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+            for decision in APPROVALS:
+                if not (await decide(client, handle.id, decision)).awaiting:
+                    break
             return time.monotonic()
 
 

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS documents (
     total TEXT,
     payload TEXT NOT NULL,
     entered_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS voids (
+    entry_id INTEGER PRIMARY KEY REFERENCES documents (entry_id),
+    reason TEXT NOT NULL,
+    voided_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 )
 """
 
@@ -50,7 +55,7 @@ class DocumentRegister:
         self.path = path or default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
-            db.execute(SCHEMA)
+            db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -79,11 +84,32 @@ class DocumentRegister:
             ).fetchone()
         return Entry(entry_id=row[0], idempotency_key=idempotency_key, created=created)
 
+    def void(self, entry_id: int, reason: str) -> str:
+        """Void an entry (entries are never deleted); voiding it again keeps
+        the first void. Returns when it was voided."""
+        with closing(self._connect()) as db, db:
+            if db.execute("SELECT 1 FROM documents WHERE entry_id = ?", (entry_id,)).fetchone():
+                db.execute(
+                    "INSERT INTO voids (entry_id, reason) VALUES (?, ?)"
+                    " ON CONFLICT (entry_id) DO NOTHING",
+                    (entry_id, reason),
+                )
+            row = db.execute(
+                "SELECT voided_at FROM voids WHERE entry_id = ?", (entry_id,)
+            ).fetchone()
+        if row is None:
+            raise LookupError(f"the register has no entry {entry_id} to void")
+        return str(row[0])
+
     def entries(self, key_prefix: str = "") -> list[dict[str, Any]]:
+        """Entries whose key starts with ``key_prefix``, with ``voided_at``
+        set on those a stopped run undid."""
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
-                "SELECT * FROM documents WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
+                "SELECT documents.*, voids.voided_at, voids.reason AS void_reason"
+                " FROM documents LEFT JOIN voids USING (entry_id)"
+                " WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
                 (len(key_prefix), key_prefix),
             ).fetchall()
         return [dict(row) for row in rows]

@@ -35,6 +35,7 @@ DOCUMENTS = [
 ]
 # Each worker incarnation stops at one of these points and is SIGKILLed there.
 KILL_POINTS = ["audit_flush", "ask", "enter_document"]
+APPROVE = Decision(gate="review", user="rita", outcome="approve")
 
 
 async def approve_when_waiting(client: Client, handle: WorkflowHandle[Any, RunResult]) -> None:
@@ -45,7 +46,9 @@ async def approve_when_waiting(client: Client, handle: WorkflowHandle[Any, RunRe
             await asyncio.sleep(0.2)
             continue
         if status.state == "waiting":
-            await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+            first = await decide(client, handle.id, APPROVE)
+            if first.awaiting:  # a large amount: four-eyes
+                await decide(client, handle.id, APPROVE.model_copy(update={"user": "vera"}))
             return
         if status.state in ("completed", "rejected", "failed"):
             return

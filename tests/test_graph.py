@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import BaseModel
 
-from baton.graph import Ask, Back, Gate, Graph, GraphError, Step
+from baton.graph import Ask, Back, FourEyes, Gate, Graph, GraphError, Step
 from baton.runner import RunInput, RunView
 from workflows.document_intake import GRAPH
 
@@ -162,3 +162,30 @@ def test_mermaid_shows_nodes_conditions_and_loops() -> None:
         Back("again", to="read", max_visits=3, when=always),
     ).mermaid()
     assert "again -.->|always, at most 3x| read" in looped
+
+
+def test_gate_policies_name_the_node_and_the_fix() -> None:
+    read_step = Step("read", activity=read, inputs={"path": "input.path"})
+    with pytest.raises(
+        GraphError, match=re.escape("four_eyes.other_role must differ from the gate's role")
+    ):
+        build(read_step, Gate("ok", role="reviewer", four_eyes=FourEyes(other_role="reviewer")))
+    with pytest.raises(GraphError, match="node 'ok': changes_to='later' must be a node that runs"):
+        build(
+            read_step,
+            Gate("ok", role="reviewer", changes_to="later"),
+            Back("later", to="read", when=always, max_visits=2),
+        )
+    with pytest.raises(GraphError, match="remind_at: Input should be less than 1"):
+        Gate("ok", role="reviewer", remind_at=1.5)
+
+
+def test_a_compensation_takes_what_its_step_returned() -> None:
+    with pytest.raises(
+        GraphError, match=re.escape("compensate= takes Req, but the step's output is Text")
+    ):
+        build(Step("read", activity=read, inputs={"path": "input.path"}, compensate=read))
+
+
+def test_mermaid_shows_the_change_request_edge() -> None:
+    assert "review -.->|changes requested, at most 2x| extract" in GRAPH.mermaid()

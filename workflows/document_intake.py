@@ -16,8 +16,9 @@ with workflow.unsafe.imports_passed_through():
         enter_document,
         load_document,
         validate_document,
+        void_document,
     )
-    from baton.graph import Ask, Gate, Graph, Retry, Step, hours
+    from baton.graph import Ask, FourEyes, Gate, Graph, Retry, Step, hours
     from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
 
 
@@ -28,11 +29,24 @@ class IntakeRequest(RunInput):
     )
 
 
+def large_amount(run: RunView) -> bool:
+    """A total at or above the four-eyes threshold, in the document's currency."""
+    document = run.get("extract", ExtractedDocument)
+    limit = run.config.threshold("four_eyes_min_total", 10_000)
+    return document is not None and document.total is not None and document.total >= limit
+
+
 def needs_review(run: RunView) -> bool:
-    """Review when any check failed or the extraction is not confident enough."""
+    """Review when any check failed, the extraction is not confident enough,
+    or the amount is large."""
     report = run.get("validate", ValidationReport)
     threshold = run.config.threshold("review_min_confidence", 0.8)
-    return report is None or not report.ok or run.confidence("extract") < threshold
+    return (
+        report is None
+        or not report.ok
+        or run.confidence("extract") < threshold
+        or large_amount(run)
+    )
 
 
 GRAPH = Graph(
@@ -42,6 +56,7 @@ GRAPH = Graph(
     purpose="Read incoming invoices, receipts and purchase orders and enter them in the ERP",
     risk_class="not high-risk: document intake is not listed in AI Act Annex III; "
     "the trail follows Art. 12 and 14 voluntarily",
+    stop_roles=("admin", "supervisor"),
     nodes=(
         Step(
             "load",
@@ -69,9 +84,15 @@ GRAPH = Graph(
             role="reviewer",
             when=needs_review,
             subject="extract",
-            inputs={"findings": "validate.findings", "file": "load.path"},
+            inputs={"document": "load.text", "findings": "validate.findings", "file": "load.path"},
             sla=hours(24),
+            remind_at=0.5,
             escalate_to=("supervisor",),
+            on_exhausted="hold",
+            four_eyes=FourEyes(when=large_amount, other_role="controller"),
+            # "Read it again": the model re-extracts with the reviewer's note.
+            changes_to="extract",
+            max_changes=2,
         ),
         Step(
             "enter",
@@ -81,6 +102,7 @@ GRAPH = Graph(
             # be retried soon, and the idempotency key makes the retry safe.
             timeout=timedelta(seconds=5),
             retry=Retry(max_attempts=10),
+            compensate=void_document,
         ),
     ),
 )
