@@ -408,11 +408,12 @@ class GraphWorkflow:
         return self._rewind(node.to, node.id)
 
     def _rewind(self, to: str, through: str) -> set[str]:
-        """Mark every node from ``to`` up to ``through`` to run again."""
+        """Mark every node from ``to`` up to ``through`` to run again. Their
+        decided gates stay in the status (and refuse late decisions) until
+        they open again."""
         again = {to, through} | (self.graph.descendants(to) & self.graph.ancestors(through))
         for node_id in again:
             self._records[node_id].status = "pending"
-            self._gates.pop(node_id, None)
         return again
 
     def _activity_options(self, node: Step | Ask, record: NodeRecord) -> dict[str, Any]:
