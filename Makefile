@@ -27,7 +27,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(CHECKED)
 
-# The audit report's rendering test drives Debian's headless Chromium.
+# The audit report's rendering test and the inbox's browser tests drive Debian's headless Chromium.
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 

@@ -28,12 +28,20 @@ from baton.client import (
     inbox,
     run_status,
     start_run,
+    stop_run,
 )
 from baton.config import ConfigError, Settings, directory_path, load_run_config
-from baton.gates import Decision
+from baton.gates import Decision, Outcome, StopRequest
 from baton.routing import routing_table
 from baton.runner import RunStatus
 from baton.server import EmbeddedServer, stop_requested
+
+# (command, decision outcome, help)
+VERBS: tuple[tuple[str, Outcome, str], ...] = (
+    ("approve", "approve", "approve (or, with --output, override and approve)"),
+    ("reject", "reject", "reject"),
+    ("changes", "request_changes", "request changes"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,9 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("workflow_id")
     status.add_argument("--json", action="store_true")
 
-    box = commands.add_parser("inbox", help="runs waiting for a human decision")
+    box = commands.add_parser(
+        "inbox", help="runs waiting for a human decision; `inbox serve` runs the web inbox"
+    )
     box.add_argument("--role")
     box.add_argument("--json", action="store_true")
+    box_commands = box.add_subparsers(dest="inbox_command")
+    serve = box_commands.add_parser("serve", help="serve the reviewer inbox web app")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8200)
 
     users = commands.add_parser("users", help="the users of the directory file")
     users_commands = users.add_subparsers(dest="users_command", required=True)
@@ -71,12 +85,23 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
 
-    for outcome in ("approve", "reject"):
-        verb = commands.add_parser(outcome, help=f"{outcome} a gate of a run")
+    for verb_name, outcome, what in VERBS:
+        verb = commands.add_parser(verb_name, help=f"{what} at a gate of a run")
         verb.add_argument("workflow_id")
         verb.add_argument("--gate", required=True)
         verb.add_argument("--as", dest="user", required=True, help="the deciding user")
-        verb.add_argument("--comment", default="")
+        verb.add_argument("--comment", default="", required=outcome == "request_changes")
+        if outcome == "approve":
+            verb.add_argument(
+                "--output",
+                type=Path,
+                help="a JSON file with the corrected output (an override; --comment says why)",
+            )
+
+    stop = commands.add_parser("stop", help="stop a run; it undoes what it declared compensable")
+    stop.add_argument("workflow_id")
+    stop.add_argument("--as", dest="user", required=True, help="a user with a stop role")
+    stop.add_argument("--reason", required=True)
 
     commands.add_parser("routes", help="print the effective model routing table")
 
@@ -140,6 +165,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return _audit(settings, args)
     if args.command == "users":
         return _set_password(args.user, from_stdin=args.password_stdin)
+    if args.command == "inbox" and args.inbox_command == "serve":
+        from baton.web.app import serve
+
+        await serve(settings, host=args.host, port=args.port)
+        return 0
     if args.command == "routes":
         print(routing_table(load_run_config().routing))
         return 0
@@ -185,13 +215,41 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 f"roles {','.join(item.roles)}  due {due}"
             )
         return 0
-    decision = Decision(gate=args.gate, user=args.user, outcome=args.command, comment=args.comment)
+    if args.command == "stop":
+        stopped = await stop_run(
+            client, args.workflow_id, StopRequest(user=args.user, reason=args.reason)
+        )
+        print(f"stopping {args.workflow_id} as {stopped.user} ({stopped.role}): {stopped.reason}")
+        return 0
+    outcome = next(o for verb, o, _ in VERBS if verb == args.command)
+    output = _read_output(args.output) if getattr(args, "output", None) else None
+    decision = Decision(
+        gate=args.gate, user=args.user, outcome=outcome, comment=args.comment, output=output
+    )
     accepted = await decide(client, args.workflow_id, decision)
+    done = {"approve": "approved", "reject": "rejected", "request_changes": "requested changes at"}
     print(
-        f"{accepted.outcome}d gate {args.gate} of {args.workflow_id} as {accepted.user} "
+        f"{done[accepted.outcome]} gate {args.gate} of {args.workflow_id} as {accepted.user} "
         f"({accepted.role})"
+        + (
+            f"; {accepted.awaiting} more approval(s) needed (four-eyes)"
+            if accepted.awaiting
+            else ""
+        )
     )
     return 0
+
+
+def _read_output(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"no file at {path}: --output takes a JSON file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object with the output's fields")
+    return value
 
 
 def _date(text: str) -> datetime:
@@ -285,15 +343,32 @@ def format_status(status: RunStatus) -> str:
         lines.append(line)
     for gate in status.gates:
         if gate.decision is None:
-            due = gate.due_at.isoformat(timespec="minutes") if gate.due_at else "none (holding)"
-            lines.append(f"open gate {gate.gate}: waiting for {', '.join(gate.roles)}; due {due}")
+            due = gate.due_at.isoformat(timespec="minutes") if gate.due_at else "none"
+            lines.append(
+                f"open gate {gate.gate}: waiting for {', '.join(gate.waiting_for())}; due {due}"
+                + ("; holding (SLA chain exhausted)" if gate.holding else "")
+            )
+            lines += [
+                f"  reminded {', '.join(r.roles)} at {r.at.isoformat()}" for r in gate.reminders
+            ]
             lines += [f"  escalated to {e.to_role} at {e.at.isoformat()}" for e in gate.escalations]
+            lines += [
+                f"  approved by {a.user} ({a.role}); {gate.approvals_needed - len(gate.approvals)}"
+                " more approval(s) needed"
+                for a in gate.approvals[-1:]
+            ]
             lines.append(f"  shows: {_short(gate.shown, 300)}")
         else:
             d = gate.decision
             lines.append(f"gate {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}")
     for refusal in status.refusals:
         lines.append(f"refused {refusal.channel} from {refusal.decision.user}: {refusal.reason}")
+    if status.stopped:
+        stopped = status.stopped
+        undone = ", ".join(stopped.compensated) or "nothing"
+        lines.append(
+            f"stopped by {stopped.user} ({stopped.role}): {stopped.reason}; undone: {undone}"
+        )
     if status.error:
         lines.append(f"error: {status.error}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ real dev server and a worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -115,6 +116,67 @@ async def test_start_status_inbox_and_decide_from_the_command_line(
         dev_server, task_queue, "reject", workflow_id, "--gate", "review", "--as", "sam"
     )
     assert again.returncode == 1 and "refused:" in again.stderr
+
+
+async def test_request_changes_override_and_stop_from_the_command_line(
+    dev_server: EmbeddedServer,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    doc = str(SAMPLES / "invoice-missing-total.txt")
+    first = started_id(
+        (await baton(dev_server, task_queue, "start", "document_intake", doc)).stdout
+    )
+    await settled(dev_client, first)
+    review = ("--gate", "review", "--as", "rita")
+
+    changes = await baton(
+        dev_server, task_queue, "changes", first, *review, "--comment", "read the total again"
+    )
+    assert "requested changes at gate review" in changes.stdout, changes.stderr
+    await eventually(
+        lambda: dev_client.get_workflow_handle(first).query("open_gates", result_type=list[str]),
+        lambda gates: gates == ["review"],
+    )
+    missing = await baton(dev_server, task_queue, "approve", first, *review, "--output", "no.json")
+    assert missing.returncode == 2 and "no file at no.json" in missing.stderr
+    status = await dev_client.get_workflow_handle(first).query("status", result_type=RunStatus)
+    corrected = {**status.gates[0].shown["subject"]["output"], "total": "2029.90"}
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(corrected))
+    override = await baton(
+        dev_server,
+        task_queue,
+        "approve",
+        first,
+        *review,
+        "--output",
+        str(edited),
+        "--comment",
+        "total is on page 2",
+    )
+    assert override.returncode == 0, override.stderr
+    result = await dev_client.get_workflow_handle(first, result_type=RunResult).result()
+    assert result.outputs["extract"]["total"] == "2029.90"
+
+    second = started_id(
+        (await baton(dev_server, task_queue, "start", "document_intake", doc)).stdout
+    )
+    await settled(dev_client, second)
+    refused = await baton(dev_server, task_queue, "stop", second, "--as", "rita", "--reason", "x")
+    assert refused.returncode == 1
+    assert "may not stop this run; it needs one of: admin, supervisor" in refused.stderr
+    stopped = await baton(
+        dev_server, task_queue, "stop", second, "--as", "ada", "--reason", "duplicate upload"
+    )
+    assert f"stopping {second} as ada (admin): duplicate upload" in stopped.stdout
+    assert (
+        await dev_client.get_workflow_handle(second, result_type=RunResult).result()
+    ).outcome == "stopped"
+    shown = await baton(dev_server, task_queue, "status", second)
+    assert "stopped by ada (admin): duplicate upload; undone: nothing" in shown.stdout
 
 
 async def test_starter_script_starts_a_run(
