@@ -1,0 +1,149 @@
+"""Parked runs: `python -m bench.parked --runs 10000`.
+
+Starts N document-intake runs whose document needs review, waits until
+Temporal visibility shows every one waiting at the review gate, reads the
+worker's resident memory while they wait, then approves them all (through
+the validated `decide` update, a bounded number at a time) and measures the
+rate at which they complete. Worker and server are the embedded defaults,
+started as a user would start them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from temporalio.client import Client
+
+from baton.client import build_input, connect, decide, start_run
+from baton.config import Settings
+from baton.server import EmbeddedServer, free_port
+from bench.harness import APPROVALS, ROOT, SAMPLES, cpu_seconds, machine
+from workflows.document_intake import DocumentIntake
+
+DOCUMENT = next(p for p in SAMPLES if p.name == "invoice-missing-total.txt")
+# Starts and approvals in flight at once: enough to keep the server busy
+# without the driver itself becoming what is measured.
+IN_FLIGHT = 64
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def count(client: Client, query: str) -> int:
+    return (await client.count_workflows(query)).count
+
+
+async def until_count(client: Client, query: str, expected: int, poll: float = 1.0) -> None:
+    while await count(client, query) < expected:
+        await asyncio.sleep(poll)
+
+
+async def for_each(ids: list[str], action: Callable[[str], Awaitable[object]]) -> None:
+    """``action`` for every id, at most IN_FLIGHT at a time."""
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(workflow_id: str) -> None:
+        async with gate:
+            await action(workflow_id)
+
+    await asyncio.gather(*(one(i) for i in ids))
+
+
+async def main(runs: int, out: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        queue = "parked"
+        env = os.environ | {
+            "BATON_DATA_DIR": str(data),
+            "BATON_CONFIG": str(ROOT / "baton.toml"),
+            "BATON_TASK_QUEUE": queue,
+        }
+        env.pop("BATON_ERP_DB", None)
+        server = EmbeddedServer(db_file=data / "temporal.db", port=free_port(), ui_port=None)
+        async with server:
+            env["TEMPORAL_ADDRESS"] = server.address
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", "baton"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+                client = await connect(Settings(address=server.address, task_queue=queue))
+                rss_idle = rss_mib(worker.pid)
+                request = build_input(DocumentIntake, [str(DOCUMENT)], requested_by="bench")
+                ids = [f"parked-{i}" for i in range(runs)]
+
+                began = time.monotonic()
+                await for_each(
+                    ids,
+                    lambda i: start_run(
+                        client, DocumentIntake, request, task_queue=queue, workflow_id=i
+                    ),
+                )
+                started = time.monotonic() - began
+                await until_count(client, "BatonStatus = 'waiting'", runs)
+                parked = time.monotonic() - began
+                rss_parked = rss_mib(worker.pid)
+                cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
+
+                began = time.monotonic()
+                await for_each(ids, lambda i: decide(client, i, APPROVALS[0]))
+                approved = time.monotonic() - began
+                await until_count(client, "ExecutionStatus = 'Completed'", runs, poll=0.25)
+                finished = time.monotonic() - began
+                worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
+                server_cpu = cpu_seconds(server.pid) - cpu_before[1]
+                rss_after = rss_mib(worker.pid)
+            finally:
+                worker.terminate()
+                worker.wait()
+    report: dict[str, object] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "parameters": {"runs": runs, "document": DOCUMENT.name, "in_flight": IN_FLIGHT},
+        "seconds_to_start_all": round(started, 1),
+        "seconds_until_all_parked": round(parked, 1),
+        "worker_rss_mib_idle": round(rss_idle, 1),
+        "worker_rss_mib_parked": round(rss_parked, 1),
+        "worker_rss_mib_after": round(rss_after, 1),
+        "seconds_to_send_approvals": round(approved, 1),
+        "seconds_until_all_completed": round(finished, 1),
+        "completions_per_second": round(runs / finished, 1),
+        "cpu_ms_per_approval": {
+            "worker": round(worker_cpu * 1000 / runs, 1),
+            "server": round(server_cpu * 1000 / runs, 1),
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"written to {out}")
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10_000)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-parked.json"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.out))
