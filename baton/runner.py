@@ -34,7 +34,6 @@ from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from baton import search
@@ -869,27 +868,35 @@ class GraphWorkflow:
         return self._outcome
 
     def _publish(self) -> None:
-        """Upsert the search attributes that changed since the last upsert
-        (None unsets one), so history only grows when the picture changes."""
+        """Upsert the search attributes when the run's state changes: its
+        status, the roles it waits for, the gate's due time. The node, cost
+        and lowest confidence ride along with those changes rather than
+        causing upserts of their own: every upsert is a history event, and
+        a run passes its quick steps in milliseconds."""
         waiting = [g for g in self._gates.values() if g.decision is None]
         due = [g.due_at for g in waiting if g.due_at is not None]
-        wanted: list[tuple[Any, Any]] = [
-            (search.PROCESS, self.graph.name),
+        state: list[tuple[Any, Any]] = [
             (search.STATUS, self._state()),
-            (search.NODE, ",".join(self._current()) or "-"),
             (search.PENDING_ROLES, sorted({r for g in waiting for r in g.waiting_for()}) or None),
             (search.GATE_DUE, min(due) if due else None),
+        ]
+        if all(self._published.get(key.name) == value for key, value in state):
+            return
+        wanted = [
+            (search.PROCESS, self.graph.name),
+            *state,
+            (search.NODE, ",".join(self._current()) or "-"),
             (search.COST_USD, round(self._cost(), 6) or None),
             (search.MIN_CONFIDENCE, self._min_confidence()),
         ]
-        changes: list[SearchAttributeUpdate[Any]] = [
-            key.value_unset() if value is None else key.value_set(value)
-            for key, value in wanted
-            if self._published.get(key.name) != value
-        ]
-        if changes:
-            workflow.upsert_search_attributes(changes)
-            self._published = {key.name: value for key, value in wanted}
+        workflow.upsert_search_attributes(
+            [
+                key.value_unset() if value is None else key.value_set(value)
+                for key, value in wanted
+                if self._published.get(key.name) != value
+            ]
+        )
+        self._published = {key.name: value for key, value in wanted}
 
     def _cost(self) -> float:
         return sum(float(r.meta.get("cost_usd", 0.0)) for r in self._records.values())

@@ -1,6 +1,10 @@
 """Baton's custom search attributes: what the Temporal Web UI and `baton inbox`
 filter runs by. They must be registered on the server before a run upserts
-them (`baton server` does it at start; docker-compose registers them too)."""
+them (`baton server` does it at start; docker-compose registers them too).
+
+They change when a run's state does (running, waiting at a gate, escalated,
+ended): BatonNode is where the run was at that moment, BatonCostUsd and
+BatonMinConfidence the figures so far; `baton status` has the live detail."""
 
 from __future__ import annotations
 
