@@ -40,12 +40,13 @@ ACTIVITIES: list[Callable[..., Any]] = [
     notify_reviewers,
 ]
 
-# Baton's own modules are deterministic or only define models and activity
-# references; importing them once instead of per workflow run keeps the
-# sandbox cheap.
+# Baton's own modules and the process definitions are deterministic and keep
+# no state between runs; importing them once instead of per workflow run
+# keeps the sandbox cheap (re-importing workflows/ built and validated every
+# graph and its pydantic models again for each run).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "baton", "activities", "systems", "opentelemetry"
+        "baton", "activities", "systems", "workflows", "opentelemetry"
     )
 )
 
