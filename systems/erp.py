@@ -9,12 +9,13 @@ activity never posts twice.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from systems.database import SqliteSystem, data_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -44,23 +45,12 @@ class Entry:
 
 
 def default_path() -> Path:
-    explicit = os.environ.get("BATON_ERP_DB")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("BATON_DATA_DIR", ".baton")) / "erp.sqlite"
+    return data_file("BATON_ERP_DB", "erp.sqlite")
 
 
-class DocumentRegister:
+class DocumentRegister(SqliteSystem):
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        super().__init__(path or default_path(), SCHEMA)
 
     def enter(self, *, idempotency_key: str, document: dict[str, Any]) -> Entry:
         with closing(self._connect()) as db, db:

@@ -7,11 +7,12 @@ Each notice carries an idempotency key, so a retried activity sends once.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+from systems.database import SqliteSystem, data_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
@@ -29,23 +30,12 @@ CREATE TABLE IF NOT EXISTS notices (
 
 
 def default_path() -> Path:
-    explicit = os.environ.get("BATON_OUTBOX_DB")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("BATON_DATA_DIR", ".baton")) / "outbox.sqlite"
+    return data_file("BATON_OUTBOX_DB", "outbox.sqlite")
 
 
-class Outbox:
+class Outbox(SqliteSystem):
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        super().__init__(path or default_path(), SCHEMA)
 
     def queue(self, *, idempotency_key: str, notice: dict[str, Any]) -> tuple[int, bool]:
         """(notice id, whether this call queued it)."""

@@ -20,6 +20,7 @@ import pytest
 from baton.audit.events import Actor, AuditEvent, AuditRecord, record_hash
 from baton.audit.export import export_html, export_jsonl, read_jsonl
 from baton.audit.store import SqliteAuditStore
+from docs.screenshot import CHROMIUM_ARGS
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MERMAID = """flowchart TD
@@ -262,13 +263,7 @@ def test_html_renders_in_headless_chromium(store: SqliteAuditStore, tmp_path: Pa
         [
             chromium,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_ARGS,
             f"--user-data-dir={tmp_path / 'chromium-profile'}",
             "--window-size=1280,2000",
             f"--screenshot={shot}",
