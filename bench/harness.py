@@ -27,13 +27,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
 from baton.client import build_input, connect, decide, start_run
 from baton.config import Settings
@@ -67,6 +70,7 @@ VARIANTS = {
     "baton-noaudit": ("noaudit", {}),
     "bare": ("bare", {}),
 }
+T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
 POLL = 0.25
 
@@ -120,25 +124,44 @@ async def one_run(
     timings.append((started, approved, time.monotonic()))
 
 
+async def patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, again while the server is too busy to answer in time. A
+    query, signal or update the server timed out on is safe to repeat: an
+    update keeps its id (see baton.client.decide), so it applies once."""
+    while True:
+        try:
+            return await call()
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            pass
+        except RPCError as err:
+            if err.status != RPCStatusCode.DEADLINE_EXCEEDED and "Timeout" not in err.message:
+                raise
+        await asyncio.sleep(POLL)
+
+
 async def approve_when_waiting(
     client: Client, handle: WorkflowHandle[Any, Any], variant: str
 ) -> float:
     """Poll the run's own small query (the same cost on both sides) and
     approve as soon as it waits; the approval time is when it was sent."""
-    while True:
-        await asyncio.sleep(POLL)
+
+    async def waiting() -> bool:
         if variant == "bare":
-            if await handle.query("waiting", result_type=bool):
-                for decision in APPROVALS:
-                    await handle.signal("approve", BareApproval(user=decision.user, approve=True))
-                    if not await handle.query("waiting", result_type=bool):
-                        break
-                return time.monotonic()
-        elif "review" in await handle.query("open_gates", result_type=list[str]):
-            for decision in APPROVALS:
-                if not (await decide(client, handle.id, decision)).awaiting:
-                    break
-            return time.monotonic()
+            return await patiently(lambda: handle.query("waiting", result_type=bool))
+        gates = await patiently(lambda: handle.query("open_gates", result_type=list[str]))
+        return "review" in gates
+
+    while not await waiting():
+        await asyncio.sleep(POLL)
+    for decision in APPROVALS:
+        if variant == "bare":
+            approval = BareApproval(user=decision.user, approve=True)
+            await patiently(partial(handle.signal, "approve", approval))
+            if not await waiting():
+                break
+        elif not (await patiently(partial(decide, client, handle.id, decision))).awaiting:
+            break
+    return time.monotonic()
 
 
 async def measure(

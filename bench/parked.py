@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from temporalio.client import Client
@@ -27,7 +28,7 @@ from temporalio.client import Client
 from baton.client import build_input, connect, decide, start_run
 from baton.config import Settings
 from baton.server import EmbeddedServer, free_port
-from bench.harness import APPROVALS, ROOT, SAMPLES, cpu_seconds, machine
+from bench.harness import APPROVALS, ROOT, SAMPLES, cpu_seconds, machine, patiently
 from workflows.document_intake import DocumentIntake
 
 DOCUMENT = next(p for p in SAMPLES if p.name == "invoice-missing-total.txt")
@@ -104,7 +105,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
 
                 began = time.monotonic()
-                await for_each(ids, lambda i: decide(client, i, APPROVALS[0]))
+                await for_each(ids, lambda i: patiently(partial(decide, client, i, APPROVALS[0])))
                 approved = time.monotonic() - began
                 await until_count(client, "ExecutionStatus = 'Completed'", runs, poll=0.25)
                 finished = time.monotonic() - began
