@@ -9,6 +9,7 @@ survives a restart of it as long as the SQLite file is kept.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from baton import search
+
+# linux/prctl.h
+PR_SET_PDEATHSIG = 1
 
 
 class ServerError(RuntimeError):
@@ -61,6 +65,15 @@ def stop_requested() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def _die_with_parent() -> None:
+    """In the server's process before it runs: a SIGTERM when its parent dies.
+    Its own session keeps Ctrl-C away from it, so without this a parent
+    killed outright (SIGKILL, a crash) would leave the server running."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedServer:
@@ -131,6 +144,7 @@ class EmbeddedServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             await asyncio.wait_for(self._wait_ready(), timeout)
