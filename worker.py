@@ -62,6 +62,7 @@ def build_worker(
     traced: bool = True,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     """A worker for every process (and ``extra_workflows``, a process of your
     own or a test's). Audit is on unless ``audited=False``; its store comes
@@ -81,6 +82,7 @@ def build_worker(
         interceptors=[*own_interceptors, *interceptors],
         # A dead worker's cached runs move to another worker after 3 s, not 10.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -101,7 +103,9 @@ async def main() -> None:
     load_run_config()
     configure_tracing(console=sys.stderr)
     client = await connect(settings, wait=60)
-    worker = build_worker(client, task_queue=settings.task_queue)
+    worker = build_worker(
+        client, task_queue=settings.task_queue, max_cached_workflows=settings.worker_cache
+    )
     print(f"worker polling task queue '{settings.task_queue}' on {settings.address}", flush=True)
     await worker.run()
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ class Settings:
     task_queue: str = "baton"
     data_dir: Path = field(default_factory=lambda: Path(".baton"))
     ui_url: str = "http://localhost:8233"
+    # Runs a worker keeps in memory between their steps (Temporal's sticky
+    # cache), about 0.25 MiB each; an evicted run is replayed from history
+    # when it next has work.
+    worker_cache: int = 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,10 +63,20 @@ class Settings:
             task_queue=env.get("BATON_TASK_QUEUE", cls.task_queue),
             data_dir=Path(env.get("BATON_DATA_DIR", ".baton")),
             ui_url=env.get("BATON_UI_URL", cls.ui_url).rstrip("/"),
+            worker_cache=_positive_int(env, "BATON_WORKER_CACHE", cls.worker_cache),
         )
 
     def run_url(self, workflow_id: str) -> str:
         return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name}={text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 class RunConfig(BaseModel):

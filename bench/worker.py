@@ -28,7 +28,11 @@ async def main(variant: str) -> None:
         )
     else:
         worker = build_worker(
-            client, task_queue=settings.task_queue, audited=variant == "baton", traced=False
+            client,
+            task_queue=settings.task_queue,
+            audited=variant == "baton",
+            traced=False,
+            max_cached_workflows=settings.worker_cache,
         )
     print("ready", flush=True)
     await worker.run()
