@@ -124,17 +124,28 @@ async def one_run(
     timings.append((started, approved, time.monotonic()))
 
 
+# Queries, signals and updates the driver has in flight at once: a thousand
+# runs polled together would otherwise open a thousand streams at once.
+IN_FLIGHT = 64
+_in_flight: asyncio.Semaphore | None = None
+
+
 async def patiently(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()``, again while the server is too busy to answer in time. A
-    query, signal or update the server timed out on is safe to repeat: an
-    update keeps its id (see baton.client.decide), so it applies once."""
+    """``call()``, at most IN_FLIGHT at a time, again while the server is too
+    busy to answer in time. A query, signal or update the server timed out on
+    is safe to repeat: an update keeps its id (see baton.client.decide), so
+    it applies once."""
+    global _in_flight
+    _in_flight = _in_flight or asyncio.Semaphore(IN_FLIGHT)
     while True:
         try:
-            return await call()
+            async with _in_flight:
+                return await call()
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             pass
         except RPCError as err:
-            if err.status != RPCStatusCode.DEADLINE_EXCEEDED and "Timeout" not in err.message:
+            busy = err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE)
+            if not busy and "Timeout" not in err.message:
                 raise
         await asyncio.sleep(POLL)
 

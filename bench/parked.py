@@ -28,13 +28,10 @@ from temporalio.client import Client
 from baton.client import build_input, connect, decide, start_run
 from baton.config import Settings
 from baton.server import EmbeddedServer, free_port
-from bench.harness import APPROVALS, ROOT, SAMPLES, cpu_seconds, machine, patiently
+from bench.harness import APPROVALS, IN_FLIGHT, ROOT, SAMPLES, cpu_seconds, machine, patiently
 from workflows.document_intake import DocumentIntake
 
 DOCUMENT = next(p for p in SAMPLES if p.name == "invoice-missing-total.txt")
-# Starts and approvals in flight at once: enough to keep the server busy
-# without the driver itself becoming what is measured.
-IN_FLIGHT = 64
 
 
 def rss_mib(pid: int) -> float:
