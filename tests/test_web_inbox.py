@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from baton.accounts import Accounts
 from baton.client import connect, inbox, run_status
 from baton.config import Settings
+from baton.gates import GateDecision, GateState
 from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from baton.web import present
@@ -87,6 +88,21 @@ def test_an_escalated_ask_shows_its_inputs_attempts_and_proposal() -> None:
     assert (review.systems, review.confidence) == (["openai/m1"], 0.4)
     assert review.details == {"file_name": "x.txt"}
     assert review.why == "confidence 0.40 below 0.80"
+
+
+def test_after_a_reviewers_approval_a_four_eyes_gate_waits_only_for_controllers() -> None:
+    now = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+    first = GateDecision(outcome="approve", user="rita", role="reviewer", decided_at=now)
+    gate = GateState(
+        gate="review",
+        roles=["reviewer", "controller"],
+        opened_at=now,
+        approvals_needed=2,
+        distinct_roles=True,
+        approvals=[first],
+    )
+    assert present.open_for([gate], {"reviewer"}) == []
+    assert present.open_for([gate], {"controller"}) == [gate]
 
 
 def test_the_session_secret_is_made_once_and_kept_private(

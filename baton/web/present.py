@@ -146,8 +146,9 @@ def _finding(finding: Any) -> str:
 
 
 def open_for(gates: list[GateState], roles: set[str]) -> list[GateState]:
-    """The gates of a run that the holder of ``roles`` may decide now."""
-    return [g for g in gates if g.decision is None and roles.intersection(g.roles)]
+    """The gates of a run that the holder of ``roles`` can move on now: under
+    four-eyes across roles, not the role that has already approved."""
+    return [g for g in gates if g.decision is None and roles.intersection(g.waiting_for())]
 
 
 # -- the override form ------------------------------------------------------
