@@ -157,6 +157,20 @@ async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDe
     return await _update(client, workflow_id, "decide", decision, update_id, GateDecision)
 
 
+async def decide_in_turn(
+    client: Client, workflow_id: str, decisions: Sequence[Decision]
+) -> list[GateDecision]:
+    """Deliver ``decisions`` in order until the gate needs no more approvals
+    (under four-eyes the first approval leaves it awaiting a second); returns
+    the accepted ones."""
+    accepted: list[GateDecision] = []
+    for decision in decisions:
+        accepted.append(await decide(client, workflow_id, decision))
+        if not accepted[-1].awaiting:
+            break
+    return accepted
+
+
 async def stop_run(client: Client, workflow_id: str, request: StopRequest) -> StopRecord:
     """Stop a run through the validated `stop` update: the run compensates
     what it declared compensable and ends as stopped. A refusal raises

@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowFailureError
 from baton.audit.reports import describe, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import build_input, connect, decide, run_status, start_run
+from baton.client import build_input, connect, decide_in_turn, run_status, start_run
 from baton.config import Settings
 from baton.gates import Decision, Outcome
 from baton.runner import RunResult, RunStatus
@@ -103,19 +103,17 @@ async def _review_and_finish(client: Client, workflow_id: str) -> str:
         outcome: Outcome = "reject" if unusable else "approve"
         reasons = [*sorted(codes), f"confidence {confidence:.2f}"]
         comment = ", ".join(reasons)
-        first = await decide(
+        large = "large amount: a second approval (four-eyes)"
+        accepted = await decide_in_turn(
             client,
             workflow_id,
-            Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
+            [
+                Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
+                Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
+            ],
         )
         review_note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
-        if first.awaiting:
-            large = "large amount: a second approval (four-eyes)"
-            await decide(
-                client,
-                workflow_id,
-                Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
-            )
+        if len(accepted) > 1:
             review_note += f"; {CONTROLLER} (controller) approved too: {large}"
     try:
         result = await client.get_workflow_handle(workflow_id, result_type=RunResult).result()

@@ -716,11 +716,10 @@ class GraphWorkflow:
         if decision.outcome == "request_changes":
             self._changes_requested[node.id] = self._changes_requested.get(node.id, 0) + 1
             assert node.changes_to is not None
-            if node.subject == node.changes_to or node.subject is None:
-                reviewed = self._records[node.changes_to].output
-            else:
-                reviewed = None
-            self._feedback[node.changes_to] = (
+            # The answer under review goes back with the note, when it is the one to redo.
+            redone = node.changes_to
+            reviewed = self._records[redone].output if node.subject in (None, redone) else None
+            self._feedback[redone] = (
                 [f"the reviewer ({decision.user}) asked for changes: {decision.comment}"],
                 reviewed,
             )

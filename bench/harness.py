@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from baton.client import build_input, connect, decide, start_run
+from baton.client import build_input, connect, decide_in_turn, start_run
 from baton.config import Settings
 from baton.gates import Decision
 from baton.server import EmbeddedServer, free_port, temporal_binary
@@ -164,13 +164,13 @@ async def approve_when_waiting(
 
     while not await waiting():
         await asyncio.sleep(POLL)
+    if variant != "bare":
+        await patiently(partial(decide_in_turn, client, handle.id, APPROVALS))
+        return time.monotonic()
     for decision in APPROVALS:
-        if variant == "bare":
-            approval = BareApproval(user=decision.user, approve=True)
-            await patiently(partial(handle.signal, "approve", approval))
-            if not await waiting():
-                break
-        elif not (await patiently(partial(decide, client, handle.id, decision))).awaiting:
+        approval = BareApproval(user=decision.user, approve=True)
+        await patiently(partial(handle.signal, "approve", approval))
+        if not await waiting():
             break
     return time.monotonic()
 

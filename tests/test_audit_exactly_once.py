@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import build_input, decide, run_status, start_run
+from baton.client import build_input, decide_in_turn, run_status, start_run
 from baton.gates import Decision
 from baton.runner import RunResult
 from tests.conftest import SAMPLES, WorkerProcess
@@ -35,7 +35,11 @@ DOCUMENTS = [
 ]
 # Each worker incarnation stops at one of these points and is SIGKILLed there.
 KILL_POINTS = ["audit_flush", "ask", "enter_document"]
-APPROVE = Decision(gate="review", user="rita", outcome="approve")
+# vera only where a large amount needs a second approval (four-eyes)
+APPROVALS = [
+    Decision(gate="review", user="rita", outcome="approve"),
+    Decision(gate="review", user="vera", outcome="approve"),
+]
 
 
 async def approve_when_waiting(client: Client, handle: WorkflowHandle[Any, RunResult]) -> None:
@@ -46,9 +50,7 @@ async def approve_when_waiting(client: Client, handle: WorkflowHandle[Any, RunRe
             await asyncio.sleep(0.2)
             continue
         if status.state == "waiting":
-            first = await decide(client, handle.id, APPROVE)
-            if first.awaiting:  # a large amount: four-eyes
-                await decide(client, handle.id, APPROVE.model_copy(update={"user": "vera"}))
+            await decide_in_turn(client, handle.id, APPROVALS)
             return
         if status.state in ("completed", "rejected", "failed"):
             return
