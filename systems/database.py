@@ -1,11 +1,13 @@
 """What the SQLite systems of record share: where their file lives and how a
-connection is opened."""
+connection is opened and kept."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import closing
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -17,16 +19,48 @@ def data_file(env_var: str, name: str) -> Path:
     return Path(os.environ.get("BATON_DATA_DIR", ".baton")) / name
 
 
+class _Kept(threading.local):
+    """This thread's open connections, by file. Opening a connection (and
+    creating the schema on it) was a third of an ERP write under load."""
+
+    def __init__(self) -> None:
+        self.connections: dict[Path, tuple[int, sqlite3.Connection]] = {}
+
+
+_kept = _Kept()
+
+
 class SqliteSystem:
     """A system on one SQLite file in WAL mode, its schema created on first use."""
 
     def __init__(self, path: Path, schema: str) -> None:
-        self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(schema)
+        self.path = path.resolve()
+        self._schema = schema
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection to the file, in a transaction that
+        commits on leaving (or rolls back on an error)."""
+        db = self._connection()
+        with db:
+            yield db
+
+    def _connection(self) -> sqlite3.Connection:
+        kept = _kept.connections.get(self.path)
+        try:
+            inode = self.path.stat().st_ino
+        except FileNotFoundError:
+            inode = None
+        # A file deleted or replaced since (tests do that) gets a new connection:
+        # the kept one would go on writing to the unlinked file.
+        if kept is not None and kept[0] == inode:
+            return kept[1]
+        if kept is not None:
+            kept[1].close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
+        with db:
+            db.executescript(self._schema)
+        _kept.connections[self.path] = (self.path.stat().st_ino, db)
         return db

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ class DocumentRegister(SqliteSystem):
         super().__init__(path or default_path(), SCHEMA)
 
     def enter(self, *, idempotency_key: str, document: dict[str, Any]) -> Entry:
-        with closing(self._connect()) as db, db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO documents (idempotency_key, doc_type, number, party, currency,"
                 " total, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -77,7 +76,7 @@ class DocumentRegister(SqliteSystem):
     def void(self, entry_id: int, reason: str) -> str:
         """Void an entry (entries are never deleted); voiding it again keeps
         the first void. Returns when it was voided."""
-        with closing(self._connect()) as db, db:
+        with self.transaction() as db:
             if db.execute("SELECT 1 FROM documents WHERE entry_id = ?", (entry_id,)).fetchone():
                 db.execute(
                     "INSERT INTO voids (entry_id, reason) VALUES (?, ?)"
@@ -94,9 +93,10 @@ class DocumentRegister(SqliteSystem):
     def entries(self, key_prefix: str = "") -> list[dict[str, Any]]:
         """Entries whose key starts with ``key_prefix``, with ``voided_at``
         set on those a stopped run undid."""
-        with closing(self._connect()) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(
+        with self.transaction() as db:
+            cursor = db.cursor()
+            cursor.row_factory = sqlite3.Row
+            rows = cursor.execute(
                 "SELECT documents.*, voids.voided_at, voids.reason AS void_reason"
                 " FROM documents LEFT JOIN voids USING (entry_id)"
                 " WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ class Outbox(SqliteSystem):
 
     def queue(self, *, idempotency_key: str, notice: dict[str, Any]) -> tuple[int, bool]:
         """(notice id, whether this call queued it)."""
-        with closing(self._connect()) as db, db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO notices (idempotency_key, workflow_id, process, gate, kind, roles,"
                 " due_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -60,9 +59,10 @@ class Outbox(SqliteSystem):
         return row[0], created
 
     def notices(self, workflow_id: str) -> list[dict[str, Any]]:
-        with closing(self._connect()) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(
+        with self.transaction() as db:
+            cursor = db.cursor()
+            cursor.row_factory = sqlite3.Row
+            rows = cursor.execute(
                 "SELECT * FROM notices WHERE workflow_id = ? ORDER BY notice_id", (workflow_id,)
             ).fetchall()
         return [{**dict(row), "roles": json.loads(row["roles"])} for row in rows]
