@@ -28,8 +28,10 @@ from baton.audit.events import (
     AuditEvent,
     AuditRecord,
     canonical_json,
+    jsonable,
     record_hash,
     redact,
+    seal,
 )
 from baton.audit.store import (
     AuditStore,
@@ -505,3 +507,37 @@ def test_records_round_trip_as_models(backend: Backend) -> None:
     assert [r.model_dump(include=set(AuditEvent.model_fields)) for r in records] == [
         AuditEvent.model_validate_json(e.model_dump_json()).model_dump() for e in events
     ]
+
+
+def test_a_sealed_hash_is_the_hash_verify_recomputes() -> None:
+    """seal() hashes the data's text as encoded once; verification hashes the
+    whole record again. Both must agree whatever the data holds."""
+    awkward: dict[str, Any] = {
+        "text": 'Zoë "quoted" \\ back\nslash € 4.434,05',
+        "nested": {"b": [1, 2.5, None, True], "a": {"zz": "", "aa": -0.0}},
+        "actor": "a key sorting before 'data' in the envelope",
+        "when": T0,
+        "empty": {},
+    }
+    for actor in (None, Actor(type="human", id="rita", role="reviewer")):
+        event = AuditEvent(
+            event_id="e-1",
+            workflow_id="wf",
+            event_type="node.finished",
+            occurred_at=T0,
+            actor=actor,
+            data=awkward,
+        )
+        record = seal(event, seq=1, prev_hash="", recorded_at=T0, retain_until=T0)
+        assert record.record_hash == record_hash(record)
+        assert record.data == jsonable(awkward)
+
+
+def test_redaction_finds_a_listed_key_however_deep_and_leaves_lookalike_values() -> None:
+    salt = "s"
+    lookalike = {"note": 'the text says "iban": here', "deep": [[{"x": {"iban": "NL91"}}]]}
+    redacted, _ = redact(lookalike, ["iban"], salt)
+    assert redacted["note"] == 'the text says "iban": here'
+    assert redacted["deep"][0][0]["x"]["iban"].startswith("sha256:")
+    untouched = {"note": 'only a value mentions "iban": here'}
+    assert redact(untouched, ["iban"], salt)[0] == untouched

@@ -142,17 +142,33 @@ def seal(
     recorded_at: datetime,
     retain_until: datetime,
 ) -> AuditRecord:
-    """Turn an event into the next record of its chain."""
-    unsealed = AuditRecord(
+    """Turn an event into the next record of its chain.
+
+    The event's data is encoded once: the canonical text both yields the
+    plain JSON values stored and goes into the hash as it is (encoding it
+    three times was most of an append's time). The hash equals
+    `record_hash` of the result, which verification recomputes."""
+    data_text = canonical_json(to_jsonable_python(event.data))
+    record = AuditRecord(
         **event.model_dump(exclude={"data"}),
-        data=jsonable(event.data),
+        data=json.loads(data_text),
         seq=seq,
         prev_hash=prev_hash,
         record_hash="",
         recorded_at=recorded_at,
         retain_until=retain_until,
     )
-    return unsealed.model_copy(update={"record_hash": record_hash(unsealed)})
+    envelope = record.model_dump(mode="python", exclude={*HASHED_EXCLUDE, "data"})
+    # canonical_json of the whole record, with the data's text put in its
+    # sorted place: the members before "data", "data", the members after.
+    parts = [
+        canonical_json({k: v for k, v in envelope.items() if k < "data"})[1:-1],
+        f'"data":{data_text}',
+        canonical_json({k: v for k, v in envelope.items() if k > "data"})[1:-1],
+    ]
+    hashed = "{" + ",".join(part for part in parts if part) + "}"
+    digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()
+    return record.model_copy(update={"record_hash": digest})
 
 
 class RedactionPolicy(BaseModel):
@@ -180,7 +196,23 @@ def redact(
         raise ValueError("redaction needs a non-empty salt")
     names = frozenset(fields)
     policy = RedactionPolicy(fields=sorted(names), salt_id=salt_id(salt))
-    return _redact_dict(data, names, salt), policy
+    return redact_values(data, names, salt), policy
+
+
+def redact_values(data: dict[str, Any], names: frozenset[str], salt: str) -> dict[str, Any]:
+    """`redact` without the policy: the data itself when no key can match."""
+    return _redact_dict(data, names, salt) if _may_name_any(data, names) else data
+
+
+def _may_name_any(data: dict[str, Any], names: frozenset[str]) -> bool:
+    """Whether a key in `data`, at any depth, may be one of `names`. One encoding
+    in C and a text search, instead of walking every value in Python: a key is
+    printed as "name": while quotes inside string values are escaped, so a
+    miss is certain and a hit is settled by the walk."""
+    if not names:
+        return False
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return any(f"{json.dumps(name, ensure_ascii=False)}:" in text for name in names)
 
 
 def _hash_value(value: Any, salt: str) -> str:

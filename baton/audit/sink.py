@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from baton.audit.events import AuditEvent, redact
+from baton.audit.events import AuditEvent, RedactionPolicy, redact_values, salt_id
 from baton.audit.store import AuditStore, open_store
 from baton.config import Settings, config_path, read_toml
 
@@ -74,6 +74,10 @@ class AuditSink:
         self._queue: queue.SimpleQueue[tuple[list[AuditEvent], Future[int]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._redact_names = frozenset(settings.redact_fields)
+        self._policy = RedactionPolicy(
+            fields=sorted(self._redact_names), salt_id=salt_id(settings.salt)
+        ).model_dump(mode="json")
 
     def write(self, events: Sequence[AuditEvent]) -> int:
         return self.submit(events).result()
@@ -91,9 +95,10 @@ class AuditSink:
         return done
 
     def _redacted(self, event: AuditEvent) -> AuditEvent:
-        data, policy = redact(event.data, self.settings.redact_fields, self.settings.salt)
-        data["redaction"] = policy.model_dump(mode="json")
-        return event.model_copy(update={"data": data})
+        if not self.settings.salt:
+            raise ValueError("redaction needs a non-empty salt")
+        data = redact_values(event.data, self._redact_names, self.settings.salt)
+        return event.model_copy(update={"data": {**data, "redaction": self._policy}})
 
     def _write_forever(self) -> None:
         while True:
