@@ -124,10 +124,12 @@ async def start_run(
         # A workflow task lost with its worker is retried after 5 s, not 10;
         # Baton's workflow tasks take milliseconds.
         task_timeout=WORKFLOW_TASK_TIMEOUT,
+        # What the run would upsert first: set here, it costs the run no
+        # upsert of its own (see GraphWorkflow._publish).
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search.PROCESS, name),
-                SearchAttributePair(search.STATUS, "starting"),
+                SearchAttributePair(search.STATUS, "running"),
             ]
         ),
     )

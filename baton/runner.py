@@ -187,6 +187,11 @@ class GraphWorkflow:
 
     async def execute(self, request: RunInput) -> RunResult:
         self._input = request
+        # Whatever the starter set is published already (baton.client.start_run
+        # sets the process and "running"), so the first state needs no upsert.
+        self._published = {
+            pair.key.name: pair.value for pair in workflow.info().typed_search_attributes
+        }
         self._config = request.config or await workflow.execute_local_activity(
             SNAPSHOT_CONFIG_ACTIVITY,
             result_type=RunConfig,
@@ -439,7 +444,14 @@ class GraphWorkflow:
         if node.local:
             options.pop("summary")
             options.pop("heartbeat_timeout", None)
-            result = await workflow.execute_local_activity(node.activity, arg, **options)
+            try:
+                result = await workflow.execute_local_activity(node.activity, arg, **options)
+            except ApplicationError as err:
+                # A local activity's error arrives as raised, not wrapped in an
+                # ActivityError as a remote one's: name the node the same way.
+                raise ApplicationError(
+                    f"node '{node.id}' failed: {err.message}", type="NodeFailed", non_retryable=True
+                ) from err
         else:
             result = await workflow.execute_activity(node.activity, arg, **options)
         return result.model_dump(mode="json")
