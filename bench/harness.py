@@ -212,6 +212,7 @@ async def measure(
                 "--rate",
                 "100",
                 "--nonblocking",
+                "--gil",
                 "-o",
                 str(profile / f"{variant}-{runs}.txt"),
             ],
