@@ -62,11 +62,11 @@ GRAPH = Graph(
             "load",
             activity=load_document,
             inputs={"path": "input.path"},
-            # Reading a document of at most 1 MiB takes milliseconds: run in
-            # the workflow task that starts the run, it costs no round trip
-            # of its own (bench/: one activity task and one workflow task
-            # fewer per run); a lost attempt is retried after 5 s.
-            local=True,
+            # Reading a document of at most 1 MiB takes milliseconds: a lost
+            # attempt is retried after 5 s rather than the default 30. It is
+            # not a local activity: run as one, right after the config
+            # snapshot in a run's first workflow task, it stalled the worker
+            # under load (see README, Benchmarks).
             timeout=timedelta(seconds=5),
         ),
         Ask(
@@ -102,7 +102,7 @@ GRAPH = Graph(
             activity=enter_document,
             inputs={"document": "extract", "review": "review"},
             # A write takes milliseconds, so it runs as a local activity in the
-            # workflow task after the review or the checks, like `load`. A
+            # workflow task after the review or the checks. A
             # crashed attempt is retried after 5 s, and the idempotency key
             # (run and node visit) makes the retry find the first write.
             local=True,
