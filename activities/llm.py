@@ -11,9 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
-from baton.llm.anthropic_messages import AnthropicMessages
 from baton.llm.offline import OfflineProvider
-from baton.llm.openai_chat import OpenAIChat
 from baton.routing import ProviderSpec
 from baton.runner import ASK_ACTIVITY
 from baton.telemetry import model_call_span, record_answer, record_error
@@ -26,13 +24,20 @@ def provider_for(name: str, spec: ProviderSpec) -> Provider:
     cache_key = f"{name}:{spec.model_dump_json()}"
     provider = _clients.get(cache_key)
     if provider is None:
+        # The SDKs are imported when a provider first needs them: together
+        # they took 3 of the 4 s a worker needed to start, which is time a
+        # restarted worker's runs wait (bench/resume.py).
         if spec.kind == "offline":
             provider = OfflineProvider()
         elif spec.kind == "anthropic":
+            from baton.llm.anthropic_messages import AnthropicMessages
+
             provider = AnthropicMessages.from_spec(
                 name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
             )
         else:
+            from baton.llm.openai_chat import OpenAIChat
+
             provider = OpenAIChat.from_spec(
                 name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
             )
