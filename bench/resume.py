@@ -2,8 +2,12 @@
 
 Starts N clean document-intake runs on the embedded server, SIGKILLs the
 worker in the middle of them, starts a new one, and reports the time from the
-restart until every run has finished, how many finished model calls and
-system writes ran again, and the ERP entries per run (must be 1). The worker
+restart until every run has finished, how many calls ran again, and the ERP
+entries per run (must be 1). A call runs again only when the kill came after
+its work but before its result was in history: for an activity, before its
+completion reached the server; for a local activity (load, validate, enter),
+before the workflow task holding it completed. A result in history is never
+run again, and the ERP write's idempotency key makes its re-run a no-op. The worker
 is the production worker plus the counting interceptor of
 tests/crashable_worker.py, which logs every activity start and completion.
 """
@@ -87,7 +91,9 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
             for line in calls.read_text().splitlines()
             if line.startswith("done")
         )
-        repeated = {kind: 0 for kind in ("ask", "enter_document", "load_document")}
+        repeated = {
+            kind: 0 for kind in ("ask", "load_document", "validate_document", "enter_document")
+        }
         for (_, kind), count in done.items():
             if kind in repeated and count > 1:
                 repeated[kind] += count - 1
@@ -101,7 +107,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
         "parameters": {"runs": runs, "killed_when_entered_share": kill_at},
         "runs_finished_before_kill": finished_before,
         "seconds_from_restart_to_all_finished": round(recovery, 2),
-        "finished_calls_run_again": repeated,
+        "calls_run_again_before_recorded": repeated,
         "erp_entries_per_run": sorted(set(entries.values())),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
