@@ -222,7 +222,7 @@ def load_run_config(path: Path | None = None) -> RunConfig:
 class _ReadConfig:
     config: RunConfig
     files: tuple[Path, ...]
-    stamps: tuple[tuple[int, int], ...]
+    stamps: tuple[tuple[int, int, int], ...]
     key_envs: tuple[str, ...]
 
     def still_current(self) -> bool:
@@ -231,15 +231,16 @@ class _ReadConfig:
         return self.stamps == _stamps(self.files) and all(os.environ.get(k) for k in self.key_envs)
 
 
-def _stamps(files: tuple[Path, ...]) -> tuple[tuple[int, int], ...]:
+def _stamps(files: tuple[Path, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Inode (an editor saving by rename), mtime and size of each file."""
     stamps = []
     for file in files:
         try:
             stat = file.stat()
         except FileNotFoundError:
-            stamps.append((-1, -1))
+            stamps.append((-1, -1, -1))
         else:
-            stamps.append((stat.st_mtime_ns, stat.st_size))
+            stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
     return tuple(stamps)
 
 

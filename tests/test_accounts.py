@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 
 from baton import cli
 from baton.accounts import Accounts, hash_password, set_password
-from baton.config import ConfigError, load_run_config
+from baton.config import ConfigError, RunConfigCache, load_run_config
 from baton.gates import User
 from tests.conftest import ROOT
 
@@ -187,3 +187,22 @@ def test_unknown_users_cost_a_hash_check_like_known_ones(
     for user in ("rita", "nobody"):
         assert accounts.verify(user, "guess-guess") is None
     assert len(checked) == 2 and all(h.startswith("$argon2id$") for h in checked)
+
+
+def test_a_workers_snapshots_follow_edits_of_the_directory_and_config(
+    config: Path, directory: Path
+) -> None:
+    """The worker reads its config files once and again only after an edit:
+    a role revoked in the directory applies to every run started after."""
+    files = RunConfigCache()
+    first = files.load()
+    assert files.load() is first, "unchanged files are not read again"
+    assert "reviewer" in first.directory.users["rita"].roles
+
+    text = directory.read_text()
+    directory.write_text(text.replace('roles = ["reviewer"]', 'roles = ["clerk"]', 1))
+    assert files.load().directory.users["rita"].roles == ["clerk"]
+
+    config.write_text(BATON_TOML + "\n[thresholds]\nreview_min_confidence = 0.95\n")
+    assert files.load().thresholds == {"review_min_confidence": 0.95}
+    assert files.load().digest != first.digest
