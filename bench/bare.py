@@ -80,9 +80,11 @@ class BareIntake:
         if not report.ok or answer.confidence < REVIEW_MIN_CONFIDENCE or large:
             self._needed = 2 if large else 1
             self._waiting = True
+            # Distinct approvers, as four-eyes means (and a signal the driver
+            # re-sent after a timeout counts once).
             await workflow.wait_condition(
                 lambda: (
-                    len(self._approvals) >= self._needed
+                    len({a.user for a in self._approvals}) >= self._needed
                     or any(not a.approve for a in self._approvals)
                 )
             )

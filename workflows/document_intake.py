@@ -63,10 +63,9 @@ GRAPH = Graph(
             activity=load_document,
             inputs={"path": "input.path"},
             # Reading a document of at most 1 MiB takes milliseconds: a lost
-            # attempt is retried after 5 s rather than the default 30. It is
-            # not a local activity: run as one, right after the config
-            # snapshot in a run's first workflow task, it stalled the worker
-            # under load (see README, Benchmarks).
+            # attempt is retried after 5 s rather than the default 30. Not a
+            # local activity: sync local activities stalled the worker under
+            # sustained load (README, Benchmarks).
             timeout=timedelta(seconds=5),
         ),
         Ask(
@@ -101,11 +100,8 @@ GRAPH = Graph(
             "enter",
             activity=enter_document,
             inputs={"document": "extract", "review": "review"},
-            # A write takes milliseconds, so it runs as a local activity in the
-            # workflow task after the review or the checks. A
-            # crashed attempt is retried after 5 s, and the idempotency key
-            # (run and node visit) makes the retry find the first write.
-            local=True,
+            # A write takes milliseconds; a short timeout lets a crashed attempt
+            # be retried soon, and the idempotency key makes the retry safe.
             timeout=timedelta(seconds=5),
             retry=Retry(max_attempts=10),
             compensate=void_document,
