@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -65,6 +66,11 @@ async def describe(request: Maybe) -> Joined:
     return Joined(text=request.word or "nothing")
 
 
+@activity.defn
+async def refuse(request: Word) -> Word:
+    raise ApplicationError(f"cannot take '{request.word}'", non_retryable=True)
+
+
 def never(run: RunView) -> bool:
     return False
 
@@ -115,6 +121,16 @@ ENDLESS = Graph(
 )
 
 
+REFUSED = {
+    local: Graph(
+        name=f"refused_{'local' if local else 'remote'}",
+        input=Start,
+        nodes=(Step("check", activity=refuse, inputs={"word": "input.word"}, local=local),),
+    )
+    for local in (True, False)
+}
+
+
 @workflow.defn(name="fan", sandboxed=False)
 class FanWorkflow(GraphWorkflow):
     graph = FAN
@@ -142,13 +158,31 @@ class EndlessWorkflow(GraphWorkflow):
         return await self.execute(request)
 
 
+@workflow.defn(name="refused_local", sandboxed=False)
+class RefusedLocally(GraphWorkflow):
+    graph = REFUSED[True]
+
+    @workflow.run
+    async def run(self, request: Start) -> RunResult:
+        return await self.execute(request)
+
+
+@workflow.defn(name="refused_remote", sandboxed=False)
+class RefusedRemotely(GraphWorkflow):
+    graph = REFUSED[False]
+
+    @workflow.run
+    async def run(self, request: Start) -> RunResult:
+        return await self.execute(request)
+
+
 async def run_toy(env: WorkflowEnvironment, wf: type[GraphWorkflow], word: str) -> RunResult:
     queue = f"toy-{uuid.uuid4().hex[:6]}"
     async with Worker(
         env.client,
         task_queue=queue,
-        workflows=[FanWorkflow, LoopWorkflow, EndlessWorkflow],
-        activities=[echo, branch, join, describe, snapshot_run_config],
+        workflows=[FanWorkflow, LoopWorkflow, EndlessWorkflow, RefusedLocally, RefusedRemotely],
+        activities=[echo, branch, join, describe, refuse, snapshot_run_config],
     ):
         return await env.client.execute_workflow(
             wf.graph.name,
@@ -182,3 +216,16 @@ async def test_loop_bound_fails_the_run_visibly(time_skipping_env: WorkflowEnvir
     with pytest.raises(WorkflowFailureError) as failure:
         await run_toy(time_skipping_env, EndlessWorkflow, "x")
     assert "loop back to 'draft' reached its bound of 2 visits" in str(failure.value.cause)
+
+
+@pytest.mark.parametrize("wf", [RefusedLocally, RefusedRemotely], ids=["local", "remote"])
+async def test_a_failing_step_fails_the_run_naming_its_node(
+    time_skipping_env: WorkflowEnvironment, wf: type[GraphWorkflow]
+) -> None:
+    """A local activity's error reaches the workflow unwrapped, a remote one's
+    inside an ActivityError: the run's failure reads the same either way."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_toy(time_skipping_env, wf, "x")
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.message) == ("NodeFailed", "node 'check' failed: cannot take 'x'")
