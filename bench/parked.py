@@ -45,8 +45,26 @@ async def count(client: Client, query: str) -> int:
     return (await client.count_workflows(query)).count
 
 
+class Stalled(RuntimeError):
+    """No run moved for STALL_SECONDS: the worker stopped taking tasks."""
+
+
+STALL_SECONDS = 120.0
+
+
 async def until_count(client: Client, query: str, expected: int, poll: float = 1.0) -> None:
-    while await count(client, query) < expected:
+    """Wait until ``expected`` runs match ``query``; a count that stops moving
+    ends the benchmark with what it reached, instead of waiting forever."""
+    seen, moved_at = -1, time.monotonic()
+    while (now := await count(client, query)) < expected:
+        if now != seen:
+            seen, moved_at = now, time.monotonic()
+        elif time.monotonic() - moved_at > STALL_SECONDS:
+            raise Stalled(
+                f"{now} of {expected} runs match {query!r} and none moved for "
+                f"{STALL_SECONDS:.0f} s: check the worker's task queue pollers "
+                "(temporal task-queue describe)"
+            )
         await asyncio.sleep(poll)
 
 
@@ -96,7 +114,10 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                     ),
                 )
                 started = time.monotonic() - began
-                await until_count(client, "BatonStatus = 'waiting'", runs)
+                try:
+                    await until_count(client, "BatonStatus = 'waiting'", runs)
+                except Stalled as stall:
+                    raise Stalled(f"{stall}; worker RSS {rss_mib(worker.pid):.0f} MiB") from None
                 parked = time.monotonic() - began
                 rss_parked = rss_mib(worker.pid)
                 cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
