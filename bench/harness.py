@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
@@ -178,6 +179,35 @@ async def approve_when_waiting(
     return time.monotonic()
 
 
+def start_worker(kind: str, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """`python -m bench.worker KIND`, started as a user would; returns once it
+    polls. What it prints after that is copied to ``log`` as it comes: the
+    SDK's core logs to stdout, and a pipe nobody reads fills up, blocks the
+    core's threads on the write and stops the worker polling for good (which
+    stalled whole benchmarks until this drained it)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.worker", kind],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    first = worker.stdout.readline().strip()
+    if first != "ready":
+        worker.kill()
+        raise RuntimeError(f"the {kind} worker did not start (it printed {first!r})")
+
+    def drain(out: IO[str] = worker.stdout) -> None:
+        with log.open("a") as sink:
+            for line in out:
+                sink.write(line)
+                sink.flush()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return worker
+
+
 async def measure(
     variant: str, runs: int, server: EmbeddedServer, data_dir: Path, profile: Path | None = None
 ) -> Result:
@@ -194,13 +224,7 @@ async def measure(
         }
     )
     env.pop("BATON_ERP_DB", None)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bench.worker", worker_kind],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(worker_kind, env, data_dir / f"{variant}-worker.log")
     profiler = None
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
@@ -223,7 +247,6 @@ async def measure(
             stderr=subprocess.DEVNULL,
         )
     try:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
         client = await connect(Settings(address=server.address, task_queue=queue))
         paths = [SAMPLES[i % len(SAMPLES)] for i in range(runs)]
         server_pid = server.pid

@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +26,16 @@ from temporalio.client import Client
 from baton.client import build_input, connect, decide, start_run
 from baton.config import Settings
 from baton.server import EmbeddedServer, free_port
-from bench.harness import APPROVALS, IN_FLIGHT, ROOT, SAMPLES, cpu_seconds, machine, patiently
+from bench.harness import (
+    APPROVALS,
+    IN_FLIGHT,
+    ROOT,
+    SAMPLES,
+    cpu_seconds,
+    machine,
+    patiently,
+    start_worker,
+)
 from workflows.document_intake import DocumentIntake
 
 DOCUMENT = next(p for p in SAMPLES if p.name == "invoice-missing-total.txt")
@@ -92,15 +99,8 @@ async def main(runs: int, out: Path) -> dict[str, object]:
         server = EmbeddedServer(db_file=data / "temporal.db", port=free_port(), ui_port=None)
         async with server:
             env["TEMPORAL_ADDRESS"] = server.address
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", "baton"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            worker = start_worker("baton", env, data / "worker.log")
             try:
-                assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
                 client = await connect(Settings(address=server.address, task_queue=queue))
                 rss_idle = rss_mib(worker.pid)
                 request = build_input(DocumentIntake, [str(DOCUMENT)], requested_by="bench")
