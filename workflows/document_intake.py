@@ -64,8 +64,8 @@ GRAPH = Graph(
             inputs={"path": "input.path"},
             # Reading a document of at most 1 MiB takes milliseconds: a lost
             # attempt is retried after 5 s rather than the default 30. Not a
-            # local activity: as one, it made the worker stall soon under
-            # sustained load (README, Notes and decisions).
+            # local activity: as one, a run's first workflow task outlived its
+            # timeout under load (README, Notes and decisions).
             timeout=timedelta(seconds=5),
         ),
         Ask(
