@@ -36,6 +36,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -101,6 +102,10 @@ class Result:
     server_cpu_ms_per_run: float
     cpu_ms_per_run: float
     history_events_per_run: float
+    # Each workflow task timeout costs two events and a replay of the run.
+    sticky_timeouts_per_run: float
+    task_timeouts_per_run: float
+    activity_retries_per_run: float
 
 
 async def one_run(
@@ -257,7 +262,7 @@ async def measure(
         elapsed = time.monotonic() - began
         worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
         server_cpu = cpu_seconds(server_pid) - cpu_before[1]
-        events = await history_events(client, queue, variant)
+        events, sticky_timeouts, task_timeouts, retries = await history_events(client, queue)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
@@ -280,17 +285,42 @@ async def measure(
         server_cpu_ms_per_run=round(server_cpu * 1000 / runs, 1),
         cpu_ms_per_run=round((worker_cpu + server_cpu) * 1000 / runs, 1),
         history_events_per_run=events,
+        sticky_timeouts_per_run=sticky_timeouts,
+        task_timeouts_per_run=task_timeouts,
+        activity_retries_per_run=retries,
     )
 
 
-async def history_events(client: Client, queue: str, variant: str) -> float:
-    """Mean history length over a sample of the variant's runs, clean and reviewed."""
+async def history_events(client: Client, queue: str) -> tuple[float, float, float, float]:
+    """Over a sample of the variant's runs, clean and reviewed: mean history
+    length, and per run the workflow tasks that waited too long on the sticky
+    queue, those that took too long once started, and activity attempts beyond
+    the first (a timeout too tight for the load shows up in the last three)."""
     counts = []
+    sticky_timeouts = task_timeouts = retries = 0
     query = f"TaskQueue = '{queue}'"
-    async for execution in client.list_workflows(query, limit=20):
+    async for execution in client.list_workflows(query, limit=100):
         handle = client.get_workflow_handle(execution.id)
-        counts.append(sum([1 async for _ in handle.fetch_history_events()]))
-    return round(statistics.mean(counts), 1) if counts else 0.0
+        events = [event async for event in handle.fetch_history_events()]
+        counts.append(len(events))
+        for event in events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+                kind = event.workflow_task_timed_out_event_attributes.timeout_type
+                if kind == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START:
+                    sticky_timeouts += 1
+                else:
+                    task_timeouts += 1
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                retries += event.activity_task_started_event_attributes.attempt - 1
+    if not counts:
+        return 0.0, 0.0, 0.0, 0.0
+    runs = len(counts)
+    return (
+        round(statistics.mean(counts), 1),
+        round(sticky_timeouts / runs, 2),
+        round(task_timeouts / runs, 2),
+        round(retries / runs, 2),
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -370,7 +400,8 @@ def ratios(results: list[Result]) -> dict[str, float]:
 
 HEADER = (
     f"{'variant':<15}{'runs':>6}{'runs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-    f"{'appr->entry p50':>17}{'cpu ms/run':>12}{'(worker':>9}{'server)':>9}{'events':>8}"
+    f"{'appr->entry p50':>17}{'cpu ms/run':>12}{'(worker':>9}{'server)':>9}"
+    f"{'events':>8}{'sticky':>8}{'wft t/o':>9}{'retries':>9}"
 )
 
 
@@ -379,7 +410,8 @@ def table_row(r: Result) -> str:
         f"{r.variant:<15}{r.runs:>6}{r.runs_per_second:>8}{r.latency_p50_ms:>9}"
         f"{r.latency_p95_ms:>9}{r.latency_p99_ms:>9}{r.approval_to_entry_p50_ms:>17}"
         f"{r.cpu_ms_per_run:>12}{r.worker_cpu_ms_per_run:>9}{r.server_cpu_ms_per_run:>9}"
-        f"{r.history_events_per_run:>8}"
+        f"{r.history_events_per_run:>8}{r.sticky_timeouts_per_run:>8}"
+        f"{r.task_timeouts_per_run:>9}{r.activity_retries_per_run:>9}"
     )
 
 
