@@ -197,7 +197,7 @@ class Ask(Node):
     timeout: timedelta = timedelta(seconds=120)
     # Model calls are slow and the `ask` activity heartbeats while it waits,
     # so a crashed worker's attempt is retried in seconds, a slow model is not.
-    heartbeat: timedelta | None = timedelta(seconds=5)
+    heartbeat: timedelta | None = timedelta(seconds=2)
     retry: Retry = Retry(max_attempts=4)
 
     kind: typing.ClassVar[str] = "ask"
