@@ -76,14 +76,18 @@ async def until_count(client: Client, query: str, expected: int, poll: float = 1
 
 
 async def for_each(ids: list[str], action: Callable[[str], Awaitable[object]]) -> None:
-    """``action`` for every id, at most IN_FLIGHT at a time."""
+    """``action`` for every id, at most IN_FLIGHT at a time. The first failure
+    cancels the rest and ends the benchmark with its error; with gather, the
+    other calls went on retrying against a stopped server and hid it."""
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(workflow_id: str) -> None:
         async with gate:
             await action(workflow_id)
 
-    await asyncio.gather(*(one(i) for i in ids))
+    async with asyncio.TaskGroup() as group:
+        for workflow_id in ids:
+            group.create_task(one(workflow_id))
 
 
 async def main(runs: int, out: Path) -> dict[str, object]:
