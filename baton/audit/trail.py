@@ -85,12 +85,18 @@ class Trail:
             )
             if not self._pending:
                 return
-            batch, self._pending = self._pending, []
             self._ship_now = False
-            await workflow.execute_local_activity(
-                FLUSH_ACTIVITY,
-                AuditBatch(events=batch),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-                summary=f"audit: {len(batch)} events",
-            )
+            await self._ship_pending()
+
+    async def _ship_pending(self) -> None:
+        # The batch lives in this frame only. Held by the loop above, the last
+        # batch stayed in memory for as long as the run waited at a gate: tens
+        # of KiB for each run in a worker's cache.
+        batch, self._pending = self._pending, []
+        await workflow.execute_local_activity(
+            FLUSH_ACTIVITY,
+            AuditBatch(events=batch),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            summary=f"audit: {len(batch)} events",
+        )
