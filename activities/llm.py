@@ -45,7 +45,7 @@ def provider_for(name: str, spec: ProviderSpec) -> Provider:
     return provider
 
 
-HEARTBEAT_EVERY = 0.5
+HEARTBEAT_EVERY = 1.0
 
 
 async def _heartbeat() -> None:

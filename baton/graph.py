@@ -197,7 +197,9 @@ class Ask(Node):
     timeout: timedelta = timedelta(seconds=120)
     # Model calls are slow and the `ask` activity heartbeats while it waits,
     # so a crashed worker's attempt is retried in seconds, a slow model is not.
-    heartbeat: timedelta | None = timedelta(seconds=2)
+    # Not shorter: with 2 s, an overloaded worker (10,000 runs starting) missed
+    # four heartbeats in a row for 3 runs, which failed.
+    heartbeat: timedelta | None = timedelta(seconds=5)
     retry: Retry = Retry(max_attempts=4)
 
     kind: typing.ClassVar[str] = "ask"
