@@ -59,11 +59,29 @@ class Stalled(RuntimeError):
 STALL_SECONDS = 120.0
 
 
+class RunsFailed(RuntimeError):
+    """A run failed: what the benchmark measures no longer holds."""
+
+
+async def no_failed_runs(client: Client) -> None:
+    failed = [execution async for execution in client.list_workflows("ExecutionStatus = 'Failed'")]
+    if failed:
+        handle = client.get_workflow_handle(failed[0].id)
+        last = [event async for event in handle.fetch_history_events()][-1]
+        reason = last.workflow_execution_failed_event_attributes.failure.message
+        raise RunsFailed(
+            f"{len(failed)} run(s) failed, e.g. {failed[0].id}: {reason} "
+            f"(`temporal workflow show -w {failed[0].id}` shows its history)"
+        )
+
+
 async def until_count(client: Client, query: str, expected: int, poll: float = 1.0) -> None:
-    """Wait until ``expected`` runs match ``query``; a count that stops moving
-    ends the benchmark with what it reached, instead of waiting forever."""
+    """Wait until ``expected`` runs match ``query``. A failed run ends the
+    benchmark with its reason; a count that stops moving ends it with what it
+    reached, instead of waiting forever."""
     seen, moved_at = -1, time.monotonic()
     while (now := await count(client, query)) < expected:
+        await no_failed_runs(client)
         if now != seen:
             seen, moved_at = now, time.monotonic()
         elif time.monotonic() - moved_at > STALL_SECONDS:
