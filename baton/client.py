@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -38,6 +45,12 @@ class DecisionRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RunNotReady(DecisionRefused):
+    """The run is alive but Temporal would not hand it the decision now: its
+    workflow task is being retried (a worker overloaded or failing). Nothing
+    was delivered; the same call may be made again."""
 
 
 class StartError(ValueError):
@@ -208,11 +221,40 @@ async def _update(
         raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
     except RPCError as err:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise DecisionRefused(
-                f"the run has already finished or does not exist ({err.message}); "
-                f"see `baton status {workflow_id}`"
-            ) from None
+            raise await _refusal(client, workflow_id, err) from None
         raise
+
+
+async def _refusal(client: Client, workflow_id: str, err: RPCError) -> DecisionRefused:
+    """Temporal refuses an update with the same codes whether the run is gone
+    or alive but unable to take it (its workflow task failing): say which."""
+    try:
+        # The raw call: WorkflowHandle.describe also decodes search attributes,
+        # which fails on the time-skipping test server.
+        description = await client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=workflow_id),
+            )
+        )
+    except RPCError as describe_err:
+        if describe_err.status == RPCStatusCode.NOT_FOUND:
+            return DecisionRefused(
+                f"there is no run '{workflow_id}': check the id (`baton inbox` lists the runs "
+                "waiting for a decision)"
+            )
+        raise
+    status = WorkflowExecutionStatus(description.workflow_execution_info.status)
+    if status == WorkflowExecutionStatus.RUNNING:
+        return RunNotReady(
+            f"run '{workflow_id}' is running but cannot take the decision now ({err.message}); "
+            "nothing was delivered: try again once `baton status` shows it waiting, and if its "
+            "workflow task keeps failing, the worker's log says why"
+        )
+    return DecisionRefused(
+        f"run '{workflow_id}' has already ended ({status.name.lower()}); "
+        f"see `baton status {workflow_id}`"
+    )
 
 
 class InboxItem(BaseModel):

@@ -143,9 +143,11 @@ async def test_a_finished_run_refuses_further_decisions(
     await decide(client, handle.id, approve())
     result = await handle.result()
 
-    with pytest.raises(DecisionRefused, match="the run has already finished"):
+    with pytest.raises(DecisionRefused, match=r"has already ended \(completed\)"):
         await decide(client, handle.id, approve(user="sam"))
     assert result.outputs["review"]["user"] == "rita"
+    with pytest.raises(DecisionRefused, match="there is no run 'no-such-run': check the id"):
+        await decide(client, "no-such-run", approve(user="sam"))
 
 
 async def test_refused_signal_is_recorded_and_a_valid_signal_decides(

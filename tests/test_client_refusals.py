@@ -1,0 +1,46 @@
+"""What a person is told when Temporal, not the run, refuses a decision."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from baton.client import DecisionRefused, RunNotReady, decide
+from baton.gates import Decision, GateDecision
+
+
+@workflow.defn(name="broken_before_its_gate", sandboxed=False)
+class BrokenBeforeItsGate:
+    """A run whose workflow task fails every time: Temporal retries it and
+    refuses updates meanwhile."""
+
+    @workflow.run
+    async def run(self) -> None:
+        raise RuntimeError("a bug in workflow code fails the task, not the run")
+
+    @workflow.update
+    async def decide(self, decision: Decision) -> GateDecision:
+        raise AssertionError("never reached")
+
+
+async def test_a_run_whose_task_keeps_failing_is_not_ready_and_says_so(
+    dev_client: Client, task_queue: str
+) -> None:
+    async with Worker(dev_client, task_queue=task_queue, workflows=[BrokenBeforeItsGate]):
+        handle = await dev_client.start_workflow(
+            BrokenBeforeItsGate.run, id=f"broken-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+        )
+        decision = Decision(gate="review", user="rita", outcome="approve")
+        with pytest.raises(RunNotReady, match="is running but cannot take the decision now"):
+            await decide(dev_client, handle.id, decision)
+        await handle.terminate("test over")
+
+
+async def test_a_decision_for_an_unknown_run_names_the_id(dev_client: Client) -> None:
+    decision = Decision(gate="review", user="rita", outcome="approve")
+    with pytest.raises(DecisionRefused, match="there is no run 'nobody-started-this'"):
+        await decide(dev_client, "nobody-started-this", decision)
