@@ -40,7 +40,7 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from baton.client import build_input, connect, decide_in_turn, start_run
+from baton.client import RunNotReady, build_input, connect, decide_in_turn, start_run
 from baton.config import Settings
 from baton.gates import Decision
 from baton.server import EmbeddedServer, free_port, temporal_binary
@@ -138,7 +138,8 @@ _in_flight: asyncio.Semaphore | None = None
 
 async def patiently(call: Callable[[], Awaitable[T]]) -> T:
     """``call()``, at most IN_FLIGHT at a time, again while the server is too
-    busy to answer in time or drops the stream. Each call is safe to repeat:
+    busy to answer in time or drops the stream, or the run cannot take an
+    update yet. Each call is safe to repeat:
     an update keeps its id (see baton.client.decide), so it applies once, and
     the bare workflow counts a re-sent approval signal once."""
     global _in_flight
@@ -147,7 +148,10 @@ async def patiently(call: Callable[[], Awaitable[T]]) -> T:
         try:
             async with _in_flight:
                 return await call()
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
+        except (WorkflowUpdateRPCTimeoutOrCancelledError, RunNotReady):
+            # RunNotReady: under the parked benchmark's approval burst, replays
+            # of uncached runs outlived their workflow task timeout, and
+            # Temporal refuses updates until the retried task succeeds.
             pass
         except RPCError as err:
             busy = err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE)
