@@ -65,7 +65,7 @@ GRAPH = Graph(
             # Reading a document of at most 1 MiB takes milliseconds: an attempt
             # lost with its worker is retried 2.5 s later, not after the default
             # 30 s and a 1 s backoff (bench.harness counts retries under load:
-            # none at N=1,000). Not a local activity: as one, a run's first
+            # 0.01 per run at N=1,000). Not a local activity: as one, a run's first
             # workflow task outlived its timeout under load (README, Notes).
             timeout=timedelta(seconds=2),
             retry=Retry(initial_interval=timedelta(milliseconds=500)),
