@@ -44,6 +44,11 @@ def temporal_binary() -> str:
     return found
 
 
+# How often start() launches the server when a port the server picked itself
+# turned out to be taken (see EmbeddedServer._lost_a_port_it_picked).
+LAUNCHES = 3
+
+
 def port_is_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -138,21 +143,39 @@ class EmbeddedServer:
                 "(use it: set TEMPORAL_ADDRESS) or pick another port with --port"
             )
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("ab")
-        self._process = subprocess.Popen(
-            self.command(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        try:
-            await asyncio.wait_for(self._wait_ready(), timeout)
-        except TimeoutError:
-            self.stop()
-            raise ServerError(
-                f"the Temporal server did not become ready in {timeout:.0f}s; see {self.log_file}"
-            ) from None
+        for launch in range(1, LAUNCHES + 1):
+            log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+            self._log = self.log_file.open("ab")
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            try:
+                await asyncio.wait_for(self._wait_ready(), timeout)
+                return
+            except TimeoutError:
+                self.stop()
+                raise ServerError(
+                    f"the Temporal server did not become ready in {timeout:.0f}s; "
+                    f"see {self.log_file}"
+                ) from None
+            except ServerError:
+                self.stop()
+                if launch == LAUNCHES or not self._lost_a_port_it_picked(log_start):
+                    raise
+
+    def _lost_a_port_it_picked(self, log_start: int) -> bool:
+        """The dev server picks its HTTP API and metrics ports itself, and now
+        and then one is taken by the time it binds it (seen when a test
+        restarts a server). Such a launch is worth repeating; a taken gRPC
+        port is not."""
+        with self.log_file.open("rb") as log:
+            log.seek(log_start)
+            text = log.read().decode(errors="replace")
+        return "address already in use" in text and f":{self.port}: bind" not in text
 
     async def _wait_ready(self) -> None:
         assert self._process is not None
