@@ -110,6 +110,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
             e["idempotency_key"].split("/")[0]
             for e in DocumentRegister(data / "erp.sqlite").entries()
         )
+    percentiles = statistics.quantiles(finished, n=100)
     report: dict[str, object] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -119,8 +120,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
         # The spread between runs the kill did not touch and those whose lost
         # task had to time out first.
         "seconds_from_restart_to_finished_quantiles": {
-            f"p{q}": round(statistics.quantiles(finished, n=100)[q - 1] - restarted, 2)
-            for q in (25, 50, 75, 90)
+            f"p{q}": round(percentiles[q - 1] - restarted, 2) for q in (25, 50, 75, 90)
         },
         "calls_run_again_before_recorded": repeated,
         "erp_entries_per_run": sorted(set(entries.values())),
