@@ -1,6 +1,13 @@
 """Document intake written the plain Temporal way, for comparison: one
 activity per step and a signal for the approval. No Baton runner, routing,
-audit interceptors or search attributes; the same activities do the work."""
+audit interceptors or search attributes; the same activities do the work.
+
+Written as a careful Temporal engineer would, so that the comparison is with
+a good plain workflow, not a slow one: its worker passes this module through
+the sandbox (as Baton's worker does its process modules; bench/worker.py),
+and the extraction schema is built once per worker, not in every run. Before
+both, a quarter of the bare worker's time went to re-importing this module
+and rebuilding the schema for each run."""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ STEP = timedelta(seconds=30)
 # The same review rules as document intake's baton.toml, written in place.
 REVIEW_MIN_CONFIDENCE = 0.8
 FOUR_EYES_MIN_TOTAL = 10_000
+EXTRACTION_SCHEMA = ExtractedDocument.model_json_schema()
 
 
 class BareRequest(BaseModel):
@@ -61,7 +69,7 @@ class BareIntake:
             AskRequest(
                 task="extract_fields",
                 inputs={"text": loaded.text},
-                output_schema=ExtractedDocument.model_json_schema(),
+                output_schema=EXTRACTION_SCHEMA,
             ),
             result_type=AskAnswer,
             start_to_close_timeout=STEP,

@@ -7,11 +7,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from baton.client import connect
 from baton.config import Settings
 from bench.bare import BareIntake
 from worker import ACTIVITIES, SANDBOX, build_worker
+
+# Baton's sandbox settings plus the bare workflow's own module, so neither
+# side re-imports its workflow code for every run.
+BARE_SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SANDBOX.restrictions.with_passthrough_modules("bench.bare")
+)
 
 
 async def main(variant: str) -> None:
@@ -24,7 +31,7 @@ async def main(variant: str) -> None:
             workflows=[BareIntake],
             activities=ACTIVITIES,
             activity_executor=ThreadPoolExecutor(max_workers=16),
-            workflow_runner=SANDBOX,
+            workflow_runner=BARE_SANDBOX,
         )
     else:
         worker = build_worker(
