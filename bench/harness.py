@@ -75,6 +75,7 @@ VARIANTS = {
 T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
 POLL = 0.25
+PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -235,27 +236,27 @@ async def measure(
     env.pop("BATON_ERP_DB", None)
     worker = start_worker(worker_kind, env, data_dir / f"{variant}-worker.log")
     profiler = None
-    if profile is not None:
-        profile.mkdir(parents=True, exist_ok=True)
-        profiler = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "py-spy"),
-                "record",
-                "--pid",
-                str(worker.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "100",
-                "--nonblocking",
-                "--gil",
-                "-o",
-                str(profile / f"{variant}-{runs}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
     try:
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            profiler = subprocess.Popen(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "--pid",
+                    str(worker.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--gil",
+                    "-o",
+                    str(profile / f"{variant}-{runs}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         client = await connect(Settings(address=server.address, task_queue=queue))
         paths = [SAMPLES[i % len(SAMPLES)] for i in range(runs)]
         server_pid = server.pid
@@ -432,5 +433,7 @@ if __name__ == "__main__":
         "--profile", type=Path, help="record each worker with py-spy into this folder"
     )
     args = parser.parse_args()
+    if args.profile and not PY_SPY.exists():
+        parser.error("--profile records with py-spy, which is not installed: pip install py-spy")
     print(HEADER)
     asyncio.run(main(args.runs, args.variants, args.rounds, args.out, args.profile))
