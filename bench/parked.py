@@ -32,6 +32,7 @@ from bench.harness import (
     ROOT,
     SAMPLES,
     cpu_seconds,
+    history_events,
     machine,
     patiently,
     start_worker,
@@ -152,6 +153,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
                 server_cpu = cpu_seconds(server.pid) - cpu_before[1]
                 rss_after = rss_mib(worker.pid)
+                _, sticky_timeouts, task_timeouts, retries = await history_events(client, queue)
             finally:
                 worker.terminate()
                 worker.wait()
@@ -170,6 +172,14 @@ async def main(runs: int, out: Path) -> dict[str, object]:
         "cpu_ms_per_approval": {
             "worker": round(worker_cpu * 1000 / runs, 1),
             "server": round(server_cpu * 1000 / runs, 1),
+        },
+        # Over 100 runs' histories: whether the timeouts hold under the
+        # start-up and approval bursts (a task or heartbeat timeout too tight
+        # for the load shows up here before it fails a run).
+        "per_run_in_100_histories": {
+            "sticky_queue_timeouts": sticky_timeouts,
+            "workflow_task_timeouts_once_started": task_timeouts,
+            "activity_retries": retries,
         },
     }
     out.parent.mkdir(parents=True, exist_ok=True)
