@@ -51,6 +51,9 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
+
 def build_worker(
     client: Client,
     *,
@@ -85,6 +88,12 @@ def build_worker(
         # but bench.harness measured no loss of throughput at N=1,000 and a
         # shorter wait from approval to entry.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+        # The SDK's core sends an activity's heartbeats at most every 0.8x its
+        # heartbeat timeout, which leaves only a fifth of the timeout for a
+        # late heartbeat to arrive. Sending at least every second keeps the
+        # server's view of a live `ask` fresh and lets its heartbeat timeout
+        # be short (a lost worker noticed in seconds) with most of it slack.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         max_cached_workflows=max_cached_workflows,
     )
 

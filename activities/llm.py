@@ -45,7 +45,9 @@ def provider_for(name: str, spec: ProviderSpec) -> Provider:
     return provider
 
 
-HEARTBEAT_EVERY = 1.0
+# Twice per send of the worker's heartbeat throttle (worker.HEARTBEAT_THROTTLE):
+# a beat recorded late still finds the next send.
+HEARTBEAT_EVERY = 0.5
 
 
 async def _heartbeat() -> None:

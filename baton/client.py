@@ -36,7 +36,7 @@ from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
 
 QUERY_TIMEOUT = timedelta(seconds=10)
-WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3.5)
 
 
 class DecisionRefused(Exception):

@@ -197,9 +197,11 @@ class Ask(Node):
     timeout: timedelta = timedelta(seconds=120)
     # Model calls are slow and the `ask` activity heartbeats while it waits,
     # so a crashed worker's attempt is retried in seconds, a slow model is not.
-    # Not shorter: with 2 s, an overloaded worker (10,000 runs starting) missed
-    # four heartbeats in a row for 3 runs, which failed.
-    heartbeat: timedelta | None = timedelta(seconds=5)
+    # The worker sends heartbeats every second (worker.HEARTBEAT_THROTTLE), so
+    # 2 of these 3 s are slack for a busy worker. Not shorter: with 2 s and
+    # the SDK's default throttle (1.6 s, 0.4 s slack), an overloaded worker
+    # (10,000 runs starting) missed four heartbeats in a row for 3 runs.
+    heartbeat: timedelta | None = timedelta(seconds=3)
     retry: Retry = Retry(max_attempts=4)
 
     kind: typing.ClassVar[str] = "ask"

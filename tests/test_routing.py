@@ -11,6 +11,7 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -19,6 +20,7 @@ from baton import search
 from baton.client import decide, run_status
 from baton.config import ConfigError, RunConfig, load_routing
 from baton.gates import Decision
+from baton.graph import Ask
 from baton.llm.faults import as_application_error
 from baton.routing import plan_route, routing_table
 from baton.runner import RunResult
@@ -35,6 +37,7 @@ from tests.routing_config import (
     answer,
     config,
 )
+from workflows.document_intake import GRAPH
 
 
 @pytest.fixture
@@ -252,6 +255,29 @@ async def test_provider_faults_are_retried_by_temporal_and_then_succeed(
     attempts = await attempts_of(time_skipping_env.client, handle.id)
     assert [a["outcome"] for a in attempts] == ["accepted"], "retries are not new attempts"
     assert llm.count("claude-strong") == 0
+
+
+async def test_a_model_slower_than_the_heartbeat_timeout_is_not_retried_while_its_worker_lives(
+    dev_client: Client, dev_worker: Worker, task_queue: str, llm: ScriptedLLMServer
+) -> None:
+    # Real time (the dev server): the heartbeats must reach the server while
+    # the model takes longer than the whole heartbeat timeout.
+    heartbeat = next(n for n in GRAPH.nodes if isinstance(n, Ask)).heartbeat
+    assert heartbeat is not None
+    slower = heartbeat.total_seconds() + 2
+    llm.script("gpt-cheap", Delay(slower, Reply(answer(VALID), logprobs=SURE)))
+    handle = await start(dev_client, task_queue, config(llm, cascade=["cheap", "strong"]))
+    result = await handle.result()
+
+    assert result.outputs["extract"]["number"] == "INV-1"
+    assert llm.count("gpt-cheap") == 1, "the slow call was not timed out and sent again"
+    later_attempts = [
+        event.activity_task_started_event_attributes.attempt
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and event.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert later_attempts == [], "no activity needed a second attempt"
 
 
 async def test_a_refused_key_fails_at_once_with_what_to_fix(
