@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,7 @@ class Result:
     sticky_timeouts_per_run: float
     task_timeouts_per_run: float
     activity_retries_per_run: float
+    activity_retries_per_run_by_type: dict[str, float]
 
 
 async def one_run(
@@ -267,7 +269,7 @@ async def measure(
         elapsed = time.monotonic() - began
         worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
         server_cpu = cpu_seconds(server_pid) - cpu_before[1]
-        events, sticky_timeouts, task_timeouts, retries = await history_events(client, queue)
+        sample = await history_events(client, queue)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
@@ -289,25 +291,43 @@ async def measure(
         worker_cpu_ms_per_run=round(worker_cpu * 1000 / runs, 1),
         server_cpu_ms_per_run=round(server_cpu * 1000 / runs, 1),
         cpu_ms_per_run=round((worker_cpu + server_cpu) * 1000 / runs, 1),
-        history_events_per_run=events,
-        sticky_timeouts_per_run=sticky_timeouts,
-        task_timeouts_per_run=task_timeouts,
-        activity_retries_per_run=retries,
+        history_events_per_run=sample.events,
+        sticky_timeouts_per_run=sample.sticky_timeouts,
+        task_timeouts_per_run=sample.task_timeouts,
+        activity_retries_per_run=sample.retries,
+        activity_retries_per_run_by_type=sample.retries_by_activity,
     )
 
 
-async def history_events(client: Client, queue: str) -> tuple[float, float, float, float]:
-    """Over a sample of the variant's runs, clean and reviewed: mean history
-    length, and per run the workflow tasks that waited too long on the sticky
-    queue, those that took too long once started, and activity attempts beyond
-    the first (a timeout too tight for the load shows up in the last three)."""
+@dataclass
+class HistorySample:
+    """Over a sample of a queue's runs, per run: history length, then what
+    timeouts too tight for the load cost (the other four)."""
+
+    events: float
+    sticky_timeouts: float
+    task_timeouts: float
+    retries: float
+    # Which activities needed another attempt: a model call retried after a
+    # missed heartbeat is a different problem from a write that outlived its
+    # timeout in a busy worker.
+    retries_by_activity: dict[str, float]
+
+
+async def history_events(client: Client, queue: str) -> HistorySample:
+    """Over 100 of the queue's runs, clean and reviewed: mean history length,
+    and per run the workflow tasks that waited too long on the sticky queue,
+    those that took too long once started, and activity attempts beyond the
+    first."""
     counts = []
-    sticky_timeouts = task_timeouts = retries = 0
+    sticky_timeouts = task_timeouts = 0
+    retries: Counter[str] = Counter()
     query = f"TaskQueue = '{queue}'"
     async for execution in client.list_workflows(query, limit=100):
         handle = client.get_workflow_handle(execution.id)
         events = [event async for event in handle.fetch_history_events()]
         counts.append(len(events))
+        activity_types: dict[int, str] = {}
         for event in events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
                 kind = event.workflow_task_timed_out_event_attributes.timeout_type
@@ -315,16 +335,22 @@ async def history_events(client: Client, queue: str) -> tuple[float, float, floa
                     sticky_timeouts += 1
                 else:
                     task_timeouts += 1
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled = event.activity_task_scheduled_event_attributes
+                activity_types[event.event_id] = scheduled.activity_type.name
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                retries += event.activity_task_started_event_attributes.attempt - 1
-    if not counts:
-        return 0.0, 0.0, 0.0, 0.0
+                started = event.activity_task_started_event_attributes
+                if started.attempt > 1:
+                    retries[activity_types[started.scheduled_event_id]] += started.attempt - 1
     runs = len(counts)
-    return (
-        round(statistics.mean(counts), 1),
-        round(sticky_timeouts / runs, 2),
-        round(task_timeouts / runs, 2),
-        round(retries / runs, 2),
+    if not runs:
+        return HistorySample(0.0, 0.0, 0.0, 0.0, {})
+    return HistorySample(
+        events=round(statistics.mean(counts), 1),
+        sticky_timeouts=round(sticky_timeouts / runs, 2),
+        task_timeouts=round(task_timeouts / runs, 2),
+        retries=round(sum(retries.values()) / runs, 2),
+        retries_by_activity={name: round(n / runs, 2) for name, n in sorted(retries.items())},
     )
 
 

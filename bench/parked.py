@@ -153,7 +153,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
                 server_cpu = cpu_seconds(server.pid) - cpu_before[1]
                 rss_after = rss_mib(worker.pid)
-                _, sticky_timeouts, task_timeouts, retries = await history_events(client, queue)
+                sample = await history_events(client, queue)
             finally:
                 worker.terminate()
                 worker.wait()
@@ -177,9 +177,10 @@ async def main(runs: int, out: Path) -> dict[str, object]:
         # start-up and approval bursts (a task or heartbeat timeout too tight
         # for the load shows up here before it fails a run).
         "per_run_in_100_histories": {
-            "sticky_queue_timeouts": sticky_timeouts,
-            "workflow_task_timeouts_once_started": task_timeouts,
-            "activity_retries": retries,
+            "sticky_queue_timeouts": sample.sticky_timeouts,
+            "workflow_task_timeouts_once_started": sample.task_timeouts,
+            "activity_retries": sample.retries,
+            "activity_retries_by_type": sample.retries_by_activity,
         },
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,22 @@ its report. (Figures live in bench/results/, never in tests.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.common import RetryPolicy
+from temporalio.worker import Worker
+
+from bench.harness import history_events
 from tests.conftest import ROOT
 
 
@@ -48,3 +57,43 @@ def test_parked_runs_benchmark_parks_approves_and_reports(tmp_path: Path) -> Non
     assert report["worker_rss_mib_parked"] > 0
     assert report["completions_per_second"] > 0
     assert report["seconds_until_all_completed"] >= report["seconds_to_send_approvals"]
+
+
+@activity.defn(name="flaky_step")
+async def flaky_step() -> str:
+    if activity.info().attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return "done"
+
+
+@workflow.defn(name="one_flaky_step", sandboxed=False)
+class OneFlakyStep:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            flaky_step,
+            start_to_close_timeout=timedelta(seconds=5),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
+        )
+
+
+async def test_history_sample_counts_retries_by_activity(
+    dev_client: Client, task_queue: str
+) -> None:
+    async with Worker(
+        dev_client, task_queue=task_queue, workflows=[OneFlakyStep], activities=[flaky_step]
+    ):
+        for _ in range(2):
+            await dev_client.execute_workflow(
+                OneFlakyStep.run, id=f"flaky-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+            )
+    query = f"TaskQueue = '{task_queue}'"
+    async with asyncio.timeout(10):  # visibility catches up with the runs just closed
+        while (await dev_client.count_workflows(query)).count < 2:
+            await asyncio.sleep(0.1)
+
+    sample = await history_events(dev_client, task_queue)
+
+    assert sample.retries == 1.0
+    assert sample.retries_by_activity == {"flaky_step": 1.0}
+    assert sample.task_timeouts == 0.0 and sample.events > 0
