@@ -269,7 +269,7 @@ async def measure(
         elapsed = time.monotonic() - began
         worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
         server_cpu = cpu_seconds(server_pid) - cpu_before[1]
-        sample = await history_events(client, queue)
+        sample = await sample_histories(client, queue)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
@@ -314,7 +314,7 @@ class HistorySample:
     retries_by_activity: dict[str, float]
 
 
-async def history_events(client: Client, queue: str) -> HistorySample:
+async def sample_histories(client: Client, queue: str) -> HistorySample:
     """Over 100 of the queue's runs, clean and reviewed: mean history length,
     and per run the workflow tasks that waited too long on the sticky queue,
     those that took too long once started, and activity attempts beyond the

@@ -32,9 +32,9 @@ from bench.harness import (
     ROOT,
     SAMPLES,
     cpu_seconds,
-    history_events,
     machine,
     patiently,
+    sample_histories,
     start_worker,
 )
 from workflows.document_intake import DocumentIntake
@@ -153,7 +153,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
                 server_cpu = cpu_seconds(server.pid) - cpu_before[1]
                 rss_after = rss_mib(worker.pid)
-                sample = await history_events(client, queue)
+                sample = await sample_histories(client, queue)
             finally:
                 worker.terminate()
                 worker.wait()

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
-from bench.harness import history_events
+from bench.harness import sample_histories
 from tests.conftest import ROOT
 
 
@@ -92,7 +92,7 @@ async def test_history_sample_counts_retries_by_activity(
         while (await dev_client.count_workflows(query)).count < 2:
             await asyncio.sleep(0.1)
 
-    sample = await history_events(dev_client, task_queue)
+    sample = await sample_histories(dev_client, task_queue)
 
     assert sample.retries == 1.0
     assert sample.retries_by_activity == {"flaky_step": 1.0}
