@@ -18,7 +18,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkflowExecutionRequest,
+    DescribeWorkflowExecutionResponse,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -137,9 +140,6 @@ async def start_run(
         id=workflow_id or new_workflow_id(name, hint),
         task_queue=task_queue,
         result_type=RunResult,
-        # A workflow task lost with its worker is retried after 5 s, not 10.
-        # 3 s was tried: under the parked benchmark's start-up load 1,810
-        # tasks finished after it and their work was thrown away.
         task_timeout=WORKFLOW_TASK_TIMEOUT,
         # What the run would upsert first: set here, it costs the run no
         # upsert of its own (see GraphWorkflow._publish).
@@ -228,24 +228,28 @@ async def _update(
         raise
 
 
+async def describe_execution(client: Client, workflow_id: str) -> DescribeWorkflowExecutionResponse:
+    """The server's raw description of a run. WorkflowHandle.describe also
+    decodes search attributes, which fails on the time-skipping test server."""
+    return await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+    )
+
+
 async def _refusal(client: Client, workflow_id: str, err: RPCError) -> DecisionRefused:
     """Temporal refuses an update with the same codes whether the run is gone
     or alive but unable to take it (its workflow task failing): say which."""
     try:
-        # The raw call: WorkflowHandle.describe also decodes search attributes,
-        # which fails on the time-skipping test server.
-        description = await client.workflow_service.describe_workflow_execution(
-            DescribeWorkflowExecutionRequest(
-                namespace=client.namespace,
-                execution=WorkflowExecution(workflow_id=workflow_id),
-            )
-        )
+        description = await describe_execution(client, workflow_id)
     except RPCError as describe_err:
-        if describe_err.status == RPCStatusCode.NOT_FOUND:
-            return DecisionRefused(
-                f"there is no run '{workflow_id}': check the id (`baton inbox` lists the runs "
-                "waiting for a decision)"
-            )
+        if describe_err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return DecisionRefused(
+            f"there is no run '{workflow_id}': check the id (`baton inbox` lists the runs "
+            "waiting for a decision)"
+        )
         raise
     status = WorkflowExecutionStatus(description.workflow_execution_info.status)
     if status == WorkflowExecutionStatus.RUNNING:

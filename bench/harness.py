@@ -315,10 +315,10 @@ class HistorySample:
 
 
 async def sample_histories(client: Client, queue: str) -> HistorySample:
-    """Over 100 of the queue's runs, clean and reviewed: mean history length,
-    and per run the workflow tasks that waited too long on the sticky queue,
-    those that took too long once started, and activity attempts beyond the
-    first."""
+    """A HistorySample over 100 of the queue's runs, clean and reviewed: the
+    timeouts are workflow tasks that waited too long on the sticky queue and
+    those that took too long once started; retries are activity attempts
+    beyond the first."""
     counts = []
     sticky_timeouts = task_timeouts = 0
     retries: Counter[str] = Counter()

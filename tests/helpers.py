@@ -11,12 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from baton.client import build_input, run_status, start_run
+from baton.client import build_input, describe_execution, run_status, start_run
 from baton.config import RunConfig
 from baton.runner import RunResult, RunStatus
 from workflows.document_intake import DocumentIntake
@@ -52,11 +50,7 @@ async def search_attributes(client: Client, workflow_id: str) -> dict[str, Any]:
 
     Read raw because the time-skipping test server encodes Datetime
     attributes in a form the SDK's typed decoder rejects."""
-    raw = await client.workflow_service.describe_workflow_execution(
-        DescribeWorkflowExecutionRequest(
-            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
-        )
-    )
+    raw = await describe_execution(client, workflow_id)
     fields = raw.workflow_execution_info.search_attributes.indexed_fields
     return {
         name: json.loads(payload.data) if payload.data else None for name, payload in fields.items()

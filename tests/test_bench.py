@@ -3,7 +3,6 @@ its report. (Figures live in bench/results/, never in tests.)"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from temporalio.worker import Worker
 
 from bench.harness import sample_histories
 from tests.conftest import ROOT
+from tests.helpers import eventually
 
 
 def bench(module: str, out: Path, *args: str) -> dict[str, Any]:
@@ -87,10 +87,12 @@ async def test_history_sample_counts_retries_by_activity(
             await dev_client.execute_workflow(
                 OneFlakyStep.run, id=f"flaky-{uuid.uuid4().hex[:6]}", task_queue=task_queue
             )
-    query = f"TaskQueue = '{task_queue}'"
-    async with asyncio.timeout(10):  # visibility catches up with the runs just closed
-        while (await dev_client.count_workflows(query)).count < 2:
-            await asyncio.sleep(0.1)
+    # Visibility catches up with the runs just closed.
+    await eventually(
+        lambda: dev_client.count_workflows(f"TaskQueue = '{task_queue}'"),
+        lambda counted: counted.count >= 2,
+        timeout=10,
+    )
 
     sample = await sample_histories(dev_client, task_queue)
 
