@@ -113,6 +113,10 @@ class GateState(BaseModel):
     shown: dict[str, Any] = Field(default_factory=dict)
     decision: GateDecision | None = None
     edited_output: dict[str, Any] | None = None
+    earlier: list[GateDecision] = Field(
+        default_factory=list,
+        description="The decisions of this gate's earlier rounds, oldest first: the run came back",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

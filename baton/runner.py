@@ -708,6 +708,9 @@ class GraphWorkflow:
         if four_eyes is not None and four_eyes.when is not None:
             four_eyes = four_eyes if four_eyes.when(self._view()) else None
         other_role = four_eyes.other_role if four_eyes else None
+        # A reopened gate replaces its decided self; its reviewer still sees why it came back.
+        previous = self._gates.get(node.id)
+        earlier = [*previous.earlier, previous.decision] if previous and previous.decision else []
         gate = GateState(
             gate=node.id,
             roles=[node.role] if other_role is None else [node.role, other_role],
@@ -723,6 +726,7 @@ class GraphWorkflow:
             if node.changes_to is None
             else node.max_changes - self._changes_requested.get(node.id, 0),
             shown=shown,
+            earlier=earlier,
         )
         decision = await self._await_decision(gate, record)
         if decision.outcome == "request_changes":

@@ -353,7 +353,9 @@ async def test_request_changes_sends_the_run_back_and_the_gate_opens_again(
 
     await page.get_by_label("Comment").fill("the total is on page 2")
     await request_changes.click()
-    await expect(page.get_by_role("status")).to_contain_text("Changes requested by rita")
+    # The page after the click shows the gate as the run has it by then: still
+    # decided, or already reopened with the change request as its earlier round.
+    await expect(page.get_by_text("Changes requested by rita")).to_be_visible()
     reopened = await eventually(
         lambda: run_status(dev_client, handle.id),
         lambda s: s.state == "waiting" and s.gates[-1].decision is None,
@@ -362,6 +364,11 @@ async def test_request_changes_sends_the_run_back_and_the_gate_opens_again(
     assert extract.visits == 2
     await page.reload()
     await expect(page.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    await expect(page.get_by_role("status")).to_have_count(0)
+    earlier = page.get_by_role("region", name="Earlier rounds").get_by_role("listitem")
+    await expect(earlier).to_have_count(1)
+    await expect(earlier).to_contain_text("Changes requested by rita")
+    await expect(earlier).to_contain_text("“the total is on page 2”")
 
 
 async def test_a_supervisor_stops_a_run_with_a_reason_and_a_reviewer_cannot(
