@@ -39,7 +39,6 @@ bench: install
 	$(PY) -m bench.harness --runs 200 1000
 	$(PY) -m bench.resume --runs 100
 	$(PY) -m bench.parked --runs 10000
-	$(PY) -m bench.parked --runs 10000
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install
