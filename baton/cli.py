@@ -342,6 +342,10 @@ def format_status(status: RunStatus) -> str:
             line += f"\n             {_short(record.output)}"
         lines.append(line)
     for gate in status.gates:
+        lines += [
+            f"  earlier round of {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}"
+            for d in gate.earlier
+        ]
         if gate.decision is None:
             due = gate.due_at.isoformat(timespec="minutes") if gate.due_at else "none"
             lines.append(

@@ -20,6 +20,7 @@ from activities.documents import EnterRequest, EntryReceipt, enter_document, voi
 from baton import search
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
+from baton.cli import format_status
 from baton.client import DecisionRefused, decide, run_status, stop_run
 from baton.gates import SLA_ACTOR, Decision, StopRequest
 from baton.graph import Gate, Graph, Step, hours
@@ -149,6 +150,14 @@ async def test_request_changes_sends_the_run_back_with_the_note_and_is_bounded(
 
         await decide(client, handle.id, decision("sam", "request_changes", comment="still wrong"))
         await reopened(client, handle.id, changes_left=0)
+        gate = await review_gate(client, handle.id)
+        assert gate is not None
+        assert [(d.user, d.outcome, d.comment) for d in gate.earlier] == [
+            ("rita", "request_changes", "the party is Acme GmbH"),
+            ("sam", "request_changes", "still wrong"),
+        ]
+        shown = format_status(await run_status(client, handle.id))
+        assert "earlier round of review: request_changes by sam (reviewer) still wrong" in shown
         bound = await refused(client, handle.id, decision("rita", "request_changes", comment="x"))
         assert "as often as it allows" in bound
         await decide(client, handle.id, decision("rita"))
