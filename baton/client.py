@@ -250,7 +250,6 @@ async def _refusal(client: Client, workflow_id: str, err: RPCError) -> DecisionR
             f"there is no run '{workflow_id}': check the id (`baton inbox` lists the runs "
             "waiting for a decision)"
         )
-        raise
     status = WorkflowExecutionStatus(description.workflow_execution_info.status)
     if status == WorkflowExecutionStatus.RUNNING:
         return RunNotReady(

@@ -150,13 +150,13 @@ async def test_request_changes_sends_the_run_back_with_the_note_and_is_bounded(
 
         await decide(client, handle.id, decision("sam", "request_changes", comment="still wrong"))
         await reopened(client, handle.id, changes_left=0)
-        gate = await review_gate(client, handle.id)
-        assert gate is not None
+        reopened_status = await run_status(client, handle.id)
+        gate = next(g for g in reopened_status.gates if g.gate == "review")
         assert [(d.user, d.outcome, d.comment) for d in gate.earlier] == [
             ("rita", "request_changes", "the party is Acme GmbH"),
             ("sam", "request_changes", "still wrong"),
         ]
-        shown = format_status(await run_status(client, handle.id))
+        shown = format_status(reopened_status)
         assert "earlier round of review: request_changes by sam (reviewer) still wrong" in shown
         bound = await refused(client, handle.id, decision("rita", "request_changes", comment="x"))
         assert "as often as it allows" in bound
