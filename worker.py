@@ -19,14 +19,14 @@ from temporalio.worker import Interceptor, Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditFlush
-from activities.config import snapshot_run_config
+from activities.config import fixed_run_config, snapshot_run_config
 from activities.documents import enter_document, load_document, validate_document, void_document
 from activities.llm import ask
 from activities.notify import notify_reviewers
 from baton.audit.interceptors import AuditInterceptor
 from baton.audit.sink import AuditSettings, AuditSink
 from baton.client import connect
-from baton.config import ConfigError, Settings, load_run_config
+from baton.config import ConfigError, RunConfig, Settings, load_run_config
 from baton.telemetry import configure_tracing
 from workflows import PROCESSES
 
@@ -46,7 +46,7 @@ ACTIVITIES: list[Callable[..., Any]] = [
 # graph and its pydantic models again for each run).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "baton", "activities", "systems", "workflows", "opentelemetry"
+        "baton", "activities", "systems", "workflows", "opentelemetry", "cryptography"
     )
 )
 
@@ -66,10 +66,13 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
     max_cached_workflows: int = 1000,
+    run_config: RunConfig | Callable[[], RunConfig] | None = None,
 ) -> Worker:
     """A worker for every process (and ``extra_workflows``, a process of your
     own or a test's). Audit is on unless ``audited=False``; its store comes
-    from the environment (BATON_AUDIT_URL) unless ``audit`` is given."""
+    from the environment (BATON_AUDIT_URL) unless ``audit`` is given. Runs
+    snapshot the configuration files (BATON_CONFIG) when they start, or
+    ``run_config`` when given (a callable is asked at each run's start)."""
     sink = (audit or AuditSink(AuditSettings.from_env())) if audited else None
     own_interceptors: list[Interceptor] = [AuditInterceptor(sink)]
     if traced:
@@ -79,7 +82,11 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[*(p.workflow for p in PROCESSES.values()), *extra_workflows],
-        activities=[*ACTIVITIES, *extra_activities, AuditFlush(sink).flush],
+        activities=[
+            *(ACTIVITIES if run_config is None else _with_config(run_config)),
+            *extra_activities,
+            AuditFlush(sink).flush,
+        ],
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         workflow_runner=SANDBOX,
         interceptors=[*own_interceptors, *interceptors],
@@ -96,6 +103,10 @@ def build_worker(
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         max_cached_workflows=max_cached_workflows,
     )
+
+
+def _with_config(run_config: RunConfig | Callable[[], RunConfig]) -> list[Callable[..., Any]]:
+    return [fixed_run_config(run_config) if a is snapshot_run_config else a for a in ACTIVITIES]
 
 
 def build_replayer() -> Replayer:

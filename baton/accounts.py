@@ -7,6 +7,7 @@ hashes stay in the file and in this module.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -16,11 +17,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel
 
-from baton.config import ConfigError, directory_path, directory_users, read_directory
+from baton.config import (
+    ConfigError,
+    DirectoryEntry,
+    directory_path,
+    directory_users,
+    read_directory,
+)
+from baton.signing import Passkey
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -91,17 +101,49 @@ def hash_password(password: str) -> str:
 
 def set_password(path: Path, user: str, password: str) -> None:
     """Store the hash of ``password`` as ``user``'s in the directory file at
-    ``path``. Only that user's password_hash line changes (or is added), so
-    comments and layout survive; the result is parsed and compared with the
-    file before it replaces the file."""
-    before = read_directory(path)
-    if user not in before:
+    ``path``; see :func:`_set_entry`."""
+    _set_entry(path, user, "password_hash", hash_password(password))
+
+
+def add_key(path: Path, user: str, public_key: str) -> bool:
+    """Add an Ed25519 public key (``ed25519:<base64>``) to ``user``'s keys in
+    the directory file at ``path``; False if it is there already. Runs
+    started afterwards accept acts signed with it."""
+    keys = _entry(path, user).keys
+    if public_key in keys:
+        return False
+    _set_entry(path, user, "keys", [*keys, public_key])
+    return True
+
+
+def add_passkey(path: Path, user: str, passkey: Passkey) -> bool:
+    """Add a passkey registered in the inbox to ``user``'s passkeys; False if
+    a passkey with its id is there already."""
+    passkeys = _entry(path, user).passkeys
+    if any(p.id == passkey.id for p in passkeys):
+        return False
+    _set_entry(path, user, "passkeys", [*passkeys, passkey])
+    return True
+
+
+def _entry(path: Path, user: str) -> DirectoryEntry:
+    entry = read_directory(path).get(user)
+    if entry is None:
         raise LookupError(
             f"no user '{user}' in {path}; add a [users.{user}] table with name and roles first"
         )
-    new_hash = hash_password(password)
-    text = _with_hash(path.read_text(encoding="utf-8"), user, new_hash)
-    expected = {**before, user: before[user].model_copy(update={"password_hash": new_hash})}
+    return entry
+
+
+def _set_entry(path: Path, user: str, key: str, value: Any) -> None:
+    """Set one key of ``user``'s table in the directory file at ``path``.
+    Only that key's line changes (or is added), so comments and layout
+    survive; the result is parsed and compared with what was meant before
+    it replaces the file."""
+    before = read_directory(path)
+    entry = _entry(path, user)
+    text = _with_line(path.read_text(encoding="utf-8"), user, key, _toml_value(value))
+    expected = {**before, user: entry.model_copy(update={key: value})}
     try:
         after = directory_users(tomllib.loads(text), path)
     except (tomllib.TOMLDecodeError, ConfigError):
@@ -114,9 +156,19 @@ def set_password(path: Path, user: str, password: str) -> None:
     _replace(path, text)
 
 
-def _with_hash(text: str, user: str, new_hash: str) -> str:
-    """``text`` with the password_hash line of ``[users.<user>]`` set to
-    ``new_hash``, or added after the table's last line if it has none."""
+def _toml_value(value: Any) -> str:
+    """A TOML value on one line: strings, lists of them, lists of passkeys."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, BaseModel):
+        pairs = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.model_dump().items())
+        return "{ " + pairs + " }"
+    return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+
+
+def _with_line(text: str, user: str, key: str, value: str) -> str:
+    """``text`` with the ``key`` line of ``[users.<user>]`` set to ``value``,
+    or added after the table's last line if it has none."""
     lines = text.splitlines(keepends=True)
     name = re.escape(user)
     header = re.compile(rf'\s*\[\s*users\s*\.\s*(?:{name}|"{name}")\s*\]\s*(?:#.*)?\n?')
@@ -124,15 +176,15 @@ def _with_hash(text: str, user: str, new_hash: str) -> str:
     if start is None:
         raise ConfigError(
             f"the directory file has no line [users.{user}]; write the user as such a table "
-            "(not an inline table) so that its password can be set"
+            f"(not an inline table) so that its {key} can be set"
         )
     end = next(
         (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
         len(lines),
     )
-    entry = f'password_hash = "{new_hash}"\n'
+    entry = f"{key} = {value}\n"
     for i in range(start + 1, end):
-        if re.match(r"\s*password_hash\s*=", lines[i]):
+        if re.match(rf"\s*{key}\s*=", lines[i]):
             lines[i] = entry
             return "".join(lines)
     last = start

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from baton.accounts import set_password
+from pydantic import ValidationError
+
+from baton.accounts import add_key, add_passkey, set_password
 from baton.audit.reports import describe, select_runs, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import RetentionError, open_store
@@ -30,11 +32,19 @@ from baton.client import (
     start_run,
     stop_run,
 )
-from baton.config import ConfigError, Settings, directory_path, load_run_config
+from baton.config import (
+    ConfigError,
+    DirectoryEntry,
+    Settings,
+    directory_path,
+    load_run_config,
+)
 from baton.gates import Decision, Outcome, StopRequest
+from baton.keys import MissingKey, new_key
 from baton.routing import routing_table
 from baton.runner import RunStatus
 from baton.server import EmbeddedServer, stop_requested
+from baton.signing import Passkey
 
 # (command, decision outcome, help)
 VERBS: tuple[tuple[str, Outcome, str], ...] = (
@@ -83,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     set_password.add_argument("user")
     set_password.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    add_key = users_commands.add_parser(
+        "add-key",
+        help="let a user's key sign their acts: an Ed25519 public key (`baton keys new` prints "
+        "it) or a passkey's JSON (the inbox shows it after registration)",
+    )
+    add_key.add_argument("user")
+    add_key.add_argument("key", help="ed25519:<base64>, or the passkey JSON in quotes")
+
+    keys = commands.add_parser("keys", help="your signing keys on this machine")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_key = keys_commands.add_parser(
+        "new", help="make a user's private key (mode 0600) and print its public key"
+    )
+    new_key.add_argument("--as", dest="user", required=True, help="whose key")
+    new_key.add_argument(
+        "--replace", action="store_true", help="replace the user's existing key on this machine"
     )
 
     for verb_name, outcome, what in VERBS:
@@ -141,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         NoWorkerError,
         ConfigError,
         RetentionError,
+        MissingKey,
+        FileExistsError,
+        PermissionError,
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"baton: {message}", file=sys.stderr)
@@ -163,8 +193,19 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "audit":
         return _audit(settings, args)
+    if args.command == "users" and args.users_command == "add-key":
+        return _add_key(args.user, args.key)
     if args.command == "users":
         return _set_password(args.user, from_stdin=args.password_stdin)
+    if args.command == "keys":
+        path, public_key = new_key(args.user, replace=args.replace)
+        print(
+            f"wrote {args.user}'s private key to {path} (mode 0600; keep it to yourself)\n"
+            f"public key: {public_key}\n"
+            f"an administrator adds it to the directory with:\n"
+            f"  baton users add-key {args.user} {public_key}"
+        )
+        return 0
     if args.command == "inbox" and args.inbox_command == "serve":
         from baton.web.app import serve
 
@@ -257,6 +298,33 @@ def _date(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-05-31") from None
+
+
+def _add_key(user: str, key: str) -> int:
+    path = directory_path()
+    if key.lstrip().startswith("{"):
+        try:
+            passkey = Passkey.model_validate_json(key)
+        except ValidationError as err:
+            raise ValueError(
+                f"not a passkey: {err.errors()[0]['msg']}; paste the JSON the inbox showed "
+                "after registration"
+            ) from None
+        added = add_passkey(path, user, passkey)
+        what = f"passkey {passkey.id}"
+    else:
+        try:
+            DirectoryEntry(keys=[key])
+        except ValidationError as err:
+            raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        added = add_key(path, user, key)
+        what = f"key {key}"
+    print(
+        f"added {what} to {user} in {path}; runs started from now on accept it"
+        if added
+        else f"{user} has {what} already in {path}"
+    )
+    return 0
 
 
 def _set_password(user: str, *, from_stdin: bool) -> int:
@@ -366,7 +434,9 @@ def format_status(status: RunStatus) -> str:
             d = gate.decision
             lines.append(f"gate {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}")
     for refusal in status.refusals:
-        lines.append(f"refused {refusal.channel} from {refusal.decision.user}: {refusal.reason}")
+        lines.append(
+            f"refused {refusal.act} {refusal.channel} from {refusal.user or '?'}: {refusal.reason}"
+        )
     if status.stopped:
         stopped = status.stopped
         undone = ", ".join(stopped.compensated) or "nothing"

@@ -8,10 +8,10 @@ README shows for use from your own code.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +36,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from baton import search
 from baton.config import Settings
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
+from baton.keys import Signer
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
+from baton.signing import subject_digest
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A workflow task lost with its worker is retried after this. Long enough
@@ -131,13 +133,24 @@ async def start_run(
     *,
     task_queue: str,
     workflow_id: str | None = None,
+    signer: Signer | None = None,
 ) -> WorkflowHandle[Any, RunResult]:
+    """Start a run of ``workflow_cls`` for ``request``, signed by its
+    requester (``signer``, else the requester's key file): the run refuses
+    a start its requester did not sign."""
     name = workflow_cls.graph.name
-    hint = str(getattr(request, "path", ""))
+    signer = signer or Signer.load(request.requested_by)
+    if signer.user != request.requested_by:
+        raise StartError(
+            f"the run is requested by '{request.requested_by}' but would be signed by "
+            f"'{signer.user}': a run is started by the person or service who signs it"
+        )
+    workflow_id = workflow_id or new_workflow_id(name, str(getattr(request, "path", "")))
+    signature = signer.sign("start", request.signed_fields(name), workflow_id=workflow_id)
     return await client.start_workflow(
         name,
-        request,
-        id=workflow_id or new_workflow_id(name, hint),
+        request.model_copy(update={"signature": signature}),
+        id=workflow_id,
         task_queue=task_queue,
         result_type=RunResult,
         task_timeout=WORKFLOW_TASK_TIMEOUT,
@@ -170,32 +183,85 @@ async def run_status(client: Client, workflow_id: str) -> RunStatus:
     return status
 
 
-async def decide(client: Client, workflow_id: str, decision: Decision) -> GateDecision:
-    """Deliver a decision through the validated `decide` update."""
-    update_id = f"decide:{decision.gate}:{decision.user}:{decision.outcome}"
-    return await _update(client, workflow_id, "decide", decision, update_id, GateDecision)
+async def sign_decision(
+    client: Client, workflow_id: str, decision: Decision, signer: Signer | None = None
+) -> Decision:
+    """``decision`` signed by its user over the gate as the run shows it now:
+    its round and what it shows (with any edit an earlier approver made)."""
+    signer = signer or Signer.load(decision.user)
+    status = await _status_to_sign(client, workflow_id)
+    gate = next((g for g in status.gates if g.gate == decision.gate and g.decision is None), None)
+    signature = signer.sign(
+        "decide",
+        decision.signed_fields(),
+        workflow_id=workflow_id,
+        run_id=status.run_id,
+        round=gate.round if gate else 0,
+        shown_digest=subject_digest(gate.shown, gate.edited_output) if gate else "",
+    )
+    return decision.model_copy(update={"signature": signature})
+
+
+async def decide(
+    client: Client, workflow_id: str, decision: Decision, signer: Signer | None = None
+) -> GateDecision:
+    """Sign ``decision`` (unless it is signed already) and deliver it through
+    the `decide` update; a refusal raises DecisionRefused with the run's reason."""
+    if decision.signature is None:
+        decision = await sign_decision(client, workflow_id, decision, signer)
+    return await _update(client, workflow_id, "decide", decision, GateDecision)
 
 
 async def decide_in_turn(
-    client: Client, workflow_id: str, decisions: Sequence[Decision]
+    client: Client,
+    workflow_id: str,
+    decisions: Sequence[Decision],
+    signers: Mapping[str, Signer] | None = None,
 ) -> list[GateDecision]:
     """Deliver ``decisions`` in order until the gate needs no more approvals
     (under four-eyes the first approval leaves it awaiting a second); returns
-    the accepted ones."""
+    the accepted ones. Each is signed by ``signers[user]``, else the user's
+    key file."""
     accepted: list[GateDecision] = []
     for decision in decisions:
-        accepted.append(await decide(client, workflow_id, decision))
+        signer = (signers or {}).get(decision.user)
+        accepted.append(await decide(client, workflow_id, decision, signer))
         if not accepted[-1].awaiting:
             break
     return accepted
 
 
-async def stop_run(client: Client, workflow_id: str, request: StopRequest) -> StopRecord:
-    """Stop a run through the validated `stop` update: the run compensates
-    what it declared compensable and ends as stopped. A refusal raises
-    DecisionRefused with the reason."""
-    update_id = f"stop:{request.user}"
-    return await _update(client, workflow_id, "stop", request, update_id, StopRecord)
+async def stop_run(
+    client: Client, workflow_id: str, request: StopRequest, signer: Signer | None = None
+) -> StopRecord:
+    """Stop a run through the `stop` update, signed by the stopping user: the
+    run compensates what it declared compensable and ends as stopped. A
+    refusal raises DecisionRefused with the reason."""
+    if request.signature is None:
+        request = await sign_stop(client, workflow_id, request, signer)
+    return await _update(client, workflow_id, "stop", request, StopRecord)
+
+
+async def sign_stop(
+    client: Client, workflow_id: str, request: StopRequest, signer: Signer | None = None
+) -> StopRequest:
+    """``request`` signed by its user for the run ``workflow_id``."""
+    signer = signer or Signer.load(request.user)
+    status = await _status_to_sign(client, workflow_id)
+    signature = signer.sign(
+        "stop", request.signed_fields(), workflow_id=workflow_id, run_id=status.run_id
+    )
+    return request.model_copy(update={"signature": signature})
+
+
+async def _status_to_sign(client: Client, workflow_id: str) -> RunStatus:
+    """The run as its status shows it: an act is signed over what it shows.
+    A run that cannot show it (gone, ended, or its task failing) cannot take
+    the act either: the refusal says which."""
+    try:
+        return await run_status(client, workflow_id)
+    except (LookupError, NoWorkerError, RPCError) as err:
+        raise await _refusal(client, workflow_id, str(err)) from None
 
 
 R = TypeVar("R", bound=BaseModel)
@@ -206,17 +272,18 @@ async def _update(
     workflow_id: str,
     name: str,
     request: BaseModel,
-    id_prefix: str,
     result_type: type[R],
 ) -> R:
-    """Execute a validated update. Its id is derived from the request's
-    content, so a retried call is answered by Temporal with the first result
-    instead of being applied twice, while a corrected request is a new attempt."""
+    """Execute an update with a fresh id: one id per act of a person, which
+    the SDK keeps across its own transport retries. Temporal answers a
+    repeated id with the first result without running the handler, so an
+    id derived from content would swallow a second, identical approval (a
+    later round of the same gate); the run's replay protection is the nonce
+    in the act's signature instead."""
     handle = client.get_workflow_handle(workflow_id)
-    content = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16]
     try:
         result: R = await handle.execute_update(
-            name, request, id=f"{id_prefix}:{content}", result_type=result_type
+            name, request, id=f"{name}:{uuid.uuid4()}", result_type=result_type
         )
         return result
     except WorkflowUpdateFailedError as err:
@@ -224,7 +291,7 @@ async def _update(
         raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
     except RPCError as err:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise await _refusal(client, workflow_id, err) from None
+            raise await _refusal(client, workflow_id, err.message) from None
         raise
 
 
@@ -238,7 +305,7 @@ async def describe_execution(client: Client, workflow_id: str) -> DescribeWorkfl
     )
 
 
-async def _refusal(client: Client, workflow_id: str, err: RPCError) -> DecisionRefused:
+async def _refusal(client: Client, workflow_id: str, detail: str) -> DecisionRefused:
     """Temporal refuses an update with the same codes whether the run is gone
     or alive but unable to take it (its workflow task failing): say which."""
     try:
@@ -253,7 +320,7 @@ async def _refusal(client: Client, workflow_id: str, err: RPCError) -> DecisionR
     status = WorkflowExecutionStatus(description.workflow_execution_info.status)
     if status == WorkflowExecutionStatus.RUNNING:
         return RunNotReady(
-            f"run '{workflow_id}' is running but cannot take the decision now ({err.message}); "
+            f"run '{workflow_id}' is running but cannot take the decision now ({detail}); "
             "nothing was delivered: try again once `baton status` shows it waiting, and if its "
             "workflow task keeps failing, the worker's log says why"
         )

@@ -13,6 +13,7 @@ and roles from it, never the hash, since the copy is in Temporal history.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,15 +22,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from baton.gates import Directory, User
 from baton.routing import RoutingConfig
+from baton.signing import ED25519_PREFIX, Passkey
 
 CONFIG_ENV = "BATON_CONFIG"
 ROUTING_ENV = "BATON_ROUTING"
+DIRECTORY_ENV = "BATON_DIRECTORY"
 DEFAULT_CONFIG_NAME = "baton.toml"
 # User names go into update ids, URLs and TOML table headers: keep them plain.
 USER_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -143,10 +146,32 @@ class DirectoryEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
+    kind: Literal["person", "service"] = "person"
     roles: list[str] = Field(default_factory=list)
     password_hash: str | None = Field(
         default=None, description="argon2 hash; a user without one cannot sign in to the inbox"
     )
+    keys: list[str] = Field(
+        default_factory=list, description="Ed25519 public keys (ed25519:<base64>) to sign acts"
+    )
+    passkeys: list[Passkey] = Field(
+        default_factory=list, description="WebAuthn credentials registered in the inbox"
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _ed25519_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                raw = base64.b64decode(key.removeprefix(ED25519_PREFIX), validate=True)
+            except ValueError:
+                raw = b""
+            if not key.startswith(ED25519_PREFIX) or len(raw) != 32:
+                raise ValueError(
+                    f"'{key}' is not an Ed25519 public key: `baton keys new --as <user>` "
+                    "prints one (ed25519:<base64 of 32 bytes>)"
+                )
+        return keys
 
 
 class DirectoryFile(BaseModel):
@@ -156,8 +181,12 @@ class DirectoryFile(BaseModel):
 
 
 def directory_file(config: Path, data: dict[str, Any]) -> Path | None:
-    """The directory file that the baton.toml at ``config`` (already read
-    into ``data``) names, relative to that baton.toml; None if it names none."""
+    """The directory file: BATON_DIRECTORY, else the one the baton.toml at
+    ``config`` (already read into ``data``) names, relative to that
+    baton.toml; None if it names none."""
+    explicit = os.environ.get(DIRECTORY_ENV)
+    if explicit:
+        return Path(explicit)
     table = data.get("directory", {})
     if "users" in table:
         raise ConfigError(
@@ -203,7 +232,7 @@ def directory_users(data: dict[str, Any], source: Path) -> dict[str, DirectoryEn
     except ValidationError as err:
         raise ConfigError(
             f"{source} is not a valid directory of users ([users.<name>] tables with name, "
-            f"roles and password_hash only): {err}"
+            f"kind, roles, password_hash, keys and passkeys only): {err}"
         ) from None
     for name in users:
         if not USER_NAME.fullmatch(name):
@@ -256,9 +285,15 @@ def _read_run_config(path: Path) -> _ReadConfig:
             source=str(path.resolve()),
             thresholds=data.get("thresholds", {}),
             routing=routing,
-            # Names and roles only: the snapshot is in Temporal history, the hashes never are.
+            # No password hashes: the snapshot is in Temporal history. Public
+            # keys are public, and the run needs them to verify every act.
             directory=Directory(
-                users={key: User(name=u.name, roles=u.roles) for key, u in users.items()}
+                users={
+                    key: User(
+                        name=u.name, kind=u.kind, roles=u.roles, keys=u.keys, passkeys=u.passkeys
+                    )
+                    for key, u in users.items()
+                }
             ),
         )
     except ValidationError as err:
@@ -288,11 +323,11 @@ class RunConfigCache:
     files per run was 3% of a worker's time under load)."""
 
     def __init__(self) -> None:
-        self._read: dict[tuple[Path, str | None], _ReadConfig] = {}
+        self._read: dict[tuple[Path, str | None, str | None], _ReadConfig] = {}
 
     def load(self, path: Path | None = None) -> RunConfig:
         path = path or config_path()
-        key = (path, os.environ.get(ROUTING_ENV))
+        key = (path, os.environ.get(ROUTING_ENV), os.environ.get(DIRECTORY_ENV))
         read = self._read.get(key)
         if read is None or not read.still_current():
             read = self._read[key] = _read_run_config(path)

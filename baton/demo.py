@@ -10,21 +10,26 @@ outcome and Web UI link, and stops what it started unless asked to keep it.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
+from baton.accounts import add_key
 from baton.audit.reports import describe, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
 from baton.client import build_input, connect, decide_in_turn, run_status, start_run
-from baton.config import Settings
+from baton.config import DIRECTORY_ENV, Settings, directory_path
 from baton.gates import Decision, Outcome
+from baton.keys import Signer
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, port_is_open, stop_requested
 
-REQUESTER = "demo-intake"
+REQUESTER = "mailroom"
 REVIEWER = "rita"
 CONTROLLER = "vera"
 # The demo reviewer sends back what no one could enter (no text, not a known
@@ -53,6 +58,7 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         await server.start()
         settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
+    signers = local_identities(settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER), via="demo")
     try:
         client = await connect(settings)
         async with build_worker(client, task_queue=settings.task_queue):
@@ -60,10 +66,18 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             for path in files:
                 request = build_input(DocumentIntake, [str(path)], requested_by=REQUESTER)
                 handles.append(
-                    await start_run(client, DocumentIntake, request, task_queue=settings.task_queue)
+                    await start_run(
+                        client,
+                        DocumentIntake,
+                        request,
+                        task_queue=settings.task_queue,
+                        signer=signers[REQUESTER],
+                    )
                 )
-            print(f"started {len(handles)} document-intake runs\n")
-            outcomes = await asyncio.gather(*(_review_and_finish(client, h.id) for h in handles))
+            print(f"started {len(handles)} document-intake runs, each signed by {REQUESTER}\n")
+            outcomes = await asyncio.gather(
+                *(_review_and_finish(client, h.id, signers) for h in handles)
+            )
             audit = AuditSettings.from_env(settings)
             store = open_store(audit.url)
             graph = DocumentIntake.graph.mermaid()
@@ -85,6 +99,10 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             print(f"\nbaton audit verify: {describe(everything)}")
             if stop is not None:
                 print(f"\nserver and worker keep running (Web UI {settings.ui_url}); Ctrl-C stops")
+                print(
+                    f"to act as a demo user from another shell: "
+                    f"BATON_KEYS_DIR={settings.data_dir / 'keys'} baton approve ... --as rita"
+                )
                 await stop.wait()
     finally:
         if server is not None:
@@ -92,7 +110,29 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     return 0
 
 
-async def _review_and_finish(client: Client, workflow_id: str) -> str:
+def local_identities(data_dir: Path, users: Sequence[str], *, via: str) -> dict[str, Signer]:
+    """Signers for ``users`` with keys made on first use in ``<data dir>/keys``
+    (never in the repository), and a copy of the directory in the data dir
+    that lists their public keys; BATON_DIRECTORY names the copy, for this
+    process's worker and the workers it starts. For the demo and benchmarks."""
+    folder = data_dir / "keys"
+    signers = {user: Signer.load_or_create(user, folder, via=via) for user in users}
+    directory = data_dir / "directory.toml"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    source = directory_path()
+    if source.resolve() != directory.resolve():
+        shutil.copyfile(source, directory)
+        # It holds the password hashes too.
+        directory.chmod(0o600)
+    for signer in signers.values():
+        add_key(directory, signer.user, signer.public_key)
+    os.environ[DIRECTORY_ENV] = str(directory)
+    return signers
+
+
+async def _review_and_finish(
+    client: Client, workflow_id: str, signers: Mapping[str, Signer]
+) -> str:
     status = await _until_settled(client, workflow_id)
     review_note = "review skipped: checks passed, confident extraction"
     if status.state == "waiting":
@@ -111,6 +151,7 @@ async def _review_and_finish(client: Client, workflow_id: str) -> str:
                 Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
                 Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
             ],
+            signers,
         )
         review_note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
         if len(accepted) > 1:

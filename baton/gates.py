@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from baton.signing import Passkey, Signature, digest, subject_digest
+
 Outcome = Literal["approve", "reject", "request_changes"]
 Channel = Literal["update", "signal"]
 # Who decides when nobody did: an exhausted SLA chain rejecting by declaration.
@@ -30,6 +32,19 @@ class Decision(BaseModel):
         default=None,
         description="An edited output that replaces the AI's (an override); needs a reason",
     )
+    signature: Signature | None = Field(
+        default=None, description="The deciding user's signature; an unsigned decision is refused"
+    )
+
+    def signed_fields(self) -> dict[str, Any]:
+        """What the user's signature covers of the decision itself."""
+        return {
+            "gate": self.gate,
+            "user": self.user,
+            "outcome": self.outcome,
+            "comment": self.comment,
+            "output_digest": "" if self.output is None else digest(self.output),
+        }
 
 
 class GateDecision(BaseModel):
@@ -65,6 +80,12 @@ class StopRequest(BaseModel):
 
     user: str
     reason: str
+    signature: Signature | None = Field(
+        default=None, description="The stopping user's signature; an unsigned stop is refused"
+    )
+
+    def signed_fields(self) -> dict[str, Any]:
+        return {"user": self.user, "reason": self.reason}
 
 
 class Refusal(BaseModel):
@@ -72,7 +93,12 @@ class Refusal(BaseModel):
 
     at: datetime
     channel: Channel
-    decision: Decision | StopRequest
+    act: Literal["decide", "stop"] = "decide"
+    user: str = Field(default="", description="Who the act claimed to be from (unproven)")
+    decision: Decision | StopRequest | None = Field(
+        default=None, description="The act as sent; None when it was not a valid act at all"
+    )
+    received: str = Field(default="", description="A malformed act's payload, cut short")
     reason: str
 
 
@@ -92,6 +118,7 @@ class GateState(BaseModel):
     its progress."""
 
     gate: str
+    round: int = Field(default=1, description="How many times this gate has opened in the run")
     roles: list[str]
     chain: list[str] = Field(default_factory=list)
     opened_at: datetime
@@ -111,6 +138,9 @@ class GateState(BaseModel):
     reminders: list[Reminder] = Field(default_factory=list)
     approvals: list[GateDecision] = Field(default_factory=list)
     shown: dict[str, Any] = Field(default_factory=dict)
+    shown_digest: str = Field(
+        default="", description="subject_digest of shown and edited_output: what a signer binds"
+    )
     decision: GateDecision | None = None
     edited_output: dict[str, Any] | None = None
     earlier: list[GateDecision] = Field(
@@ -137,6 +167,11 @@ class GateState(BaseModel):
             now + self.sla * self.remind_fraction if self.sla and self.remind_fraction else None
         )
 
+    def refresh_digest(self) -> None:
+        """Recompute what a decider's signature must bind, after what the
+        gate shows changed (it opened, or an approver edited the output)."""
+        self.shown_digest = subject_digest(self.shown, self.edited_output)
+
     def next_deadline(self) -> datetime | None:
         return self.remind_at or self.due_at
 
@@ -158,8 +193,14 @@ class GateState(BaseModel):
 
 
 class User(BaseModel):
+    """A person or service as a run's directory snapshot holds them: roles,
+    and the public keys their acts must be signed with."""
+
     name: str = ""
+    kind: Literal["person", "service"] = "person"
     roles: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list, description="Ed25519 public keys, ed25519:<b64>")
+    passkeys: list[Passkey] = Field(default_factory=list)
 
 
 class Directory(BaseModel):

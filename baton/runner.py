@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -68,6 +69,7 @@ from baton.routing import (
     RoutingError,
     plan_route,
 )
+from baton.signing import Action, Signature, canonical, digest, statement, verify
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,13 +86,28 @@ RunState = Literal["starting", "running", "waiting", "completed", "rejected", "s
 
 
 class RunInput(BaseModel):
-    """Fields every process input carries besides its own."""
+    """Fields every process input carries besides its own.
 
-    requested_by: str = "unknown"
-    config: RunConfig | None = Field(
-        default=None,
-        description="Run configuration; when absent the worker's baton.toml is snapshotted.",
+    What steers a run (thresholds, routing, directory) is never part of it:
+    the run snapshots the worker's own files. An input with fields its
+    process does not declare is refused, so a starter cannot smuggle any in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requested_by: str = Field(
+        default="", description="The directory user or service who starts the run"
     )
+    signature: Signature | None = Field(
+        default=None, description="The requester's signature of the input; unsigned starts fail"
+    )
+
+    def signed_fields(self, process: str) -> dict[str, Any]:
+        """What the requester's signature covers: the process and the whole input."""
+        return {
+            "process": process,
+            "requested_by": self.requested_by,
+            "input_digest": digest(self.model_dump(mode="json", exclude={"signature"})),
+        }
 
 
 class NodeRecord(BaseModel):
@@ -109,6 +126,7 @@ class RunStatus(BaseModel):
     """What `baton status` shows: where the run is and what it has done."""
 
     workflow_id: str
+    run_id: str = Field(default="", description="The first execution's run id: acts bind to it")
     process: str
     state: RunState
     requested_by: str
@@ -183,33 +201,38 @@ class GraphWorkflow:
         self._compensable: list[tuple[Step, int, Any]] = []
         self._changes_requested: dict[str, int] = {}
         self._feedback: dict[str, tuple[list[str], Any]] = {}
+        # Nonces of the signed acts this run has taken: each act counts once.
+        self._nonces: set[str] = set()
         self.trail = Trail()
 
-    async def execute(self, request: RunInput) -> RunResult:
-        self._input = request
+    async def execute(self, raw_input: Any) -> RunResult:
+        """Run the graph for ``raw_input``, the process input as sent. It is
+        taken raw and validated here, so that an input that does not fit, or
+        a start its requester did not sign, fails the run at once with the
+        reason, instead of failing its workflow task for ever."""
         # Whatever the starter set is published already (baton.client.start_run
         # sets the process and "running"), so the first state needs no upsert.
         self._published = {
             pair.key.name: pair.value for pair in workflow.info().typed_search_attributes
         }
-        self._config = request.config or await workflow.execute_local_activity(
-            SNAPSHOT_CONFIG_ACTIVITY,
-            result_type=RunConfig,
-            start_to_close_timeout=timedelta(seconds=10),
-        )
-        self.trail.record(
-            "config.snapshot",
-            digest=self._config.digest,
-            source=self._config.source,
-            routing=self._config.routing.source,
-            thresholds=self._config.thresholds,
-            given_in_input=request.config is not None,
-            intended_purpose=self.graph.purpose,
-            risk_class=self.graph.risk_class,
-        )
-        self._outcome = "running"
-        self._publish()
         try:
+            self._config = await workflow.execute_local_activity(
+                SNAPSHOT_CONFIG_ACTIVITY,
+                result_type=RunConfig,
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+            self.trail.record(
+                "config.snapshot",
+                digest=self._config.digest,
+                source=self._config.source,
+                routing=self._config.routing.source,
+                thresholds=self._config.thresholds,
+                intended_purpose=self.graph.purpose,
+                risk_class=self.graph.risk_class,
+            )
+            self._input = self._admit(raw_input)
+            self._outcome = "running"
+            self._publish()
             await self._run_graph()
             if self._stop is not None:
                 await self._compensate(self._stop)
@@ -236,6 +259,96 @@ class GraphWorkflow:
             path=list(self._finish_order),
             skipped={r.node: r.detail for r in self._records.values() if r.status == "skipped"},
         )
+
+    # -- signed acts -----------------------------------------------------------
+
+    def _admit(self, raw_input: Any) -> RunInput:
+        """The run's input, if it fits the process and its requester signed
+        it; else the run fails here with the reason, recorded."""
+        try:
+            request = self.graph.input.model_validate(raw_input)
+        except ValidationError as err:
+            self._refuse_start(
+                f"the input does not fit {self.graph.input.__name__}: {_problems(err)}",
+                raw_input.get("requested_by") if isinstance(raw_input, dict) else None,
+            )
+        assert isinstance(request, RunInput)
+        signature = request.signature
+        reason = self._act_refusal(
+            "start", request.signed_fields(self.graph.name), signature, request.requested_by
+        )
+        if reason is not None:
+            self._refuse_start(reason, request.requested_by)
+        assert signature is not None and self._config is not None
+        requester = self._config.directory.users[request.requested_by]
+        self.trail.record(
+            "run.admitted",
+            actor=Actor(
+                type="human" if requester.kind == "person" else "service",
+                id=request.requested_by,
+                role="requester",
+            ),
+            signature=_proof(signature),
+        )
+        return request
+
+    def _refuse_start(self, reason: str, claimed_by: Any) -> NoReturn:
+        self.trail.record(
+            "run.refused",
+            actor=Actor(type="unproven", id=str(claimed_by or "unknown"), role="requester"),
+            reason=reason,
+        )
+        raise ApplicationError(f"run refused: {reason}", type="StartRefused", non_retryable=True)
+
+    def _act_refusal(
+        self,
+        action: Action,
+        fields: Mapping[str, Any],
+        signature: Signature | None,
+        user_name: str,
+        gate: GateState | None = None,
+    ) -> str | None:
+        """Why an act is not proven to be ``user_name``'s own, made for this
+        run (and this round of ``gate``, over what it shows) and not used
+        before; None when it is. A proven act's nonce is spent here."""
+        assert self._config is not None
+        if signature is None:
+            return (
+                f"the {action} is not signed: every act on a run carries its user's signature "
+                f"(`baton {_VERB[action]} ... --as USER` signs with USER's key; the inbox signs "
+                "with the reviewer's passkey)"
+            )
+        user = self._config.directory.users.get(user_name)
+        if user is None:
+            return f"unknown user '{user_name}': users, roles and keys come from the directory"
+        problem = verify(statement(action, fields, signature), signature, user_name, user)
+        if problem is not None:
+            return problem
+        info = workflow.info()
+        run_id = "" if action == "start" else info.first_execution_run_id or info.run_id
+        if (signature.workflow_id, signature.run_id) != (info.workflow_id, run_id):
+            return (
+                f"the {action} was signed for another run ({signature.workflow_id} "
+                f"{signature.run_id or ''}); a signed act cannot be replayed onto this one"
+            ).replace(" )", ")")
+        if gate is not None and signature.round != gate.round:
+            return (
+                f"the decision was signed for round {signature.round} of gate '{gate.gate}', "
+                f"which is in round {gate.round} now: look at it again and decide anew"
+            )
+        if gate is not None and signature.shown_digest != gate.shown_digest:
+            return (
+                f"the decision was signed over another view of gate '{gate.gate}' than the one "
+                "it shows now (it changed, or the signer was shown something else): look at it "
+                "again and decide anew"
+            )
+        if signature.nonce in self._nonces:
+            return (
+                f"this signed {action} was delivered before (nonce {signature.nonce}): "
+                "a replayed act changes nothing"
+            )
+        self._nonces.add(signature.nonce)
+        return None
 
     # -- the graph ---------------------------------------------------------
 
@@ -686,7 +799,11 @@ class GraphWorkflow:
         }
         record.meta["escalated"] = reason
         gate = GateState(
-            gate=node.id, roles=[plan.route.human_role], opened_at=workflow.now(), shown=shown
+            gate=node.id,
+            round=record.visits,
+            roles=[plan.route.human_role],
+            opened_at=workflow.now(),
+            shown=shown,
         )
         decision = await self._await_decision(gate, record)
         if decision.outcome == "reject":
@@ -713,6 +830,7 @@ class GraphWorkflow:
         earlier = [*previous.earlier, previous.decision] if previous and previous.decision else []
         gate = GateState(
             gate=node.id,
+            round=record.visits,
             roles=[node.role] if other_role is None else [node.role, other_role],
             chain=list(node.escalate_to),
             opened_at=workflow.now(),
@@ -750,6 +868,10 @@ class GraphWorkflow:
         """Open ``gate`` and wait for an accepted decision, reminding,
         escalating and finally holding or rejecting as its SLA says."""
         gate.start_clock(gate.opened_at)
+        # As a decider's client receives it (the status query's JSON), so that
+        # both sides digest the same values.
+        gate.shown = pydantic_core.from_json(pydantic_core.to_json(gate.shown))
+        gate.refresh_digest()
         self._gates[gate.gate] = gate
         record.status = "waiting"
         self.trail.ship_soon()
@@ -931,6 +1053,7 @@ class GraphWorkflow:
     def status(self) -> RunStatus:
         return RunStatus(
             workflow_id=workflow.info().workflow_id,
+            run_id=workflow.info().first_execution_run_id or workflow.info().run_id,
             process=self.graph.name,
             state=self._state(),
             requested_by=self._input.requested_by if self._input else "unknown",
@@ -957,8 +1080,14 @@ class GraphWorkflow:
             return "the run is still starting; try again in a moment"
         if self._stop is not None:
             return f"the run was stopped by {self._stop.user}: {self._stop.reason}"
-        editable = self.graph.editable_model(decision.gate)
         gate = self._gates.get(decision.gate)
+        open_gate = gate if gate is not None and gate.decision is None else None
+        proof = self._act_refusal(
+            "decide", decision.signed_fields(), decision.signature, decision.user, open_gate
+        )
+        if proof is not None:
+            return proof
+        editable = self.graph.editable_model(decision.gate)
         return refusal_reason(
             decision=decision,
             gates=self._gates,
@@ -986,6 +1115,8 @@ class GraphWorkflow:
             assert model is not None
             gate.edited_output = model.model_validate(decision.output).model_dump(mode="json")
             gate.approvals.clear()
+            # The next approver approves the edit, so that is what they must sign over.
+            gate.refresh_digest()
         accepted = GateDecision(
             outcome=decision.outcome,
             user=decision.user,
@@ -1009,6 +1140,7 @@ class GraphWorkflow:
         reason = self._refusal(decision)
         if reason is not None:
             self._refuse(decision, channel, reason, self._role_of(decision.user))
+        assert decision.signature is not None
         accepted = self._apply(decision)
         gate = self._gates[decision.gate]
         actor = Actor(type="human", id=accepted.user, role=accepted.role)
@@ -1032,62 +1164,102 @@ class GraphWorkflow:
             approved_by=accepted.approved_by,
             awaiting=accepted.awaiting,
             shown=gate.shown,
+            shown_digest=gate.shown_digest,
+            round=gate.round,
+            signature=_proof(decision.signature),
             waited_seconds=(accepted.decided_at - gate.opened_at).total_seconds(),
             escalations=len(gate.escalations),
         )
+        # A person's decision leaves the run now, not when the gate closes: a
+        # run ended in between must not take the first approval with it.
+        self.trail.ship_soon()
         self._publish()
         return accepted
 
     def _refuse(
         self, request: Decision | StopRequest, channel: Channel, reason: str, role: str | None
     ) -> NoReturn:
-        self._refusals.append(
-            Refusal(at=workflow.now(), channel=channel, decision=request, reason=reason)
-        )
-        self.trail.record(
-            "decision.refused" if isinstance(request, Decision) else "stop.refused",
+        act: Literal["decide", "stop"] = "decide" if isinstance(request, Decision) else "stop"
+        self._record_refusal(
+            Refusal(
+                at=workflow.now(),
+                channel=channel,
+                act=act,
+                user=request.user,
+                decision=request,
+                reason=reason,
+            ),
             node=request.gate if isinstance(request, Decision) else None,
-            actor=Actor(type="human", id=request.user, role=role),
-            channel=channel,
-            decision=request,
-            reason=reason,
+            role=role,
         )
         raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
+
+    def _record_refusal(self, refusal: Refusal, *, node: str | None, role: str | None) -> None:
+        self._refusals.append(refusal)
+        self.trail.record(
+            "decision.refused" if refusal.act == "decide" else "stop.refused",
+            node=node,
+            actor=Actor(type="unproven", id=refusal.user or "unknown", role=role),
+            channel=refusal.channel,
+            decision=refusal.decision,
+            received=refusal.received,
+            reason=refusal.reason,
+        )
+        self.trail.ship_soon()
+
+    def _parse(
+        self, model: type[M], payload: Any, channel: Channel, act: Literal["decide", "stop"]
+    ) -> M:
+        """``payload`` as ``model``, or a recorded refusal: a malformed act is
+        an act too, and the trail keeps it (cut short)."""
+        try:
+            return model.model_validate(payload)
+        except ValidationError as err:
+            user = payload.get("user") if isinstance(payload, dict) else None
+            reason = f"not a valid {act} request: {_problems(err)}"
+            self._record_refusal(
+                Refusal(
+                    at=workflow.now(),
+                    channel=channel,
+                    act=act,
+                    user=str(user or ""),
+                    received=_cut(payload),
+                    reason=reason,
+                ),
+                node=None,
+                role=None,
+            )
+            raise ApplicationError(reason, type="DecisionRefused", non_retryable=True) from None
 
     def _role_of(self, user_name: str) -> str | None:
         user = self._config.directory.users.get(user_name) if self._config else None
         return ",".join(user.roles) if user else None
 
-    @workflow.update(name="decide")
-    def decide(self, decision: Decision) -> GateDecision:
-        """Validated decision delivery: the caller gets the accepted decision
-        or the refusal's reason. Refusals are judged in the handler, not the
-        validator, so that they are in history and in the audit trail."""
-        return self._deliver(decision, "update")
+    # Both channels take the payload raw and judge it in the handler, signature
+    # first: a payload the SDK could not decode would be dropped with a log
+    # line, and an update turned away by a validator leaves no trace in
+    # history, while every refused act belongs in the status and the trail.
 
-    @decide.validator
-    def _validate_decide(self, decision: Decision) -> None:
-        # Only what cannot be a decision attempt at all is turned away unrecorded.
-        if decision.gate not in self._declared_gates():
-            raise ApplicationError(
-                f"this process has no gate '{decision.gate}' (its gates: "
-                f"{', '.join(sorted(self._declared_gates()))})",
-                type="DecisionRefused",
-                non_retryable=True,
-            )
+    @workflow.update(name="decide")
+    def decide(self, payload: Any) -> GateDecision:
+        """Decision delivery that answers: the accepted decision, or the
+        refusal's reason (a failed update)."""
+        return self._deliver(self._parse(Decision, payload, "update", "decide"), "update")
 
     @workflow.signal(name="decide")
-    def decide_signal(self, decision: Decision) -> None:
+    def decide_signal(self, payload: Any) -> None:
         with contextlib.suppress(ApplicationError):
-            self._deliver(decision, "signal")
+            self._deliver(self._parse(Decision, payload, "signal", "decide"), "signal")
 
     def _request_stop(self, request: StopRequest, channel: Channel) -> StopRecord:
         """Judge a stop request; an accepted one ends the run at its next step
         (see ``_run_graph``), a refused one is recorded and changes nothing."""
-        if self._config is None:
+        if self._config is None or self._input is None:
             reason: str | None = "the run is still starting; try again in a moment"
         else:
-            reason = stop_refusal(
+            reason = self._act_refusal(
+                "stop", request.signed_fields(), request.signature, request.user
+            ) or stop_refusal(
                 request,
                 directory=self._config.directory,
                 stop_roles=self.graph.stop_roles,
@@ -1103,26 +1275,54 @@ class GraphWorkflow:
             user=request.user, role=role, reason=request.reason, at=workflow.now()
         )
         self.trail.ship_soon()
+        assert request.signature is not None
         self.trail.record(
             "run.stop_requested",
             actor=Actor(type="human", id=request.user, role=role),
             channel=channel,
             reason=request.reason,
+            signature=_proof(request.signature),
         )
         return self._stop
 
     @workflow.update(name="stop")
-    def stop(self, request: StopRequest) -> StopRecord:
+    def stop(self, payload: Any) -> StopRecord:
         """The stop button: the caller learns whether the stop was accepted."""
-        return self._request_stop(request, "update")
+        return self._request_stop(self._parse(StopRequest, payload, "update", "stop"), "update")
 
     @workflow.signal(name="stop")
-    def stop_signal(self, request: StopRequest) -> None:
+    def stop_signal(self, payload: Any) -> None:
         with contextlib.suppress(ApplicationError):
-            self._request_stop(request, "signal")
+            self._request_stop(self._parse(StopRequest, payload, "signal", "stop"), "signal")
 
     def _declared_gates(self) -> set[str]:
         return {n.id for n in self.graph.nodes if isinstance(n, Gate | Ask)}
+
+
+_VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop"}
+# A malformed act is kept in the status and trail only this far.
+_RECEIVED_LIMIT = 500
+
+
+def _proof(signature: Signature) -> dict[str, Any]:
+    """What the trail keeps of a signature: enough to check it again later."""
+    return signature.model_dump(exclude={"value", "authenticator_data", "client_data_json"}) | {
+        "signature": signature.value,
+        "authenticator_data": signature.authenticator_data or None,
+        "client_data_json": signature.client_data_json or None,
+    }
+
+
+def _problems(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+
+
+def _cut(payload: Any) -> str:
+    try:
+        text = canonical(payload).decode()
+    except (TypeError, ValueError):
+        text = repr(payload)
+    return text if len(text) <= _RECEIVED_LIMIT else text[: _RECEIVED_LIMIT - 1] + "…"
 
 
 def _first_application_error(err: BaseException) -> ApplicationError | None:

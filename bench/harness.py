@@ -43,7 +43,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from baton.client import RunNotReady, build_input, connect, decide_in_turn, start_run
 from baton.config import Settings
+from baton.demo import local_identities
 from baton.gates import Decision
+from baton.keys import Signer
 from baton.server import EmbeddedServer, free_port, temporal_binary
 from bench.bare import BareApproval, BareRequest
 from workflows.document_intake import DocumentIntake
@@ -66,6 +68,9 @@ APPROVALS = [
     Decision(gate="review", user="rita", outcome="approve"),
     Decision(gate="review", user="vera", outcome="approve"),
 ]
+REQUESTER = "mailroom"
+# Keys of the requester and the approvers, made in main()'s data dir.
+SIGNERS: dict[str, Signer] = {}
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 VARIANTS = {
     "baton": ("baton", {}),
@@ -125,8 +130,10 @@ async def one_run(
             task_queue=queue,
         )
     else:
-        request = build_input(DocumentIntake, [str(path)], requested_by="bench")
-        handle = await start_run(client, DocumentIntake, request, task_queue=queue)
+        request = build_input(DocumentIntake, [str(path)], requested_by=REQUESTER)
+        handle = await start_run(
+            client, DocumentIntake, request, task_queue=queue, signer=SIGNERS[REQUESTER]
+        )
     if path.name in NEEDS_REVIEW:
         approved = await approve_when_waiting(client, handle, variant)
     await handle.result()
@@ -181,7 +188,7 @@ async def approve_when_waiting(
     while not await waiting():
         await asyncio.sleep(POLL)
     if variant != "bare":
-        await patiently(partial(decide_in_turn, client, handle.id, APPROVALS))
+        await patiently(partial(decide_in_turn, client, handle.id, APPROVALS, SIGNERS))
         return time.monotonic()
     for decision in APPROVALS:
         approval = BareApproval(user=decision.user, approve=True)
@@ -382,6 +389,9 @@ async def main(
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
+        SIGNERS.update(
+            local_identities(data_dir, (REQUESTER, *(a.user for a in APPROVALS)), via="bench")
+        )
         server = EmbeddedServer(db_file=data_dir / "temporal.db", port=free_port(), ui_port=None)
         async with server:
             for n in runs:

@@ -25,6 +25,7 @@ from temporalio.client import Client
 
 from baton.client import build_input, connect, decide, start_run
 from baton.config import Settings
+from baton.demo import local_identities
 from baton.server import EmbeddedServer, free_port
 from bench.harness import (
     APPROVALS,
@@ -113,6 +114,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         queue = "parked"
+        signers = local_identities(data, ("mailroom", APPROVALS[0].user), via="bench")
         env = os.environ | {
             "BATON_DATA_DIR": str(data),
             "BATON_CONFIG": str(ROOT / "baton.toml"),
@@ -126,14 +128,19 @@ async def main(runs: int, out: Path) -> dict[str, object]:
             try:
                 client = await connect(Settings(address=server.address, task_queue=queue))
                 rss_idle = rss_mib(worker.pid)
-                request = build_input(DocumentIntake, [str(DOCUMENT)], requested_by="bench")
+                request = build_input(DocumentIntake, [str(DOCUMENT)], requested_by="mailroom")
                 ids = [f"parked-{i}" for i in range(runs)]
 
                 began = time.monotonic()
                 await for_each(
                     ids,
                     lambda i: start_run(
-                        client, DocumentIntake, request, task_queue=queue, workflow_id=i
+                        client,
+                        DocumentIntake,
+                        request,
+                        task_queue=queue,
+                        workflow_id=i,
+                        signer=signers["mailroom"],
                     ),
                 )
                 started = time.monotonic() - began
@@ -146,7 +153,8 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
 
                 began = time.monotonic()
-                await for_each(ids, lambda i: patiently(partial(decide, client, i, APPROVALS[0])))
+                approve = partial(decide, decision=APPROVALS[0], signer=signers[APPROVALS[0].user])
+                await for_each(ids, lambda i: patiently(partial(approve, client, i)))
                 approved = time.monotonic() - began
                 await until_count(client, "ExecutionStatus = 'Completed'", runs, poll=0.25)
                 finished = time.monotonic() - began

@@ -33,6 +33,7 @@ from temporalio.client import WorkflowHandle
 
 from baton.client import build_input, connect, start_run
 from baton.config import Settings
+from baton.demo import local_identities
 from baton.server import EmbeddedServer, free_port
 from bench.harness import NEEDS_REVIEW, ROOT, SAMPLES, machine
 from systems.erp import DocumentRegister
@@ -64,6 +65,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         calls = data / "calls.log"
+        requester = local_identities(data, ("mailroom",), via="bench")["mailroom"]
         env = os.environ | {
             "BATON_DATA_DIR": str(data),
             "BATON_ERP_DB": str(data / "erp.sqlite"),
@@ -78,9 +80,11 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
             handles = []
             for i in range(runs):
                 path = CLEAN[i % len(CLEAN)]
-                request = build_input(DocumentIntake, [str(path)], requested_by="bench")
+                request = build_input(DocumentIntake, [str(path)], requested_by="mailroom")
                 handles.append(
-                    await start_run(client, DocumentIntake, request, task_queue="resume")
+                    await start_run(
+                        client, DocumentIntake, request, task_queue="resume", signer=requester
+                    )
                 )
             while entered(calls) < runs * kill_at:
                 await asyncio.sleep(0.05)

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
@@ -19,26 +21,73 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
+from baton.accounts import add_key
 from baton.server import EmbeddedServer, free_port
+from baton.signing import public_key_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "documents"
 BIN = Path(sys.executable).parent
 
 
+# Who acts in the tests, with the directory entries they get on top of the
+# repository's directory.toml (whose users all get keys too).
+TEST_USERS = {"clerk-1": '[users.clerk-1]\nname = "Clerk One"\nroles = ["clerk"]\n'}
+SIGNERS = ("rita", "sam", "carl", "vera", "ada", "mailroom", *TEST_USERS)
+
+
+@pytest.fixture(scope="session")
+def keyring() -> dict[str, Ed25519PrivateKey]:
+    """One Ed25519 key per user for the whole session, plus mallory, whose
+    key is in no directory."""
+    return {user: Ed25519PrivateKey.generate() for user in (*SIGNERS, "mallory")}
+
+
 @pytest.fixture(autouse=True)
-def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own data dir and ERP database, and reads the repo's baton.toml."""
+def isolated_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyring: dict[str, Ed25519PrivateKey]
+) -> Path:
+    """Each test gets its own data dir and ERP database, and a copy of the
+    repository's configuration whose directory holds every user's public
+    key, with the private keys in BATON_KEYS_DIR."""
     monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BATON_ERP_DB", str(tmp_path / "data" / "erp.sqlite"))
     monkeypatch.setenv("BATON_CONFIG", str(ROOT / "baton.toml"))
+    monkeypatch.setenv("BATON_DIRECTORY", str(write_keyed_directory(tmp_path, keyring)))
+    monkeypatch.setenv("BATON_KEYS_DIR", str(tmp_path / "keys"))
+    for user, key in keyring.items():
+        write_private_key(tmp_path / "keys" / f"{user}.key", key)
     return tmp_path / "data"
+
+
+def write_keyed_directory(folder: Path, keyring: dict[str, Ed25519PrivateKey]) -> Path:
+    """The repository's directory.toml with the test users, and every
+    signer's public key added: the directory a test worker snapshots."""
+    path = folder / "directory.toml"
+    directory = (ROOT / "directory.toml").read_text(encoding="utf-8")
+    path.write_text(directory + "\n" + "\n".join(TEST_USERS.values()), encoding="utf-8")
+    for user in SIGNERS:
+        add_key(path, user, public_key_text(keyring[user].public_key()))
+    return path
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
 
 
 @pytest.fixture(autouse=True)
 async def terminate_started_runs() -> AsyncIterator[None]:
-    from tests.helpers import terminate_started
+    from tests.helpers import WORKER_CONFIG, terminate_started
 
+    WORKER_CONFIG.config = None
     yield
     await terminate_started()
 
@@ -87,17 +136,21 @@ def task_queue() -> str:
 async def skipping_worker(
     time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> AsyncIterator[Worker]:
+    from tests.helpers import WORKER_CONFIG
     from worker import build_worker
 
-    async with build_worker(time_skipping_env.client, task_queue=task_queue) as worker:
+    async with build_worker(
+        time_skipping_env.client, task_queue=task_queue, run_config=WORKER_CONFIG
+    ) as worker:
         yield worker
 
 
 @pytest.fixture
 async def dev_worker(dev_client: Client, task_queue: str) -> AsyncIterator[Worker]:
+    from tests.helpers import WORKER_CONFIG
     from worker import build_worker
 
-    async with build_worker(dev_client, task_queue=task_queue) as worker:
+    async with build_worker(dev_client, task_queue=task_queue, run_config=WORKER_CONFIG) as worker:
         yield worker
 
 

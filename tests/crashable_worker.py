@@ -27,7 +27,7 @@ from temporalio.worker import (
 )
 
 from baton.client import connect
-from baton.config import Settings
+from baton.config import RunConfig, Settings
 from worker import build_worker
 
 _started: Counter[str] = Counter()
@@ -71,8 +71,16 @@ class CountingInterceptor(Interceptor):
 async def main() -> None:
     settings = Settings.from_env()
     client = await connect(settings)
+    # A test's own configuration for the worker (the routing to its scripted
+    # model server), as a file the test wrote: worker-side, never run input.
+    config_file = os.environ.get("BATON_TEST_RUN_CONFIG")
     worker = build_worker(
-        client, task_queue=settings.task_queue, interceptors=[CountingInterceptor()]
+        client,
+        task_queue=settings.task_queue,
+        interceptors=[CountingInterceptor()],
+        run_config=RunConfig.model_validate_json(Path(config_file).read_text())
+        if config_file
+        else None,
     )
     await worker.run()
 

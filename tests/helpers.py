@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from baton.client import build_input, describe_execution, run_status, start_run
-from baton.config import RunConfig
+from baton.config import RunConfig, load_run_config
 from baton.runner import RunResult, RunStatus
 from workflows.document_intake import DocumentIntake
 
@@ -57,6 +57,21 @@ async def search_attributes(client: Client, workflow_id: str) -> dict[str, Any]:
     }
 
 
+class WorkerConfig:
+    """The configuration the test workers (conftest's skipping_worker and
+    dev_worker) give runs that start from now on: the test's files unless a
+    test sets one. Worker-side, as in production: never workflow input."""
+
+    def __init__(self) -> None:
+        self.config: RunConfig | None = None
+
+    def __call__(self) -> RunConfig:
+        return self.config or load_run_config()
+
+
+WORKER_CONFIG = WorkerConfig()
+
+
 # Runs a test started: those left waiting at a gate would hold the
 # time-skipping server's clock for later tests (no worker serves them after
 # their test), so conftest terminates them when each test ends.
@@ -69,9 +84,8 @@ async def start_intake(
     path: Path,
     *,
     by: str = "clerk-1",
-    config: RunConfig | None = None,
 ) -> WorkflowHandle[Any, RunResult]:
-    request = build_input(DocumentIntake, [str(path)], requested_by=by, config=config)
+    request = build_input(DocumentIntake, [str(path)], requested_by=by)
     handle = await start_run(
         client,
         DocumentIntake,

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from baton.client import build_input, decide, start_run
+from baton.demo import local_identities
 from baton.gates import Decision
 from baton.server import EmbeddedServer, free_port
 from tests.conftest import SAMPLES
@@ -29,6 +30,7 @@ HISTORIES = Path(__file__).parent / "histories"
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        signers = local_identities(Path(tmp), ("mailroom", "rita"), via="record")
         server = EmbeddedServer(db_file=Path(tmp) / "t.db", port=free_port(), ui_port=None)
         async with server:
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
@@ -38,10 +40,15 @@ async def main() -> None:
                     ("document_intake_reviewed", "invoice-missing-total.txt", "rita"),
                 ):
                     request = build_input(
-                        DocumentIntake, [str(SAMPLES / sample)], requested_by="clerk-1"
+                        DocumentIntake, [str(SAMPLES / sample)], requested_by="mailroom"
                     )
                     handle = await start_run(
-                        client, DocumentIntake, request, task_queue="record", workflow_id=name
+                        client,
+                        DocumentIntake,
+                        request,
+                        task_queue="record",
+                        workflow_id=name,
+                        signer=signers["mailroom"],
                     )
                     if reviewer:
                         await settled(client, handle.id)
@@ -49,6 +56,7 @@ async def main() -> None:
                             client,
                             handle.id,
                             Decision(gate="review", user=reviewer, outcome="approve"),
+                            signers[reviewer],
                         )
                     await handle.result()
                     history = await handle.fetch_history()

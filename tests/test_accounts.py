@@ -30,6 +30,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "baton.toml"
     path.write_text(BATON_TOML)
     monkeypatch.setenv("BATON_CONFIG", str(path))
+    monkeypatch.delenv("BATON_DIRECTORY")
     return path
 
 
@@ -65,7 +66,8 @@ def test_the_run_snapshot_has_names_and_roles_and_never_a_hash(config: Path) -> 
     assert snapshot.directory.users["sam"] == User(
         name="Sam Supervisor", roles=["supervisor", "reviewer"]
     )
-    assert set(snapshot.directory.users) == {"rita", "sam", "carl", "vera", "ada"}
+    assert set(snapshot.directory.users) == {"rita", "sam", "carl", "vera", "ada", "mailroom"}
+    assert snapshot.directory.users["mailroom"].kind == "service"
     assert "argon2" not in snapshot.model_dump_json()
     assert "password" not in snapshot.model_dump_json()
 

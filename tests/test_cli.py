@@ -17,7 +17,7 @@ import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
-from baton.client import inbox
+from baton.client import DecisionRefused, decide, inbox, run_status, start_run
 from baton.gates import Decision
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, free_port, port_is_open
@@ -127,7 +127,9 @@ async def test_request_changes_override_and_stop_from_the_command_line(
 ) -> None:
     doc = str(SAMPLES / "invoice-missing-total.txt")
     first = started_id(
-        (await baton(dev_server, task_queue, "start", "document_intake", doc)).stdout
+        (
+            await baton(dev_server, task_queue, "start", "document_intake", doc, "--as", "clerk-1")
+        ).stdout
     )
     await settled(dev_client, first)
     review = ("--gate", "review", "--as", "rita")
@@ -162,7 +164,9 @@ async def test_request_changes_override_and_stop_from_the_command_line(
     assert result.outputs["extract"]["total"] == "2029.90"
 
     second = started_id(
-        (await baton(dev_server, task_queue, "start", "document_intake", doc)).stdout
+        (
+            await baton(dev_server, task_queue, "start", "document_intake", doc, "--as", "clerk-1")
+        ).stdout
     )
     await settled(dev_client, second)
     refused = await baton(dev_server, task_queue, "stop", second, "--as", "rita", "--reason", "x")
@@ -188,6 +192,8 @@ async def test_starter_script_starts_a_run(
         "starter.py",
         "document_intake",
         "samples/documents/receipt-cafe-lumen.txt",
+        "--as",
+        "mailroom",
         env=env,
     )
     assert out.returncode == 0, out.stderr
@@ -258,29 +264,29 @@ async def test_baton_server_serves_and_stops_its_server_on_sigterm(tmp_path: Pat
     assert not port_is_open("127.0.0.1", port), "the temporal child process is gone too"
 
 
-async def test_readme_python_example_with_the_plain_temporal_client(
+async def test_readme_python_example(
     dev_client: Client, dev_worker: Worker, task_queue: str
 ) -> None:
-    handle = await dev_client.start_workflow(
-        DocumentIntake.run,
-        IntakeRequest(path=str(SAMPLES / "invoice-missing-total.txt"), requested_by="rita"),
-        id=f"readme-{task_queue}",
-        task_queue=task_queue,
+    client = dev_client
+    request = IntakeRequest(path=str(SAMPLES / "invoice-missing-total.txt"), requested_by="rita")
+    handle = await start_run(
+        client, DocumentIntake, request, task_queue=task_queue, workflow_id=f"readme-{task_queue}"
     )
-    status = await eventually(
-        lambda: handle.query(DocumentIntake.status), lambda s: s.state == "waiting"
-    )
-    assert isinstance(status, RunStatus)
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
+    status = await eventually(lambda: run_status(client, handle.id), lambda s: s.state == "waiting")
+    with pytest.raises(DecisionRefused) as own_run:
+        await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+    assert "segregation of duties" in own_run.value.reason
+    # The plain Temporal client reaches the same update; unsigned, it decides nothing.
+    with pytest.raises(WorkflowUpdateFailedError) as unsigned:
         await handle.execute_update(
-            DocumentIntake.decide, Decision(gate="review", user="rita", outcome="approve")
+            DocumentIntake.decide, Decision(gate="review", user="sam", outcome="approve")
         )
-    assert "segregation of duties" in str(refused.value.cause)
-    await handle.execute_update(
-        DocumentIntake.decide,
-        Decision(gate="review", user="sam", outcome="approve", comment="checked"),
+    assert "the decide is not signed" in str(unsigned.value.cause)
+    await decide(
+        client, handle.id, Decision(gate="review", user="sam", outcome="approve", comment="ok")
     )
     result = await handle.result()
+    assert isinstance(status, RunStatus)
     assert isinstance(result, RunResult) and result.outcome == "completed"
 
 

@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from baton import search
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import DecisionRefused, decide, run_status
+from baton.client import DecisionRefused, decide, run_status, sign_decision
 from baton.gates import Decision
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
@@ -128,10 +128,11 @@ async def test_refused_decisions_say_why_and_change_nothing(
     status = await run_status(client, handle.id)
     assert status.state == "waiting"
     assert status.gates[0].decision is None
-    # A refusal at a real gate is judged in the update handler and so recorded;
-    # a gate the process does not have is turned away by the validator.
-    recorded = [(r.channel, r.decision.user) for r in status.refusals]
-    assert recorded == ([("update", decision.user)] if decision.gate == "review" else [])
+    # Every refusal is judged in the update handler, so it is in the status
+    # (and the trail), a gate the process does not have included.
+    assert [(r.channel, r.user, r.reason) for r in status.refusals] == [
+        ("update", decision.user, refused.value.reason)
+    ]
 
 
 async def test_a_finished_run_refuses_further_decisions(
@@ -157,13 +158,13 @@ async def test_refused_signal_is_recorded_and_a_valid_signal_decides(
     handle = await start(client, task_queue, MISSING_TOTAL)
     await settled(client, handle.id)
 
-    await handle.signal("decide", approve(user="carl"))
+    await handle.signal("decide", await sign_decision(client, handle.id, approve(user="carl")))
     status = await run_status(client, handle.id)
     assert status.state == "waiting"
-    assert [(r.channel, r.decision.user) for r in status.refusals] == [("signal", "carl")]
+    assert [(r.channel, r.user) for r in status.refusals] == [("signal", "carl")]
     assert "may not decide gate 'review'" in status.refusals[0].reason
 
-    await handle.signal("decide", approve())
+    await handle.signal("decide", await sign_decision(client, handle.id, approve()))
     result = await handle.result()
     assert result.outcome == "completed"
     assert result.outputs["review"]["user"] == "rita"

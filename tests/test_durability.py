@@ -106,9 +106,15 @@ async def test_crash_between_two_model_attempts_does_not_repeat_the_first(
         llm.script("gpt-cheap", Reply(answer(OFF_SCHEMA)))
         llm.script("claude-strong", Reply(answer(VALID, 0.95)))
         run_config = config(llm, cascade=["cheap", "strong"], repairs=0)
-        env = worker_env | {KEY_ENV: "sk-test", "BATON_TEST_HOLD_BEFORE": "ask:2"}
+        config_file = Path(worker_env["BATON_TEST_HOLD_FILE"]).with_name("run-config.json")
+        config_file.write_text(run_config.model_dump_json())
+        env = worker_env | {
+            KEY_ENV: "sk-test",
+            "BATON_TEST_HOLD_BEFORE": "ask:2",
+            "BATON_TEST_RUN_CONFIG": str(config_file),
+        }
         first = WorkerProcess(env)
-        request = build_input(DocumentIntake, [str(DOC)], requested_by="clerk-1", config=run_config)
+        request = build_input(DocumentIntake, [str(DOC)], requested_by="clerk-1")
         handle = await start_run(dev_client, DocumentIntake, request, task_queue=task_queue)
         hold = Path(worker_env["BATON_TEST_HOLD_FILE"])
 

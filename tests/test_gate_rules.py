@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -21,15 +22,23 @@ from baton import search
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
 from baton.cli import format_status
-from baton.client import DecisionRefused, decide, run_status, stop_run
+from baton.client import DecisionRefused, decide, run_status, sign_stop, start_run, stop_run
 from baton.gates import SLA_ACTOR, Decision, StopRequest
 from baton.graph import Gate, Graph, Step, hours
+from baton.keys import Signer
 from baton.runner import GraphWorkflow, RunInput, RunResult
 from systems.erp import DocumentRegister
 from systems.outbox import Outbox
 from tests.conftest import SAMPLES
 from tests.fake_llm import Reply, ScriptedLLMServer
-from tests.helpers import STARTED, eventually, search_attributes, settled, start_intake
+from tests.helpers import (
+    STARTED,
+    WORKER_CONFIG,
+    eventually,
+    search_attributes,
+    settled,
+    start_intake,
+)
 from tests.routing_config import KEY_ENV, UNSURE, VALID, answer, config
 from worker import build_worker
 
@@ -76,8 +85,8 @@ async def test_large_amount_needs_a_reviewer_and_a_controller(
     assert attributes[search.PENDING_ROLES.name] == ["controller"]
     assert DocumentRegister().entries(handle.id) == []
 
-    repeated = await decide(client, handle.id, decision("rita"))
-    assert repeated == first, "the same decision delivered twice is answered, not applied, again"
+    repeated = await refused(client, handle.id, decision("rita"))
+    assert repeated.startswith("user 'rita' has already approved gate 'review'")
     again = await refused(client, handle.id, decision("rita", comment="me again"))
     assert "has already approved" in again and "different users" in again
     same_role = await refused(client, handle.id, decision("sam"))
@@ -131,9 +140,8 @@ async def test_request_changes_sends_the_run_back_with_the_note_and_is_bounded(
         llm.script("gpt-cheap", *[Reply(answer(VALID), logprobs=UNSURE)] * 3)
         run_config = config(llm, cascade=["cheap"], min_confidence=0.1)
         run_config = run_config.model_copy(update={"thresholds": {"review_min_confidence": 0.9}})
-        handle = await start_intake(
-            client, task_queue, SAMPLES / "invoice-acme-2026-0142.txt", config=run_config
-        )
+        WORKER_CONFIG.config = run_config
+        handle = await start_intake(client, task_queue, SAMPLES / "invoice-acme-2026-0142.txt")
         await settled(client, handle.id)
 
         no_note = await refused(client, handle.id, decision("rita", "request_changes", comment=""))
@@ -267,11 +275,12 @@ async def test_a_gate_declared_to_reject_rejects_when_its_chain_is_exhausted(
 ) -> None:
     client = time_skipping_env.client
     async with toy_worker(client, task_queue, RejectWhenLate, echo_item):
-        handle = await client.start_workflow(
-            RejectWhenLate.run,
+        handle = await start_run(
+            client,
+            RejectWhenLate,
             Item(name="x", requested_by="carl"),
-            id=f"late-{task_queue}",
             task_queue=task_queue,
+            workflow_id=f"late-{task_queue}",
         )
         STARTED.append(handle)
         result = await handle.result()
@@ -312,11 +321,12 @@ class WriteThenConfirm(GraphWorkflow):
 @contextlib.asynccontextmanager
 async def write_then_confirm(env: WorkflowEnvironment, queue: str) -> Any:
     async with toy_worker(env.client, queue, WriteThenConfirm, enter_item):
-        handle = await env.client.start_workflow(
-            WriteThenConfirm.run,
+        handle = await start_run(
+            env.client,
+            WriteThenConfirm,
             Item(name="INV-STOP", requested_by="carl"),
-            id=f"stop-{queue}",
             task_queue=queue,
+            workflow_id=f"stop-{queue}",
         )
         STARTED.append(handle)
         await settled(env.client, handle.id)
@@ -324,7 +334,9 @@ async def write_then_confirm(env: WorkflowEnvironment, queue: str) -> Any:
 
 
 async def test_stop_compensates_the_write_and_is_recorded(
-    time_skipping_env: WorkflowEnvironment, task_queue: str
+    time_skipping_env: WorkflowEnvironment,
+    task_queue: str,
+    keyring: dict[str, Ed25519PrivateKey],
 ) -> None:
     client = time_skipping_env.client
     async with write_then_confirm(time_skipping_env, task_queue) as handle:
@@ -333,8 +345,9 @@ async def test_stop_compensates_the_write_and_is_recorded(
             ("nobody", "wrong", "unknown user 'nobody'"),
             ("ada", "  ", "stopping a run needs a reason"),
         ]:
+            signer = Signer(user, keyring["mallory" if user == "nobody" else user])
             with pytest.raises(DecisionRefused, match=why):
-                await stop_run(client, handle.id, StopRequest(user=user, reason=reason))
+                await stop_run(client, handle.id, StopRequest(user=user, reason=reason), signer)
         assert len(DocumentRegister().entries(handle.id)) == 1
 
         stopped = await stop_run(
@@ -351,7 +364,7 @@ async def test_stop_compensates_the_write_and_is_recorded(
     assert entry["void_reason"] == f"run {handle.id} was stopped"
     assert status.state == "stopped"
     assert status.stopped is not None and status.stopped.compensated == ["write"]
-    assert [r.decision.user for r in status.refusals] == ["rita", "nobody", "ada"]
+    assert [r.user for r in status.refusals] == ["rita", "nobody", "ada"]
     records = open_store(AuditSettings.from_env().url).records(handle.id)
     kinds = [r.event_type for r in records]
     assert kinds.count("stop.refused") == 3
@@ -366,12 +379,16 @@ async def test_a_refused_stop_signal_changes_nothing_and_a_valid_one_stops(
 ) -> None:
     client = time_skipping_env.client
     async with write_then_confirm(time_skipping_env, task_queue) as handle:
-        await handle.signal("stop", StopRequest(user="carl", reason="mine"))
+        carl_stops = await sign_stop(client, handle.id, StopRequest(user="carl", reason="mine"))
+        await handle.signal("stop", carl_stops)
         status = await settled(client, handle.id)
         assert status.state == "waiting" and status.stopped is None
         assert "may not stop this run" in status.refusals[0].reason
-        await handle.signal("stop", StopRequest(user="ada", reason="duplicate"))
-        await handle.signal("stop", StopRequest(user="ada", reason="duplicate"))
+        ada_stops = StopRequest(user="ada", reason="duplicate")
+        # Both signed before either is sent: the first ends the run.
+        first, second = [await sign_stop(client, handle.id, ada_stops) for _ in range(2)]
+        await handle.signal("stop", first)
+        await handle.signal("stop", second)
         result = await handle.result()
         status = await run_status(client, handle.id)
     assert result.outcome == "stopped"

@@ -26,7 +26,7 @@ from baton.routing import plan_route, routing_table
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.fake_llm import Delay, Fault, Reply, ScriptedLLMServer
-from tests.helpers import search_attributes, settled, start_intake
+from tests.helpers import WORKER_CONFIG, search_attributes, settled, start_intake
 from tests.routing_config import (
     DOC,
     KEY_ENV,
@@ -50,7 +50,8 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
 async def start(
     client: Client, queue: str, run_config: RunConfig
 ) -> WorkflowHandle[Any, RunResult]:
-    return await start_intake(client, queue, DOC, config=run_config)
+    WORKER_CONFIG.config = run_config
+    return await start_intake(client, queue, DOC)
 
 
 async def attempts_of(client: Client, workflow_id: str) -> list[dict[str, Any]]:

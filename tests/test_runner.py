@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
@@ -16,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.config import snapshot_run_config
+from baton.client import start_run
 from baton.graph import Back, Graph, Retry, Step
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
 
@@ -184,14 +184,14 @@ async def run_toy(env: WorkflowEnvironment, wf: type[GraphWorkflow], word: str) 
         workflows=[FanWorkflow, LoopWorkflow, EndlessWorkflow, RefusedLocally, RefusedRemotely],
         activities=[echo, branch, join, describe, refuse, snapshot_run_config],
     ):
-        return await env.client.execute_workflow(
-            wf.graph.name,
-            Start(word=word),
-            id=f"toy-{uuid.uuid4().hex[:6]}",
+        handle = await start_run(
+            env.client,
+            wf,
+            Start(word=word, requested_by="carl"),
             task_queue=queue,
-            result_type=RunResult,
-            execution_timeout=timedelta(minutes=1),
+            workflow_id=f"toy-{uuid.uuid4().hex[:6]}",
         )
+        return await handle.result()
 
 
 async def test_fan_out_runs_branches_together_and_fan_in_waits_for_both(

@@ -4,6 +4,7 @@ them, have a person review what is doubtful, and enter it in the ERP."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
@@ -117,5 +118,6 @@ class DocumentIntake(GraphWorkflow):
     graph = GRAPH
 
     @workflow.run
-    async def run(self, request: IntakeRequest) -> RunResult:
+    async def run(self, request: Any) -> RunResult:
+        # Taken raw (an IntakeRequest as sent): GraphWorkflow.execute validates it.
         return await self.execute(request)

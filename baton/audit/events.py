@@ -21,6 +21,8 @@ SCHEMA_VERSION = 1
 EVENT_TYPES: frozenset[str] = frozenset(
     {
         "run.started",
+        "run.admitted",
+        "run.refused",
         "node.started",
         "node.finished",
         "node.skipped",
@@ -34,6 +36,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "gate.escalated",
         "gate.decided",
         "decision.refused",
+        "stop.refused",
         "override",
         "stop",
         "run.ended",
@@ -44,14 +47,16 @@ EVENT_TYPES: frozenset[str] = frozenset(
 accepts events from a newer producer; reports treat unknown types as plain timeline rows."""
 
 OVERSIGHT_EVENT_TYPES: frozenset[str] = frozenset(
-    {"gate.decided", "decision.refused", "override", "stop"}
+    {"gate.decided", "decision.refused", "stop.refused", "run.refused", "override", "stop"}
 )
 
 HASHED_EXCLUDE: frozenset[str] = frozenset({"record_hash", "recorded_at"})
 
 
 class Actor(BaseModel):
-    type: Literal["human", "ai_model", "service"]
+    # "unproven": the name an act claimed, when the act was refused before
+    # its signature proved who sent it.
+    type: Literal["human", "ai_model", "service", "unproven"]
     id: str
     role: str | None = None
 

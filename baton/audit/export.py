@@ -463,10 +463,20 @@ def _checks(run: Sequence[AuditRecord]) -> _Safe:
         for r in run
         if r.event_type == "gate.decided" and (r.actor is None or r.actor.type != "human")
     ]
+    unsigned = [
+        r
+        for r in run
+        if r.event_type in ("gate.decided", "gate.approval")
+        and r.actor is not None
+        and r.actor.type == "human"
+        and not r.data.get("signature")
+    ]
     checks = [
         ("Run start recorded", "run.started" in types),
+        ("Run start signed by its requester", "run.admitted" in types),
         ("Run end recorded", "run.ended" in types),
         ("Every gate decision made by a human", not by_non_human),
+        ("Every human decision signed by its maker", not unsigned),
     ]
     return _tag(
         "ul",

@@ -101,10 +101,12 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
         if not isinstance(trail, Trail):
             return await super().execute_workflow(input)
         request = input.args[0] if input.args else None
-        requested_by = str(getattr(request, "requested_by", "unknown"))
+        # As claimed: the runner records whether the requester's signature
+        # proves it (run.admitted) or not (run.refused).
+        claimed = request.get("requested_by") if isinstance(request, dict) else None
         trail.record(
             "run.started",
-            actor=Actor(type="human", id=requested_by, role="requester"),
+            actor=Actor(type="unproven", id=str(claimed or "unknown"), role="requester"),
             input=request,
             task_queue=workflow.info().task_queue,
             attempt=workflow.info().attempt,
