@@ -11,9 +11,11 @@ import pytest
 from argon2 import PasswordHasher
 
 from baton import cli
-from baton.accounts import Accounts, hash_password, set_password
+from baton.accounts import Accounts, add_passkey, hash_password, set_password
 from baton.config import ConfigError, RunConfigCache, load_run_config
 from baton.gates import User
+from baton.keys import MissingKey, Signer, new_key
+from baton.signing import Passkey
 from tests.conftest import ROOT
 
 BATON_TOML = """\
@@ -208,3 +210,69 @@ def test_a_workers_snapshots_follow_edits_of_the_directory_and_config(
     config.write_text(BATON_TOML + "\n[thresholds]\nreview_min_confidence = 0.95\n")
     assert files.load().thresholds == {"review_min_confidence": 0.95}
     assert files.load().digest != first.digest
+
+
+def test_a_new_key_is_private_and_its_public_half_joins_the_directory(
+    directory: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BATON_KEYS_DIR", str(tmp_path / "my-keys"))
+    before = directory.read_text()
+
+    assert cli.main(["keys", "new", "--as", "rita"]) == 0
+    printed = capsys.readouterr().out
+    key_file = tmp_path / "my-keys" / "rita.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    public_key = Signer.load("rita").public_key
+    assert f"baton users add-key rita {public_key}" in printed
+    assert cli.main(["keys", "new", "--as", "rita"]) == 2
+    assert f"exists already; its public key is `{public_key}`" in capsys.readouterr().err
+
+    assert cli.main(["users", "add-key", "rita", public_key]) == 0
+    assert load_run_config().directory.users["rita"].keys == [public_key]
+    rita_hash = next(line for line in before.splitlines() if line.startswith("password_hash"))
+    assert directory.read_text() == before.replace(
+        rita_hash, f'{rita_hash}\nkeys = ["{public_key}"]', 1
+    ), "one line added to rita's table, the rest of the file as it was"
+    assert cli.main(["users", "add-key", "rita", public_key]) == 0
+    assert "has key" in capsys.readouterr().out
+    assert load_run_config().directory.users["rita"].keys == [public_key]
+
+
+def test_a_key_that_is_not_one_is_refused_with_the_fix(
+    directory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = directory.read_text()
+    assert cli.main(["users", "add-key", "rita", "ed25519:bm90IGEga2V5"]) == 2
+    assert "is not an Ed25519 public key: `baton keys new --as <user>`" in capsys.readouterr().err
+    assert cli.main(["users", "add-key", "rita", '{"id": "x"}']) == 2
+    assert "not a passkey" in capsys.readouterr().err
+    assert cli.main(["users", "add-key", "nobody", "ed25519:" + "A" * 43 + "="]) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err
+    assert directory.read_text() == before
+
+
+def test_a_passkey_is_added_as_an_inline_table(directory: Path) -> None:
+    passkey = Passkey(
+        id="Y3JlZA",
+        public_key="MCowBQYDK2VwAyEA" + "A" * 43 + "=",
+        rp_id="localhost",
+        origin="http://localhost:8200",
+    )
+    assert add_passkey(directory, "vera", passkey)
+    assert not add_passkey(directory, "vera", passkey)
+    assert load_run_config().directory.users["vera"].passkeys == [passkey]
+
+
+def test_a_key_file_others_can_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATON_KEYS_DIR", str(tmp_path / "other-keys"))
+    path, _ = new_key("sam")
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match=f"chmod 600 {path}"):
+        Signer.load("sam")
+    with pytest.raises(MissingKey, match="`baton keys new --as nobody`"):
+        Signer.load("nobody")

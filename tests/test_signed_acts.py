@@ -7,6 +7,8 @@ round or view; malformed payloads. On Temporal's time-skipping server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from typing import Any
 
@@ -34,6 +36,7 @@ from baton.gates import Decision, StopRequest
 from baton.graph import Gate, Graph, Step
 from baton.keys import Signer
 from baton.runner import GraphWorkflow, RunInput, RunResult
+from baton.server import EmbeddedServer, temporal_binary
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
 from tests.helpers import STARTED, eventually, settled, start_intake
@@ -502,3 +505,78 @@ async def test_the_client_refuses_to_sign_a_start_for_someone_else(
             task_queue=task_queue,
             signer=Signer.load("rita"),
         )
+
+
+# -- with the official `temporal` CLI, on the real dev server --------------------
+
+
+async def temporal_cli(server: EmbeddedServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `temporal` CLI off the event loop: the worker under test lives
+    in this process and must keep working meanwhile."""
+    argv = [temporal_binary(), *args, "--address", server.address]
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+
+async def test_the_temporal_cli_cannot_start_decide_or_stop_without_a_signature(
+    dev_server: EmbeddedServer, dev_client: Client, dev_worker: Worker, task_queue: str
+) -> None:
+    injected = {
+        "path": str(LARGE),
+        "requested_by": "mallory",
+        "config": {"directory": {"users": {"mallory": {"roles": ["reviewer", "controller"]}}}},
+    }
+    bad_start = await temporal_cli(
+        dev_server,
+        *("workflow", "start", "--type", "document_intake", "--task-queue", task_queue),
+        *("--workflow-id", f"cli-{uuid.uuid4().hex[:8]}", "--input", json.dumps(injected)),
+    )
+    assert bad_start.returncode == 0, bad_start.stderr
+    started = dev_client.get_workflow_handle(
+        bad_start.stdout.split("WorkflowId")[1].split()[0], result_type=RunResult
+    )
+    assert "the input does not fit IntakeRequest: config:" in await failure_of(started)
+
+    handle = await start_intake(dev_client, task_queue, LARGE, by="carl")
+    await settled(dev_client, handle.id)
+    by = ("--workflow-id", handle.id)
+    unsigned = json.dumps(approve("rita").model_dump(mode="json"))
+    update = await temporal_cli(
+        dev_server, "workflow", "update", "execute", *by, "--name", "decide", "--input", unsigned
+    )
+    assert update.returncode != 0
+    assert "the decide is not signed" in update.stderr + update.stdout
+    signal = await temporal_cli(
+        dev_server, "workflow", "signal", *by, "--name", "decide", "--input", unsigned
+    )
+    assert signal.returncode == 0, signal.stderr
+    stop = json.dumps({"user": "ada", "reason": "from a shell"})
+    stopped = await temporal_cli(
+        dev_server, "workflow", "update", "execute", *by, "--name", "stop", "--input", stop
+    )
+    assert "the stop is not signed" in stopped.stderr + stopped.stdout
+
+    status = await eventually(
+        lambda: run_status(dev_client, handle.id), lambda s: len(s.refusals) == 3
+    )
+    assert [(r.act, r.channel) for r in status.refusals] == [
+        ("decide", "update"),
+        ("decide", "signal"),
+        ("stop", "update"),
+    ]
+    assert status.state == "waiting"
+
+    # A signed act is JSON like any other: the CLI can carry it, once.
+    act = await sign_decision(dev_client, handle.id, approve("rita"), Signer.load("rita"))
+    signed_json = act.model_dump_json()
+    accepted = await temporal_cli(
+        dev_server, "workflow", "update", "execute", *by, "--name", "decide", "--input", signed_json
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "approved_by:[rita] awaiting:1" in accepted.stdout
+    replayed = await temporal_cli(
+        dev_server, "workflow", "update", "execute", *by, "--name", "decide", "--input", signed_json
+    )
+    assert replayed.returncode != 0
+    assert "this signed decide was delivered before" in replayed.stderr + replayed.stdout
+    await decide(dev_client, handle.id, approve("vera", "second approval"))
+    assert (await handle.result()).outcome == "completed"
