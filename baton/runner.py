@@ -327,10 +327,11 @@ class GraphWorkflow:
         info = workflow.info()
         run_id = "" if action == "start" else info.first_execution_run_id or info.run_id
         if (signature.workflow_id, signature.run_id) != (info.workflow_id, run_id):
+            signed_for = " ".join(filter(None, (signature.workflow_id, signature.run_id)))
             return (
-                f"the {action} was signed for another run ({signature.workflow_id} "
-                f"{signature.run_id or ''}); a signed act cannot be replayed onto this one"
-            ).replace(" )", ")")
+                f"the {action} was signed for another run ({signed_for}); a signed act "
+                "cannot be replayed onto this one"
+            )
         if gate is not None and signature.round != gate.round:
             return (
                 f"the decision was signed for round {signature.round} of gate '{gate.gate}', "
