@@ -203,13 +203,22 @@ async def sign_decision(
 
 
 async def decide(
-    client: Client, workflow_id: str, decision: Decision, signer: Signer | None = None
+    client: Client,
+    workflow_id: str,
+    decision: Decision,
+    signer: Signer | None = None,
+    *,
+    update_id: str | None = None,
 ) -> GateDecision:
     """Sign ``decision`` (unless it is signed already) and deliver it through
-    the `decide` update; a refusal raises DecisionRefused with the run's reason."""
+    the `decide` update; a refusal raises DecisionRefused with the run's reason.
+
+    To repeat a delivery whose answer was lost (an RPC timeout), pass the
+    same signed decision and the same ``update_id`` again: Temporal answers
+    with the first result instead of handing the run a replay."""
     if decision.signature is None:
         decision = await sign_decision(client, workflow_id, decision, signer)
-    return await _update(client, workflow_id, "decide", decision, GateDecision)
+    return await _update(client, workflow_id, "decide", decision, GateDecision, update_id)
 
 
 async def decide_in_turn(
@@ -273,6 +282,7 @@ async def _update(
     name: str,
     request: BaseModel,
     result_type: type[R],
+    update_id: str | None = None,
 ) -> R:
     """Execute an update with a fresh id: one id per act of a person, which
     the SDK keeps across its own transport retries. Temporal answers a
@@ -283,7 +293,7 @@ async def _update(
     handle = client.get_workflow_handle(workflow_id)
     try:
         result: R = await handle.execute_update(
-            name, request, id=f"{name}:{uuid.uuid4()}", result_type=result_type
+            name, request, id=update_id or f"{name}:{uuid.uuid4()}", result_type=result_type
         )
         return result
     except WorkflowUpdateFailedError as err:

@@ -41,7 +41,7 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from baton.client import RunNotReady, build_input, connect, decide_in_turn, start_run
+from baton.client import RunNotReady, build_input, connect, decide, sign_decision, start_run
 from baton.config import Settings
 from baton.demo import local_identities
 from baton.gates import Decision
@@ -149,9 +149,9 @@ _in_flight: asyncio.Semaphore | None = None
 async def patiently(call: Callable[[], Awaitable[T]]) -> T:
     """``call()``, at most IN_FLIGHT at a time, again while the server is too
     busy to answer in time or drops the stream, or the run cannot take an
-    update yet. Each call is safe to repeat:
-    an update keeps its id (see baton.client.decide), so it applies once, and
-    the bare workflow counts a re-sent approval signal once."""
+    update yet. Each call is safe to repeat: a decision goes again with the
+    same signature and update id (see approve_in_turn), so it applies once,
+    and the bare workflow counts a re-sent approval signal once."""
     global _in_flight
     _in_flight = _in_flight or asyncio.Semaphore(IN_FLIGHT)
     while True:
@@ -173,6 +173,23 @@ async def patiently(call: Callable[[], Awaitable[T]]) -> T:
         await asyncio.sleep(POLL)
 
 
+async def approve_in_turn(client: Client, workflow_id: str, decisions: list[Decision]) -> None:
+    """Deliver ``decisions`` in order until the gate needs no more approvals.
+    Each is signed once and keeps one update id across ``patiently``'s
+    retries: a fresh signature would be a second act, refused once the first
+    landed."""
+    for decision in decisions:
+        signed = await patiently(
+            partial(sign_decision, client, workflow_id, decision, SIGNERS[decision.user])
+        )
+        update_id = f"decide:{uuid.uuid4()}"
+        accepted = await patiently(
+            partial(decide, client, workflow_id, signed, update_id=update_id)
+        )
+        if not accepted.awaiting:
+            return
+
+
 async def approve_when_waiting(
     client: Client, handle: WorkflowHandle[Any, Any], variant: str
 ) -> float:
@@ -188,7 +205,7 @@ async def approve_when_waiting(
     while not await waiting():
         await asyncio.sleep(POLL)
     if variant != "bare":
-        await patiently(partial(decide_in_turn, client, handle.id, APPROVALS, SIGNERS))
+        await approve_in_turn(client, handle.id, APPROVALS)
         return time.monotonic()
     for decision in APPROVALS:
         approval = BareApproval(user=decision.user, approve=True)

@@ -18,12 +18,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 from temporalio.client import Client
 
-from baton.client import build_input, connect, decide, start_run
+from baton.client import build_input, connect, start_run
 from baton.config import Settings
 from baton.demo import local_identities
 from baton.server import EmbeddedServer, free_port
@@ -32,9 +31,10 @@ from bench.harness import (
     IN_FLIGHT,
     ROOT,
     SAMPLES,
+    SIGNERS,
+    approve_in_turn,
     cpu_seconds,
     machine,
-    patiently,
     sample_histories,
     start_worker,
 )
@@ -114,7 +114,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         queue = "parked"
-        signers = local_identities(data, ("mailroom", APPROVALS[0].user), via="bench")
+        SIGNERS.update(local_identities(data, ("mailroom", APPROVALS[0].user), via="bench"))
         env = os.environ | {
             "BATON_DATA_DIR": str(data),
             "BATON_CONFIG": str(ROOT / "baton.toml"),
@@ -140,7 +140,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                         request,
                         task_queue=queue,
                         workflow_id=i,
-                        signer=signers["mailroom"],
+                        signer=SIGNERS["mailroom"],
                     ),
                 )
                 started = time.monotonic() - began
@@ -153,8 +153,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
                 cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
 
                 began = time.monotonic()
-                approve = partial(decide, decision=APPROVALS[0], signer=signers[APPROVALS[0].user])
-                await for_each(ids, lambda i: patiently(partial(approve, client, i)))
+                await for_each(ids, lambda i: approve_in_turn(client, i, APPROVALS[:1]))
                 approved = time.monotonic() - began
                 await until_count(client, "ExecutionStatus = 'Completed'", runs, poll=0.25)
                 finished = time.monotonic() - began
