@@ -70,15 +70,15 @@ class NoWorkerError(RuntimeError):
 
 
 async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Client:
-    """Connect to Temporal; with ``wait``, keep trying that many seconds
+    """Connect to Temporal as the settings' envconfig profile says (address,
+    namespace, API key, TLS); with ``wait``, keep trying that many seconds
     (a worker started beside its server should not die of a race)."""
     settings = settings or Settings.from_env()
     deadline = time.monotonic() + wait
     while True:
         try:
             return await Client.connect(
-                settings.address,
-                namespace=settings.namespace,
+                **settings.client_connect_config(),
                 data_converter=pydantic_data_converter,
                 # A run started here is one trace: this call's span is its root.
                 interceptors=[TracingInterceptor()],
@@ -87,7 +87,8 @@ async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Cli
             if time.monotonic() >= deadline:
                 raise ConnectionError(
                     f"cannot reach Temporal at {settings.address} ({err}); start it with "
-                    "`baton server`, or point TEMPORAL_ADDRESS at a running server"
+                    "`baton server`, or point TEMPORAL_ADDRESS or TEMPORAL_PROFILE at a "
+                    "running server"
                 ) from None
             await asyncio.sleep(1.0)
 

@@ -1,10 +1,15 @@
 """Where Baton connects, and the run configuration it snapshots into each run.
 
 Connection settings come from the environment (the same variables in a shell,
-a container or CI). The run configuration (thresholds, provider, directory of
-users and roles) comes from a TOML file and is copied into every run when it
-starts, so editing the file never changes, or breaks the replay of, a run
-that is already going.
+a container or CI). How to reach Temporal is read as Temporal's SDKs and the
+`temporal` CLI read it (temporalio.envconfig): a profile of the TOML file at
+TEMPORAL_CONFIG_FILE or the default path, overridden by TEMPORAL_* variables,
+so one profile serves the CLI and Baton alike.
+
+The run configuration (thresholds, provider, directory of users and roles)
+comes from a TOML file and is copied into every run when it starts, so
+editing the file never changes, or breaks the replay of, a run that is
+already going.
 
 Users live in their own file, which baton.toml names in `[directory] file`,
 because that file also holds password hashes: a run copies each user's name
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 
 from baton.gates import Directory, User
 from baton.routing import RoutingConfig
@@ -37,6 +43,20 @@ DEFAULT_CONFIG_NAME = "baton.toml"
 # User names go into update ids, URLs and TOML table headers: keep them plain.
 USER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 CONFIG_HINT = f"run from the repository root, or set {CONFIG_ENV} to the path of a baton.toml"
+DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
+DEFAULT_TEMPORAL_NAMESPACE = "default"
+# Files a profile's TLS settings may name: the ClientConfigTLS attribute, what
+# it is, its variable and its key under [profile.<name>.tls].
+TLS_FILES = (
+    ("client_cert", "TLS client certificate", "TEMPORAL_TLS_CLIENT_CERT_PATH", "client_cert_path"),
+    ("client_private_key", "TLS client key", "TEMPORAL_TLS_CLIENT_KEY_PATH", "client_key_path"),
+    (
+        "server_root_ca_cert",
+        "server CA certificate",
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+        "server_ca_cert_path",
+    ),
+)
 
 
 class ConfigError(ValueError):
@@ -47,8 +67,8 @@ class ConfigError(ValueError):
 class Settings:
     """How to reach Temporal and where local state lives."""
 
-    address: str = "localhost:7233"
-    namespace: str = "default"
+    address: str = DEFAULT_TEMPORAL_ADDRESS
+    namespace: str = DEFAULT_TEMPORAL_NAMESPACE
     task_queue: str = "baton"
     data_dir: Path = field(default_factory=lambda: Path(".baton"))
     ui_url: str = "http://localhost:8233"
@@ -56,13 +76,21 @@ class Settings:
     # cache), about 0.25 MiB each; an evicted run is replayed from history
     # when it next has work.
     worker_cache: int = 1000
+    # The rest of the profile's arguments for Client.connect (API key, TLS
+    # with its files already read, gRPC metadata); address and namespace are
+    # the fields above. Out of repr: it can hold an API key and a private key.
+    temporal: ClientConnectConfig = field(default_factory=ClientConnectConfig, repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
+        temporal = _temporal_connect_config(env)
         return cls(
-            address=env.get("TEMPORAL_ADDRESS", cls.address),
-            namespace=env.get("TEMPORAL_NAMESPACE", cls.namespace),
+            # An empty TEMPORAL_ADDRESS or TEMPORAL_NAMESPACE counts as unset
+            # rather than naming an address nothing listens on.
+            address=temporal.pop("target_host", "") or DEFAULT_TEMPORAL_ADDRESS,
+            namespace=temporal.pop("namespace", "") or DEFAULT_TEMPORAL_NAMESPACE,
+            temporal=temporal,
             task_queue=env.get("BATON_TASK_QUEUE", cls.task_queue),
             data_dir=Path(env.get("BATON_DATA_DIR", ".baton")),
             ui_url=env.get("BATON_UI_URL", cls.ui_url).rstrip("/"),
@@ -71,6 +99,59 @@ class Settings:
 
     def run_url(self, workflow_id: str) -> str:
         return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+    def client_connect_config(self) -> ClientConnectConfig:
+        """The keyword arguments of Client.connect that say where and how to connect."""
+        return {**self.temporal, "target_host": self.address, "namespace": self.namespace}
+
+
+def _temporal_config_file(env: Mapping[str, str]) -> str:
+    """The Temporal config file as a person would look for it, for messages."""
+    explicit = env.get("TEMPORAL_CONFIG_FILE")
+    if explicit:
+        return explicit
+    return "the default Temporal config file (~/.config/temporalio/temporal.toml on Linux)"
+
+
+def _temporal_connect_config(env: Mapping[str, str]) -> ClientConnectConfig:
+    """Client.connect's arguments from the envconfig profile and TEMPORAL_* variables."""
+    explicit = env.get("TEMPORAL_CONFIG_FILE")
+    # The SDK reads a missing file as an empty one, which would quietly
+    # connect to localhost; a file someone named should be there.
+    if explicit and not Path(explicit).is_file():
+        raise ConfigError(
+            f"TEMPORAL_CONFIG_FILE={explicit!r} is not a file: point it at a Temporal "
+            "config TOML file, or unset it"
+        )
+    profile_name = env.get("TEMPORAL_PROFILE") or "default"
+    try:
+        # A copy: the SDK accepts a dict, not os.environ itself.
+        profile = ClientConfigProfile.load(override_env_vars=dict(env))
+    except RuntimeError as err:  # the SDK's ConfigError: not TOML, no such profile
+        raise ConfigError(
+            f"cannot load Temporal profile '{profile_name}' from {_temporal_config_file(env)}; "
+            f"fix the file, or set TEMPORAL_PROFILE to a [profile.<name>] it has:\n"
+            f"{str(err).strip()}"
+        ) from None
+    _check_tls_files(profile, profile_name, env)
+    return profile.to_client_connect_config()
+
+
+def _check_tls_files(
+    profile: ClientConfigProfile, profile_name: str, env: Mapping[str, str]
+) -> None:
+    """A TLS file that cannot be read is named with the setting that names it
+    (the SDK would raise a bare FileNotFoundError)."""
+    if profile.tls is None:
+        return
+    for attr, what, variable, key in TLS_FILES:
+        source = getattr(profile.tls, attr)
+        if isinstance(source, Path) and not (source.is_file() and os.access(source, os.R_OK)):
+            raise ConfigError(
+                f"the {what} {source} is not a readable file: point {variable}, or {key} "
+                f"under [profile.{profile_name}.tls] in {_temporal_config_file(env)}, at the "
+                "PEM file"
+            )
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -84,6 +84,16 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_personal_temporal_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests reach the servers they start, never one that the TEMPORAL_*
+    variables or the default Temporal config file of whoever runs them name."""
+    for name in [n for n in os.environ if n.startswith("TEMPORAL_")]:
+        monkeypatch.delenv(name)
+    # Where the SDK looks for temporalio/temporal.toml on Linux.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture(autouse=True)
 async def terminate_started_runs() -> AsyncIterator[None]:
     from tests.helpers import WORKER_CONFIG, terminate_started
 

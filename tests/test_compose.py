@@ -40,6 +40,10 @@ BATON_SEARCH_ATTRIBUTES = {
     "BatonMinConfidence": "Double",
 }
 
+# ${NAME} or ${NAME:-default}, as Compose interpolates them.
+INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+LOOPBACK = "127.0.0.1"
+
 SEARCH_ATTRIBUTE_CREATE = re.compile(
     r"temporal operator search-attribute create"
     r"(?=[^\n]*--address\s+(?P<address>\S+))"
@@ -94,6 +98,24 @@ def _container_ports(service: dict[str, Any]) -> set[int]:
             # Short syntax: [[IP:]HOST:]CONTAINER[/PROTOCOL]
             ports.add(int(str(entry).split("/")[0].rsplit(":", 1)[-1]))
     return ports
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    return INTERPOLATION.sub(lambda m: env.get(m["name"]) or m["default"] or "", text)
+
+
+def _published(service: dict[str, Any], env: dict[str, str]) -> set[tuple[str, int, int]]:
+    """(host IP, host port, container port) of each published port with
+    ${...} taken from ``env``; an empty host IP means every interface, host
+    port 0 one Docker picks."""
+    published: set[tuple[str, int, int]] = set()
+    for entry in service.get("ports", []):
+        assert isinstance(entry, str), f"only the short port syntax is read here: {entry}"
+        # Short syntax: [[IP:]HOST:]CONTAINER[/PROTOCOL]
+        *host, target = _interpolate(entry, env).split("/")[0].rsplit(":", 2)
+        host_ip, host_port = ["", "", *host][-2:]
+        published.add((host_ip, int(host_port or 0), int(target)))
+    return published
 
 
 def _command_text(service: dict[str, Any]) -> str:
@@ -290,11 +312,32 @@ def test_ui_points_at_temporal_and_is_published_on_8233(compose: dict[str, Any])
 
     assert ui["image"].startswith("temporalio/ui:")
     assert (host, port) == (TEMPORAL_SERVICE, TEMPORAL_FRONTEND_PORT)
-    assert "8233:8080" in ui["ports"]
+    assert _published(ui, {}) == {(LOOPBACK, 8233, 8080)}
 
 
 def test_temporal_publishes_frontend_port_to_host(compose: dict[str, Any]) -> None:
     temporal = _service(compose, TEMPORAL_SERVICE)
 
     assert temporal["image"].startswith("temporalio/")
-    assert f"{TEMPORAL_FRONTEND_PORT}:{TEMPORAL_FRONTEND_PORT}" in temporal["ports"]
+    assert _published(temporal, {}) == {(LOOPBACK, TEMPORAL_FRONTEND_PORT, TEMPORAL_FRONTEND_PORT)}
+
+
+def test_every_published_port_is_on_loopback_unless_baton_bind_says_otherwise(
+    compose: dict[str, Any],
+) -> None:
+    # Neither Temporal's frontend nor its UI asks who is calling in this stack.
+    services = {name: s for name, s in compose["services"].items() if s.get("ports")}
+
+    assert {TEMPORAL_SERVICE, "temporal-ui"} <= services.keys()
+    for name, service in services.items():
+        by_default = _published(service, {})
+        opened = _published(service, {"BATON_BIND": "0.0.0.0"})
+        assert {ip for ip, _, _ in by_default} == {LOOPBACK}, name
+        assert {ip for ip, _, _ in opened} == {"0.0.0.0"}, name
+
+
+def test_the_web_ui_cannot_signal_cancel_terminate_or_reset_runs(compose: dict[str, Any]) -> None:
+    # Decisions go through the reviewer inbox, not around it from the Web UI.
+    env = _environment(_service(compose, "temporal-ui"))
+
+    assert env["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
