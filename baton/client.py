@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import WorkflowExecution
@@ -219,7 +219,7 @@ async def decide(
     with the first result instead of handing the run a replay."""
     if decision.signature is None:
         decision = await sign_decision(client, workflow_id, decision, signer)
-    return await _update(client, workflow_id, "decide", decision, GateDecision, update_id)
+    return await deliver(client, workflow_id, decision, update_id=update_id)
 
 
 async def decide_in_turn(
@@ -249,7 +249,7 @@ async def stop_run(
     refusal raises DecisionRefused with the reason."""
     if request.signature is None:
         request = await sign_stop(client, workflow_id, request, signer)
-    return await _update(client, workflow_id, "stop", request, StopRecord)
+    return await deliver(client, workflow_id, request)
 
 
 async def sign_stop(
@@ -275,6 +275,26 @@ async def _status_to_sign(client: Client, workflow_id: str) -> RunStatus:
 
 
 R = TypeVar("R", bound=BaseModel)
+
+
+@overload
+async def deliver(
+    client: Client, workflow_id: str, act: Decision, *, update_id: str | None = None
+) -> GateDecision: ...
+@overload
+async def deliver(
+    client: Client, workflow_id: str, act: StopRequest, *, update_id: str | None = None
+) -> StopRecord: ...
+async def deliver(
+    client: Client, workflow_id: str, act: Decision | StopRequest, *, update_id: str | None = None
+) -> GateDecision | StopRecord:
+    """Hand ``act`` to the run as it is, signed by whoever made it or not at
+    all (the run then refuses it in its own words): for a front door such as
+    the inbox, whose acts are signed in the browser and which must never sign
+    with a key file of its own machine."""
+    if isinstance(act, Decision):
+        return await _update(client, workflow_id, "decide", act, GateDecision, update_id)
+    return await _update(client, workflow_id, "stop", act, StopRecord, update_id)
 
 
 async def _update(

@@ -9,9 +9,7 @@ public half goes into the directory; a run never sees the private key.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from baton.config import USER_NAME
-from baton.signing import Action, Signature, public_key_text, sign_ed25519, statement
+from baton.signing import (
+    Action,
+    Signature,
+    public_key_text,
+    sign_ed25519,
+    statement,
+    unsigned,
+)
 
 KEYS_ENV = "BATON_KEYS_DIR"
 
@@ -120,17 +125,13 @@ class Signer:
         round: int = 0,
         shown_digest: str = "",
     ) -> Signature:
-        context = Signature(
+        context = unsigned(
+            "ed25519",
+            via=self.via,
             workflow_id=workflow_id,
             run_id=run_id,
             round=round,
             shown_digest=shown_digest,
-            nonce=secrets.token_hex(16),
-            signed_at=datetime.now(UTC).isoformat(),
-            via=self.via,
-            method="ed25519",
-            key=self.public_key,
-            value="",
         )
         key, value = sign_ed25519(self._key, statement(action, fields, context))
         return context.model_copy(update={"key": key, "value": value})

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -80,6 +82,32 @@ class Keyholder(Protocol):
 
     keys: list[str]
     passkeys: list[Passkey]
+
+
+def unsigned(
+    method: Method,
+    *,
+    via: str,
+    workflow_id: str,
+    run_id: str = "",
+    round: int = 0,
+    shown_digest: str = "",
+) -> Signature:
+    """The context of a signature about to be made, with a fresh nonce and
+    the time of signing; ``key`` and ``value`` come with the signature. For
+    signers only: a run never makes one."""
+    return Signature(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        round=round,
+        shown_digest=shown_digest,
+        nonce=secrets.token_hex(16),
+        signed_at=datetime.now(UTC).isoformat(),
+        via=via,
+        method=method,
+        key="",
+        value="",
+    )
 
 
 def canonical(value: Any) -> bytes:

@@ -1,10 +1,14 @@
 """The reviewer inbox as people use it: headless Chromium against the app
-served in-process, on the real Temporal dev server with a real worker."""
+served in-process, on the real Temporal dev server with a real worker.
+Decisions and stops are signed by passkeys of Chromium's virtual
+authenticator, and the runs verify them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
+import shlex
 import struct
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,20 +16,34 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from starlette.datastructures import URL, FormData
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from baton.accounts import Accounts
+from baton.accounts import Accounts, add_passkey
+from baton.audit.sink import AuditSettings
+from baton.audit.store import open_store
 from baton.client import connect, inbox, run_status
-from baton.config import Settings
-from baton.gates import GateDecision, GateState
+from baton.config import Settings, directory_path
+from baton.gates import Decision, GateDecision, GateState, StopRequest
 from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
-from baton.web import present
+from baton.signing import Passkey
+from baton.web import passkeys, present
 from baton.web.app import create_app, gate_path, inbox_secret
-from docs.screenshot import capture_gate, launch_chromium, serving
+from docs.screenshot import (
+    VirtualPasskey,
+    capture_gate,
+    launch_chromium,
+    serving,
+    virtual_authenticator,
+)
 from tests.conftest import ROOT, SAMPLES
 from tests.helpers import eventually, start_intake
 from workflows.document_intake import DocumentIntake
@@ -117,6 +135,96 @@ def test_the_session_secret_is_made_once_and_kept_private(
     assert inbox_secret(settings) == "from-the-environment"
 
 
+def test_a_passkeys_cose_key_is_kept_as_the_spki_its_signatures_verify_with() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    numbers = ec_key.public_numbers()
+    ed_key = Ed25519PrivateKey.generate().public_key()
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_numbers = rsa_key.public_numbers()
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # COSE keys (RFC 9053): 1 kty, 3 alg, -1 crv (or RSA's n), -2 x (or e), -3 y.
+    cose_keys = [
+        (
+            ec_key.public_bytes(*spki),
+            {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32), -3: numbers.y.to_bytes(32)},
+        ),
+        (ed_key.public_bytes(*spki), {1: 1, 3: -8, -1: 6, -2: ed_key.public_bytes_raw()}),
+        (
+            rsa_key.public_bytes(*spki),
+            {1: 3, 3: -257, -1: rsa_numbers.n.to_bytes(256), -2: rsa_numbers.e.to_bytes(3)},
+        ),
+    ]
+    for expected, cose in cose_keys:
+        assert passkeys.spki_from_cose(cbor2.dumps(cose)) == expected
+
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key().public_numbers()
+    cose = {1: 2, 3: -7, -1: 2, -2: p384.x.to_bytes(48), -3: p384.y.to_bytes(48)}
+    with pytest.raises(passkeys.PasskeyError, match="its curve is secp384r1"):
+        passkeys.spki_from_cose(cbor2.dumps(cose))
+
+
+def test_passkeys_need_a_host_name_on_a_secure_page() -> None:
+    assert passkeys.host_problem(URL("http://localhost:8000/passkeys")) is None
+    assert passkeys.host_problem(URL("https://inbox.example.com/")) is None
+    assert passkeys.host_problem(URL("http://127.0.0.1:8000/passkeys")) == (
+        "Passkeys do not work on an IP address (127.0.0.1): a passkey belongs to a host "
+        "name. Open the inbox at http://localhost:8000 instead."
+    )
+    assert "Open the inbox under its host name instead." in str(
+        passkeys.host_problem(URL("https://10.0.0.5/"))
+    )
+    assert passkeys.host_problem(URL("http://inbox.example.com/")) == (
+        "Passkeys need a secure page: browsers offer them over HTTPS, or on "
+        "http://localhost, not on http://inbox.example.com. Serve the inbox over HTTPS."
+    )
+
+    here = URL("http://localhost:8000/runs/x/gates/review")
+    elsewhere = Passkey(id="a", public_key="", rp_id="inbox.example.com", origin="https://...")
+    assert "You have no passkey in the directory yet" in str(passkeys.missing_passkey([], here))
+    assert passkeys.missing_passkey([elsewhere], here) == (
+        "Your passkeys in the directory are for inbox.example.com, not for localhost: open the "
+        "inbox there, or register a passkey here and have an administrator add it."
+    )
+    assert (
+        passkeys.missing_passkey([elsewhere.model_copy(update={"rp_id": "localhost"})], here)
+        is None
+    )
+
+
+def test_a_prepared_act_comes_back_signed_only_to_its_user_and_page() -> None:
+    prepared = passkeys.PreparedActs("the session secret")
+    context = passkeys.signing_context("intake-1", "run-1", 1, "digest")
+    act = Decision(gate="review", user="rita", outcome="approve", signature=context)
+    token = prepared.token("rita", act)
+    answer = {
+        "token": token,
+        "credential_id": "cred",
+        "authenticator_data": "YQ",
+        "client_data_json": "Yg",
+        "signature": "-_8",
+    }
+    at = {"user": "rita", "workflow_id": "intake-1", "gate": "review"}
+
+    signed = prepared.signed(FormData(answer), Decision, **at)
+    assert signed is not None and signed.signature is not None
+    # The signature goes to the run in standard base64, the rest as the browser sent it.
+    assert (signed.signature.key, signed.signature.value) == ("cred", "+/8=")
+    assert signed.model_copy(update={"signature": context}) == act
+    assert prepared.signed(FormData({"token": token}), Decision, **at) is None
+
+    with pytest.raises(passkeys.PasskeyError, match="another kind of act"):
+        prepared.signed(FormData(answer), StopRequest, **at)
+    for form, changed, message in [
+        ({"signature": ""}, {}, r"incomplete \(no signature\)"),
+        ({"token": token[:-2]}, {}, "token is not valid"),
+        ({}, {"user": "sam"}, "not yours, sam"),
+        ({}, {"workflow_id": "intake-2"}, "for another run or gate"),
+        ({}, {"gate": "approve"}, "for another run or gate"),
+    ]:
+        with pytest.raises(passkeys.PasskeyError, match=message):
+            prepared.signed(FormData({**answer, **form}), Decision, **{**at, **changed})
+
+
 # -- in the browser -----------------------------------------------------------
 
 
@@ -147,8 +255,28 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     await context.close()
 
 
-async def sign_in(context: BrowserContext, url: str, user: str, password: str = "") -> Page:
+@pytest.fixture
+def keys(inbox_url: str) -> dict[str, VirtualPasskey]:
+    """rita's and sam's passkeys, in this test's directory as an
+    administrator adds them: runs started in the test accept them."""
+    made = {user: VirtualPasskey.generate(inbox_url) for user in ("rita", "sam")}
+    for user, key in made.items():
+        add_passkey(directory_path(), user, key.passkey)
+    return made
+
+
+async def sign_in(
+    context: BrowserContext,
+    url: str,
+    user: str,
+    password: str = "",
+    passkey: VirtualPasskey | None = None,
+) -> Page:
+    """A new page signed in as ``user`` on the way to ``url``, its browser
+    holding ``passkey``."""
     page = await context.new_page()
+    if passkey is not None:
+        await passkey.install(page)
     await page.goto(url)
     await page.get_by_label("User").fill(user)
     await page.get_by_label("Password").fill(password or f"{user}-demo")
@@ -177,6 +305,18 @@ async def csrf_token(page: Page) -> str:
     return token
 
 
+async def trail_of(workflow_id: str, event_type: str) -> dict[str, Any]:
+    """The data of the run's first ``event_type`` record in the audit store."""
+    store = open_store(AuditSettings.from_env().url)
+
+    async def records() -> list[Any]:
+        return store.records(workflow_id)
+
+    found = await eventually(records, lambda rs: any(r.event_type == event_type for r in rs))
+    data: dict[str, Any] = next(r.data for r in found if r.event_type == event_type)
+    return data
+
+
 async def test_pages_need_sign_in_and_a_failed_one_names_no_user(
     context: BrowserContext, inbox_url: str
 ) -> None:
@@ -198,13 +338,18 @@ async def test_pages_need_sign_in_and_a_failed_one_names_no_user(
     assert page.url == inbox_url + "/"
 
 
-async def test_a_reviewer_approves_and_the_run_goes_on(
-    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+async def test_a_reviewer_approves_with_her_passkey_and_the_run_goes_on(
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
 ) -> None:
     handle = await review_run(dev_client, task_queue)
     await listed_for(dev_client, "reviewer", handle.id)
 
-    page = await sign_in(context, inbox_url + "/", "rita")
+    page = await sign_in(context, inbox_url + "/", "rita", passkey=keys["rita"])
     row = page.get_by_role("row").filter(has_text=handle.id)
     await expect(row).to_contain_text("due in 23 h")
     await expect(row).to_contain_text("review")
@@ -233,6 +378,8 @@ async def test_a_reviewer_approves_and_the_run_goes_on(
     result = await handle.result()
     assert result.outcome == "completed"
     assert result.outputs["review"]["user"] == "rita"
+    signature = (await trail_of(handle.id, "gate.decided"))["signature"]
+    assert (signature["method"], signature["key"]) == ("passkey", keys["rita"].passkey.id)
     await page.reload()
     await expect(page.locator(".run-state")).to_have_text("completed")
     await expect(page.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
@@ -273,9 +420,11 @@ async def test_a_post_without_this_sessions_token_changes_nothing(
     page = await sign_in(context, gate_url, "rita")
     await expect(page.get_by_role("button", name="Approve", exact=True)).to_be_visible()
 
-    for form in [{}, {"csrf": "forged"}]:
+    for action, form in itertools.product(
+        ["/decide", "/decide/prepare", "/stop", "/stop/prepare"], [{}, {"csrf": "forged"}]
+    ):
         posted = await page.request.post(
-            gate_url + "/decide", form={**form, "outcome": "approve"}, max_redirects=0
+            gate_url + action, form={**form, "outcome": "approve"}, max_redirects=0
         )
         assert posted.status == 403
         assert "security token is missing or out of date" in await posted.text()
@@ -289,10 +438,16 @@ async def test_a_post_without_this_sessions_token_changes_nothing(
 
 
 async def test_an_override_needs_a_reason_and_then_replaces_the_ai_value(
-    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
 ) -> None:
     handle = await review_run(dev_client, task_queue)
-    page = await sign_in(context, inbox_url + gate_path(handle.id, "review"), "rita")
+    gate_url = inbox_url + gate_path(handle.id, "review")
+    page = await sign_in(context, gate_url, "rita", passkey=keys["rita"])
     await page.get_by_text("Override: correct the AI output").click()
     line_items = page.get_by_label("line_items")
     ai_line_items = await line_items.input_value()
@@ -306,7 +461,8 @@ async def test_an_override_needs_a_reason_and_then_replaces_the_ai_value(
     await expect(page.get_by_role("alert")).to_contain_text(
         "Cannot read your values: field 'line_items' must be JSON like the AI's value"
     )
-    # The form comes back as typed, to be corrected.
+    # Nothing was signed or sent: the page keeps what was typed, to be corrected.
+    assert page.url == gate_url
     await expect(page.get_by_label("total", exact=True)).to_have_value("2029.90")
 
     await line_items.fill(ai_line_items)
@@ -323,13 +479,21 @@ async def test_an_override_needs_a_reason_and_then_replaces_the_ai_value(
     assert Decimal(result.outputs["extract"]["total"]) == Decimal("2029.90")
     assert result.outputs["extract"]["line_items"] == json.loads(ai_line_items)
     assert result.outputs["review"]["edited"] is True
+    override = await trail_of(handle.id, "gate.decided")
+    assert (override["edited"], override["signature"]["method"]) == (True, "passkey")
 
 
 async def test_the_requester_may_not_decide_their_own_run(
-    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
 ) -> None:
     handle = await review_run(dev_client, task_queue, by="rita")
-    page = await sign_in(context, inbox_url + gate_path(handle.id, "review"), "rita")
+    gate_url = inbox_url + gate_path(handle.id, "review")
+    page = await sign_in(context, gate_url, "rita", passkey=keys["rita"])
     await page.get_by_role("button", name="Approve", exact=True).click()
 
     await expect(page.get_by_role("alert")).to_have_text(
@@ -341,10 +505,16 @@ async def test_the_requester_may_not_decide_their_own_run(
 
 
 async def test_request_changes_sends_the_run_back_and_the_gate_opens_again(
-    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
 ) -> None:
     handle = await review_run(dev_client, task_queue)
-    page = await sign_in(context, inbox_url + gate_path(handle.id, "review"), "rita")
+    gate_url = inbox_url + gate_path(handle.id, "review")
+    page = await sign_in(context, gate_url, "rita", passkey=keys["rita"])
     request_changes = page.get_by_role("button", name="Request changes")
     await request_changes.click()
     await expect(page.get_by_role("alert")).to_have_text(
@@ -372,20 +542,41 @@ async def test_request_changes_sends_the_run_back_and_the_gate_opens_again(
 
 
 async def test_a_supervisor_stops_a_run_with_a_reason_and_a_reviewer_cannot(
-    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
 ) -> None:
     handle = await review_run(dev_client, task_queue)
     gate_url = inbox_url + gate_path(handle.id, "review")
-    page = await sign_in(context, gate_url, "rita")
+    page = await sign_in(context, gate_url, "rita", passkey=keys["rita"])
     await expect(page.get_by_text("Stop this run")).to_have_count(0)
-    posted = await page.request.post(
-        gate_url + "/stop", form={"csrf": await csrf_token(page), "reason": "mine"}
+    # A stop form of her own making, signed with her passkey: the run still
+    # judges who may stop it.
+    await page.evaluate(
+        """([action, csrf]) => {
+            const form = document.createElement("form");
+            form.method = "post";
+            form.action = action;
+            form.dataset.passkey = "";
+            form.innerHTML = `<input type="hidden" name="csrf" value="${csrf}">
+                <input type="hidden" name="reason" value="mine">
+                <div data-passkey-error hidden></div>
+                <button type="submit">Stop it anyway</button>`;
+            document.querySelector("main").append(form);
+        }""",
+        [gate_url + "/stop", await csrf_token(page)],
     )
-    assert posted.status == 409
-    assert "may not stop this run; it needs one of: admin, supervisor" in await posted.text()
+    await page.get_by_role("button", name="Stop it anyway").click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Not accepted: user 'rita' (reviewer) may not stop this run; "
+        "it needs one of: admin, supervisor"
+    )
     await page.get_by_role("button", name="Sign out").click()
 
-    page = await sign_in(context, gate_url, "sam")
+    page = await sign_in(context, gate_url, "sam", passkey=keys["sam"])
     await page.get_by_text("Stop this run").click()
     await page.get_by_role("button", name="Stop the run").click()
     await expect(page.get_by_role("alert")).to_have_text(
@@ -398,6 +589,106 @@ async def test_a_supervisor_stops_a_run_with_a_reason_and_a_reviewer_cannot(
     result = await handle.result()
     assert result.outcome == "stopped"
     assert set(result.skipped) == {"review", "enter"}
+    stopped = await trail_of(handle.id, "run.stop_requested")
+    assert (stopped["reason"], stopped["signature"]["method"]) == (
+        "sent to us by mistake",
+        "passkey",
+    )
+
+
+async def test_a_decision_or_stop_without_a_passkeys_signature_is_refused_by_the_run(
+    context: BrowserContext,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    keys: dict[str, VirtualPasskey],
+) -> None:
+    """A signed-in session with its form token is not a signature: the inbox
+    passes such a form on unsigned (though this machine holds the test users'
+    CLI keys, it signs for nobody) and the run refuses it."""
+    handle = await review_run(dev_client, task_queue)
+    gate_url = inbox_url + gate_path(handle.id, "review")
+    page = await sign_in(context, gate_url, "sam", passkey=keys["sam"])
+    csrf = await csrf_token(page)
+
+    decided = await page.request.post(
+        gate_url + "/decide", form={"csrf": csrf, "outcome": "approve"}, max_redirects=0
+    )
+    stopped = await page.request.post(
+        gate_url + "/stop", form={"csrf": csrf, "reason": "unsigned"}, max_redirects=0
+    )
+    # A form whose view of the gate is not the run's is not prepared for signing.
+    stale = await page.request.post(
+        gate_url + "/decide/prepare",
+        form={"csrf": csrf, "outcome": "approve", "shown_digest": "an earlier view"},
+    )
+    assert stale.status == 409
+    assert "gate 'review' changed since this page showed it" in (await stale.json())["error"]
+    assert (decided.status, stopped.status) == (409, 409)
+    assert "Not accepted:</strong> the decide is not signed" in await decided.text()
+    assert "Not accepted:</strong> the stop is not signed" in await stopped.text()
+    status = await run_status(dev_client, handle.id)
+    assert [(r.act, r.reason.split(":")[0]) for r in status.refusals] == [
+        ("decide", "the decide is not signed"),
+        ("stop", "the stop is not signed"),
+    ]
+    assert (status.gates[0].decision, status.gates[0].approvals, status.state) == (
+        None,
+        [],
+        "waiting",
+    )
+
+
+async def test_a_passkey_registered_in_the_browser_signs_once_an_administrator_adds_it(
+    context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
+) -> None:
+    earlier = await review_run(dev_client, task_queue)
+    page = await sign_in(context, inbox_url + gate_path(earlier.id, "review"), "vera")
+    await virtual_authenticator(page)
+    note = page.locator("p.warning")
+    await expect(note).to_contain_text("You have no passkey in the directory yet")
+    await note.get_by_role("link", name="Your passkeys").click()
+    await expect(page.locator("main")).to_contain_text("None yet")
+
+    await page.get_by_role("button", name="Register a passkey").click()
+    command = page.get_by_label("Command for the administrator")
+    await expect(command).to_contain_text("baton users add-key vera '{")
+    baton, users, add_key, user, text = shlex.split(await command.inner_text())
+    assert (baton, users, add_key, user) == ("baton", "users", "add-key", "vera")
+    passkey = Passkey.model_validate_json(text)
+    assert (passkey.rp_id, passkey.origin) == ("localhost", inbox_url)
+    # The inbox wrote nothing: the administrator adds it, as `baton users add-key` does.
+    assert passkey.id not in directory_path().read_text(encoding="utf-8")
+    add_passkey(directory_path(), "vera", passkey)
+
+    # Runs take the directory as it is when they start: a new one knows the passkey.
+    handle = await review_run(dev_client, task_queue)
+    await page.goto(inbox_url + gate_path(handle.id, "review"))
+    await expect(note).to_have_count(0)
+    await page.get_by_label("Comment").fill("checked against the order")
+    await page.get_by_role("button", name="Approve", exact=True).click()
+    await expect(page.get_by_role("status")).to_contain_text("Approved by vera")
+    result = await handle.result()
+    assert (result.outcome, result.outputs["review"]["user"]) == ("completed", "vera")
+    signature = (await trail_of(handle.id, "gate.decided"))["signature"]
+    assert (signature["method"], signature["key"], signature["via"]) == (
+        "passkey",
+        passkey.id,
+        "inbox",
+    )
+
+
+async def test_passkeys_are_offered_on_localhost_and_not_on_an_ip_address(
+    context: BrowserContext, inbox_url: str
+) -> None:
+    on_ip = inbox_url.replace("//localhost:", "//127.0.0.1:")
+    page = await sign_in(context, on_ip + "/passkeys", "vera")
+    await expect(page.locator("p.warning")).to_have_text(
+        "Passkeys do not work on an IP address (127.0.0.1): a passkey belongs to a host name. "
+        f"Open the inbox at {inbox_url} instead."
+    )
+    await expect(page.get_by_role("button", name="Register a passkey")).to_have_count(0)
 
 
 async def test_the_readme_screenshot_shows_a_real_gate_page(

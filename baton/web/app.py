@@ -6,6 +6,13 @@ A decision goes to the run through the same validated `decide` update as
 `baton approve`: the workflow, with the directory snapshotted into the run,
 stays the authority on who may decide what, and its refusals are shown in
 its own words.
+
+Decisions and stops are signed in the browser by the user's own passkey
+(baton.web.passkeys): a script posts the form to a `prepare` endpoint,
+which answers with the act's WebAuthn challenge and a token carrying the
+prepared act; the passkey signs, and the script posts the form again with
+the token and the passkey's answer. The inbox holds no key, so a
+compromised inbox cannot approve anything on anyone's behalf.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import hmac
 import json
 import os
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -38,18 +46,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from baton.accounts import Account, Accounts
-from baton.client import DecisionRefused, NoWorkerError, connect, inbox, run_status, stop_run
-from baton.client import decide as deliver
-from baton.config import Settings
+from baton.client import DecisionRefused, NoWorkerError, connect, deliver, inbox, run_status
+from baton.config import Settings, directory_path, read_directory
 from baton.gates import Decision, GateState, StopRequest
 from baton.runner import RunStatus
-from baton.web import present
+from baton.signing import Passkey, subject_digest
+from baton.web import passkeys, present
 from workflows import PROCESSES
 
 SECRET_ENV = "BATON_INBOX_SECRET"
+# The session key of a passkey registration under way.
+REGISTRATION = "passkey_registration"
 # A working day: a forgotten browser does not stay signed in for weeks.
 SESSION_MAX_AGE = 12 * 3600
 FIELD_PREFIX = "field."
+GATE = "/runs/{workflow_id}/gates/{gate}"
 
 
 def inbox_secret(settings: Settings) -> str:
@@ -122,16 +133,46 @@ async def checked_form(request: Request) -> FormData:
     return form
 
 
+def json_errors(
+    endpoint: Callable[[Inbox, Request, Account], Awaitable[Response]],
+) -> Callable[[Inbox, Request, Account], Awaitable[Response]]:
+    """Answer an endpoint's errors as JSON ``{"error": message}``: its caller
+    is the page's script, which shows the message beside the form."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(self: Inbox, request: Request, account: Account) -> Response:
+        try:
+            return await endpoint(self, request, account)
+        except PageError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status_code)
+        except HTTPException as err:
+            return JSONResponse({"error": err.detail}, status_code=err.status_code)
+
+    return wrapper
+
+
 def gate_path(workflow_id: str, gate: str) -> str:
     return f"/runs/{quote(workflow_id, safe='')}/gates/{quote(gate, safe='')}"
+
+
+def typed_override(form: FormData) -> dict[str, str] | None:
+    """The override form's values as typed; None when the form is no override."""
+    if not form.get("override"):
+        return None
+    return {
+        key.removeprefix(FIELD_PREFIX): str(value)
+        for key, value in form.multi_items()
+        if key.startswith(FIELD_PREFIX)
+    }
 
 
 class Inbox:
     """The pages and actions; one instance per app, holding what they share."""
 
-    def __init__(self, client: Client, accounts: Accounts) -> None:
+    def __init__(self, client: Client, accounts: Accounts, secret: str) -> None:
         self.client = client
         self.accounts = accounts
+        self.prepared = passkeys.PreparedActs(secret)
         self.templates = Jinja2Templates(
             env=Environment(
                 loader=PackageLoader("baton.web"),
@@ -150,6 +191,12 @@ class Inbox:
     def account(self, request: Request) -> Account | None:
         user = request.session.get("user")
         return self.accounts.get(user) if isinstance(user, str) else None
+
+    def passkeys_of(self, user: str) -> list[Passkey]:
+        """The user's passkeys as the directory file lists them now: an
+        administrator adds them while the inbox runs."""
+        entry = read_directory(directory_path()).get(user)
+        return entry.passkeys if entry else []
 
     def _page_context(self, request: Request) -> dict[str, Any]:
         csrf = request.session.get("csrf")
@@ -194,6 +241,70 @@ class Inbox:
         await checked_form(request)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+    # -- passkeys ------------------------------------------------------------
+
+    @signed_in
+    async def passkeys_page(self, request: Request, account: Account) -> Response:
+        return self._passkeys_page(request, account)
+
+    @signed_in
+    @json_errors
+    async def passkey_options(self, request: Request, account: Account) -> Response:
+        """Start a registration: the options for the browser's create
+        ceremony; its challenge waits in the session for the answer."""
+        await checked_form(request)
+        problem = passkeys.host_problem(request.url)
+        if problem is not None:
+            raise PageError(409, "No passkeys here", problem)
+        options, ceremony = passkeys.registration_options(
+            account.user, account.name, self.passkeys_of(account.user), request.url
+        )
+        request.session[REGISTRATION] = ceremony.to_session()
+        return Response(options, media_type="application/json")
+
+    @signed_in
+    async def register_passkey(self, request: Request, account: Account) -> Response:
+        """Finish a registration: verify the browser's answer and show the
+        passkey for an administrator to add. The inbox does not add it: who
+        may sign is decided by whoever administers the directory."""
+        form = await checked_form(request)
+        ceremony = passkeys.Registration.from_session(request.session.pop(REGISTRATION, None))
+        if ceremony is None:
+            return self._passkeys_page(
+                request,
+                account,
+                error="no registration is under way in this session: press the button again",
+                status_code=400,
+            )
+        try:
+            passkey = passkeys.registered_passkey(str(form.get("credential", "")), ceremony)
+        except passkeys.PasskeyError as err:
+            return self._passkeys_page(request, account, error=str(err), status_code=400)
+        return self._passkeys_page(request, account, new=passkey)
+
+    def _passkeys_page(
+        self,
+        request: Request,
+        account: Account,
+        *,
+        new: Passkey | None = None,
+        error: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        new_json = new.model_dump_json() if new else None
+        return self.render(
+            request,
+            "passkeys.html",
+            status_code=status_code,
+            registered=self.passkeys_of(account.user),
+            host_problem=passkeys.host_problem(request.url),
+            new=new_json,
+            command=f"baton users add-key {account.user} {shlex.quote(new_json)}"
+            if new_json
+            else None,
+            error=error,
+        )
 
     # -- the inbox ----------------------------------------------------------
 
@@ -262,21 +373,45 @@ class Inbox:
         return self._gate_page(request, status, gate)
 
     @signed_in
-    async def decide(self, request: Request, account: Account) -> Response:
+    @json_errors
+    async def prepare_decision(self, request: Request, account: Account) -> Response:
+        """Step one of a decision: the decision the form asks for, with the
+        context its passkey signature binds, for the page's script to have
+        signed (see passkeys.request_options)."""
         form = await checked_form(request)
         status, gate = await self._gate_for(request, account)
-        review = present.review_of(gate.shown)
+        usable = self._usable_passkeys(request, account)
+        shown = subject_digest(gate.shown, gate.edited_output)
+        if form.get("shown_digest") != shown:
+            # The signature would bind a view of the gate this person has not seen.
+            raise PageError(
+                409,
+                "The gate changed",
+                f"gate '{gate.gate}' changed since this page showed it (a decision or an edited "
+                "output came in): reload the page, look at it again and decide anew",
+            )
+        try:
+            decision = self._decision(form, account, status, gate, typed_override(form))
+        except present.OverrideError as err:
+            raise PageError(
+                422, "Cannot read your values", f"Cannot read your values: {err}"
+            ) from None
+        context = passkeys.signing_context(status.workflow_id, status.run_id, gate.round, shown)
+        return self._to_sign(decision.model_copy(update={"signature": context}), usable, account)
+
+    @signed_in
+    async def decide(self, request: Request, account: Account) -> Response:
+        """Step two: deliver the decision its passkey signed. A form without
+        a passkey's answer goes to the run unsigned, to be refused in the
+        run's words: the inbox signs for nobody."""
+        form = await checked_form(request)
+        status, gate = await self._gate_for(request, account)
         comment = str(form.get("comment", ""))
-        output = typed = None
-        if form.get("override"):
-            names = self._editable_fields(status, gate)
-            typed = {
-                key.removeprefix(FIELD_PREFIX): str(value)
-                for key, value in form.multi_items()
-                if key.startswith(FIELD_PREFIX)
-            }
+        typed = typed_override(form)
+        decision = self._signed_act(form, Decision, account, status.workflow_id, gate.gate)
+        if decision is None:
             try:
-                output = present.parse_override(names, review.output or {}, typed)
+                decision = self._decision(form, account, status, gate, typed)
             except present.OverrideError as err:
                 return self._gate_page(
                     request,
@@ -288,19 +423,7 @@ class Inbox:
                     status_code=422,
                 )
         try:
-            decision = Decision.model_validate(
-                {
-                    "gate": gate.gate,
-                    "user": account.user,
-                    "outcome": form.get("outcome"),
-                    "comment": comment,
-                    "output": output,
-                }
-            )
-        except ValidationError:
-            raise HTTPException(400, "Bad request: the form names no known outcome.") from None
-        try:
-            await deliver(self.client, status.workflow_id, decision)
+            await self._send(status.workflow_id, decision)
         except DecisionRefused as refused:
             # Shown on the gate as it is now: someone else may just have decided it.
             status, gate = await self._gate_for(request, account)
@@ -316,14 +439,29 @@ class Inbox:
         return RedirectResponse(gate_path(status.workflow_id, gate.gate), status_code=303)
 
     @signed_in
+    @json_errors
+    async def prepare_stop(self, request: Request, account: Account) -> Response:
+        """Step one of the stop button, as for a decision."""
+        form = await checked_form(request)
+        status, _ = await self._gate_for(request, account)
+        usable = self._usable_passkeys(request, account)
+        stop = StopRequest(
+            user=account.user,
+            reason=str(form.get("reason", "")),
+            signature=passkeys.signing_context(status.workflow_id, status.run_id),
+        )
+        return self._to_sign(stop, usable, account)
+
+    @signed_in
     async def stop(self, request: Request, account: Account) -> Response:
         """The stop button: the run judges who may stop it, as with decisions."""
         form = await checked_form(request)
         status, gate = await self._gate_for(request, account)
         reason = str(form.get("reason", ""))
+        stop = self._signed_act(form, StopRequest, account, status.workflow_id)
         try:
-            await stop_run(
-                self.client, status.workflow_id, StopRequest(user=account.user, reason=reason)
+            await self._send(
+                status.workflow_id, stop or StopRequest(user=account.user, reason=reason)
             )
         except DecisionRefused as refused:
             status, gate = await self._gate_for(request, account)
@@ -331,6 +469,70 @@ class Inbox:
                 request, status, gate, refused=refused.reason, stop_reason=reason, status_code=409
             )
         return RedirectResponse(gate_path(status.workflow_id, gate.gate), status_code=303)
+
+    def _decision(
+        self,
+        form: FormData,
+        account: Account,
+        status: RunStatus,
+        gate: GateState,
+        typed: dict[str, str] | None,
+    ) -> Decision:
+        """The decision the form asks for; an override's values are read back
+        as the AI's types (OverrideError says which cannot be)."""
+        output = None
+        if typed is not None:
+            review = present.review_of(gate.shown)
+            names = self._editable_fields(status, gate)
+            output = present.parse_override(names, review.output or {}, typed)
+        try:
+            return Decision.model_validate(
+                {
+                    "gate": gate.gate,
+                    "user": account.user,
+                    "outcome": form.get("outcome"),
+                    "comment": str(form.get("comment", "")),
+                    "output": output,
+                }
+            )
+        except ValidationError:
+            raise HTTPException(400, "Bad request: the form names no known outcome.") from None
+
+    def _usable_passkeys(self, request: Request, account: Account) -> list[Passkey]:
+        """The user's passkeys a browser here can sign with; PageError says
+        why there are none."""
+        registered = self.passkeys_of(account.user)
+        missing = passkeys.missing_passkey(registered, request.url)
+        if missing is not None:
+            raise PageError(409, "No passkey to sign with", missing)
+        return passkeys.usable_passkeys(registered, request.url)
+
+    def _to_sign(
+        self, act: Decision | StopRequest, usable: list[Passkey], account: Account
+    ) -> Response:
+        token = self.prepared.token(account.user, act)
+        return Response(passkeys.request_options(act, usable, token), media_type="application/json")
+
+    def _signed_act(
+        self,
+        form: FormData,
+        kind: type[passkeys.Act],
+        account: Account,
+        workflow_id: str,
+        gate: str = "",
+    ) -> passkeys.Act | None:
+        """The act the form's passkey answer signed; None without an answer."""
+        try:
+            return self.prepared.signed(
+                form, kind, user=account.user, workflow_id=workflow_id, gate=gate
+            )
+        except passkeys.PasskeyError as err:
+            raise PageError(400, "The signed act cannot be delivered", str(err)) from None
+
+    async def _send(self, workflow_id: str, act: Decision | StopRequest) -> None:
+        """Hand ``act`` to the run as the browser made it, an unsigned one
+        too: the inbox signs for nobody, and the run refuses it in its words."""
+        await deliver(self.client, workflow_id, act)
 
     async def _gate_for(self, request: Request, account: Account) -> tuple[RunStatus, GateState]:
         """The run and gate a URL names, if the account holds one of the gate's roles."""
@@ -384,9 +586,9 @@ class Inbox:
         names = self._editable_fields(status, gate)
         process = PROCESSES.get(status.process)
         account = self.account(request)
+        assert account is not None
         may_stop = (
             process is not None
-            and account is not None
             and bool(set(account.roles) & set(process.graph.stop_roles))
             and status.state in ("running", "waiting")
         )
@@ -406,6 +608,8 @@ class Inbox:
             comment=comment,
             may_stop=may_stop,
             stop_reason=stop_reason,
+            shown_digest=subject_digest(gate.shown, gate.edited_output),
+            missing_passkey=passkeys.missing_passkey(self.passkeys_of(account.user), request.url),
         )
 
     async def page_error(self, request: Request, exc: Exception) -> Response:
@@ -428,14 +632,15 @@ def _local(target: str) -> str:
 
 
 class SecurityHeaders:
-    """Headers that keep the pages to themselves: no scripts, no framing,
-    nothing cached or sent on as a referrer."""
+    """Headers that keep the pages to themselves: only this site's own
+    script files (no inline script) and requests, no framing, nothing cached
+    or sent on as a referrer."""
 
     HEADERS = (
         (
             b"content-security-policy",
-            b"default-src 'none'; style-src 'self'; form-action 'self'; "
-            b"frame-ancestors 'none'; base-uri 'none'",
+            b"default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+            b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
@@ -460,16 +665,21 @@ def create_app(
     accounts: Accounts,
     secret: str,
 ) -> Starlette:
-    pages = Inbox(client, accounts)
+    pages = Inbox(client, accounts, secret)
     return Starlette(
         routes=[
             Route("/login", pages.login_form, methods=["GET"]),
             Route("/login", pages.login, methods=["POST"]),
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/", pages.inbox, methods=["GET"]),
-            Route("/runs/{workflow_id}/gates/{gate}", pages.gate, methods=["GET"]),
-            Route("/runs/{workflow_id}/gates/{gate}/decide", pages.decide, methods=["POST"]),
-            Route("/runs/{workflow_id}/gates/{gate}/stop", pages.stop, methods=["POST"]),
+            Route("/passkeys", pages.passkeys_page, methods=["GET"]),
+            Route("/passkeys/options", pages.passkey_options, methods=["POST"]),
+            Route("/passkeys", pages.register_passkey, methods=["POST"]),
+            Route(GATE, pages.gate, methods=["GET"]),
+            Route(f"{GATE}/decide/prepare", pages.prepare_decision, methods=["POST"]),
+            Route(f"{GATE}/decide", pages.decide, methods=["POST"]),
+            Route(f"{GATE}/stop/prepare", pages.prepare_stop, methods=["POST"]),
+            Route(f"{GATE}/stop", pages.stop, methods=["POST"]),
             Mount("/static", StaticFiles(packages=[("baton.web", "static")]), name="static"),
         ],
         middleware=[
@@ -491,5 +701,9 @@ async def serve(settings: Settings, *, host: str, port: int) -> None:
     accounts = Accounts.load()
     client = await connect(settings)
     app = create_app(client=client, accounts=accounts, secret=inbox_secret(settings))
-    print(f"reviewer inbox on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    # Passkeys need a host name on a secure page: on this machine, localhost.
+    local = host in ("127.0.0.1", "::1", "localhost")
+    where = f"http://localhost:{port}" if local else f"http://{host}:{port}"
+    advice = "" if local else "; passkeys need it behind HTTPS, under a host name"
+    print(f"reviewer inbox on {where} (Ctrl-C stops it){advice}", flush=True)
     await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).serve()
