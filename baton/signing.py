@@ -111,10 +111,13 @@ def unsigned(
 
 
 def canonical(value: Any) -> bytes:
-    """The one byte form of a JSON value that signer and verifier share."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """The one byte form of a JSON value that signer and verifier share.
+    NaN and infinities are written as Python writes them: Temporal's JSON
+    decoding accepts them, and a payload that made this raise inside a
+    handler would fail the run's workflow task over and over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def digest(value: Any) -> str:

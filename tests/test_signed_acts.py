@@ -16,12 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -589,3 +591,23 @@ async def test_the_temporal_cli_cannot_start_decide_or_stop_without_a_signature(
     assert "this signed decide was delivered before" in replayed.stderr + replayed.stdout
     await decide(dev_client, handle.id, approve("vera", "second approval"))
     assert (await handle.result()).outcome == "completed"
+
+
+async def test_a_payload_with_values_json_cannot_hold_is_refused_and_the_run_goes_on(
+    time_skipping_env: WorkflowEnvironment, at_review: WorkflowHandle[Any, RunResult]
+) -> None:
+    """NaN and Infinity decode from Temporal's JSON payloads; a handler that
+    failed on them would fail the workflow task again and again, a stuck run."""
+    client = time_skipping_env.client
+    raw = b'{"gate": "review", "user": "rita", "outcome": "approve", "output": {"total": NaN}}'
+    payload = RawValue(Payload(metadata={"encoding": b"json/plain"}, data=raw))
+    await at_review.signal("decide", payload)
+    assert "the decide is not signed" in await raw_refusal(at_review, "decide", payload)
+
+    status = await eventually(
+        lambda: run_status(client, at_review.id), lambda s: len(s.refusals) == 2
+    )
+    assert [r.channel for r in status.refusals] == ["signal", "update"]
+    await trail_has(at_review.id, "decision.refused", "the decide is not signed")
+    assert (await decide(client, at_review.id, approve("rita"))).outcome == "approve"
+    assert (await at_review.result()).outcome == "completed"
