@@ -37,10 +37,11 @@ from baton import search
 from baton.config import Settings
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.keys import Signer
-from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus
+from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus, SigningView
 from baton.signing import subject_digest
 
 QUERY_TIMEOUT = timedelta(seconds=10)
+R = TypeVar("R", bound=BaseModel)
 # A workflow task lost with its worker is retried after this. Long enough
 # for a busy worker: with 10,000 runs starting at once (bench.parked) no task
 # outlived 3.5 s, while 3 s let 1,810 tasks finish late (README, Notes).
@@ -167,10 +168,16 @@ async def start_run(
 
 
 async def run_status(client: Client, workflow_id: str) -> RunStatus:
+    return await _query(client, workflow_id, "status", RunStatus)
+
+
+async def _query(
+    client: Client, workflow_id: str, name: str, result_type: type[R], *args: Any
+) -> R:
     handle = client.get_workflow_handle(workflow_id)
     try:
-        status: RunStatus = await handle.query(
-            "status", result_type=RunStatus, rpc_timeout=QUERY_TIMEOUT
+        result: R = await handle.query(
+            name, *args, result_type=result_type, rpc_timeout=QUERY_TIMEOUT
         )
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
@@ -181,7 +188,7 @@ async def run_status(client: Client, workflow_id: str) -> RunStatus:
                 "is `python worker.py` running against this server and task queue?"
             ) from None
         raise
-    return status
+    return result
 
 
 async def sign_decision(
@@ -190,13 +197,13 @@ async def sign_decision(
     """``decision`` signed by its user over the gate as the run shows it now:
     its round and what it shows (with any edit an earlier approver made)."""
     signer = signer or Signer.load(decision.user)
-    status = await _status_to_sign(client, workflow_id)
-    gate = next((g for g in status.gates if g.gate == decision.gate and g.decision is None), None)
+    view = await _view_to_sign(client, workflow_id, decision.gate)
+    gate = view.gate
     signature = signer.sign(
         "decide",
         decision.signed_fields(),
         workflow_id=workflow_id,
-        run_id=status.run_id,
+        run_id=view.run_id,
         round=gate.round if gate else 0,
         shown_digest=subject_digest(gate.shown, gate.edited_output) if gate else "",
     )
@@ -257,24 +264,21 @@ async def sign_stop(
 ) -> StopRequest:
     """``request`` signed by its user for the run ``workflow_id``."""
     signer = signer or Signer.load(request.user)
-    status = await _status_to_sign(client, workflow_id)
+    view = await _view_to_sign(client, workflow_id)
     signature = signer.sign(
-        "stop", request.signed_fields(), workflow_id=workflow_id, run_id=status.run_id
+        "stop", request.signed_fields(), workflow_id=workflow_id, run_id=view.run_id
     )
     return request.model_copy(update={"signature": signature})
 
 
-async def _status_to_sign(client: Client, workflow_id: str) -> RunStatus:
-    """The run as its status shows it: an act is signed over what it shows.
-    A run that cannot show it (gone, ended, or its task failing) cannot take
-    the act either: the refusal says which."""
+async def _view_to_sign(client: Client, workflow_id: str, gate: str = "") -> SigningView:
+    """The run, and ``gate`` if it is open, as the run shows them now: an act
+    is signed over what it shows. A run that cannot show it (gone, ended, or
+    its task failing) cannot take the act either: the refusal says which."""
     try:
-        return await run_status(client, workflow_id)
+        return await _query(client, workflow_id, "signing_view", SigningView, gate)
     except (LookupError, NoWorkerError, RPCError) as err:
         raise await _refusal(client, workflow_id, str(err)) from None
-
-
-R = TypeVar("R", bound=BaseModel)
 
 
 @overload

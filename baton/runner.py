@@ -141,6 +141,15 @@ class RunStatus(BaseModel):
     error: str | None = None
 
 
+class SigningView(BaseModel):
+    """What a signer binds an act to: the run, and the gate as it shows it now
+    (None when that gate is not open). A small answer, unlike the status: a
+    decision is signed over the gate, not over the whole run."""
+
+    run_id: str
+    gate: GateState | None = None
+
+
 class RunResult(BaseModel):
     workflow_id: str
     process: str
@@ -1067,6 +1076,15 @@ class GraphWorkflow:
             cost_usd=self._cost(),
             min_confidence=self._min_confidence(),
             error=self._error,
+        )
+
+    @workflow.query
+    def signing_view(self, gate: str) -> SigningView:
+        info = workflow.info()
+        open_gate = self._gates.get(gate)
+        return SigningView(
+            run_id=info.first_execution_run_id or info.run_id,
+            gate=open_gate if open_gate is not None and open_gate.decision is None else None,
         )
 
     @workflow.query

@@ -168,7 +168,10 @@ async def patiently(call: Callable[[], Awaitable[T]]) -> T:
             # A server at its limit also resets HTTP/2 streams (seen at N = 1,000),
             # which ended the whole benchmark before this retried them.
             overloaded = "Timeout" in err.message or "h2 protocol error" in err.message
-            if not busy and not overloaded:
+            # A query while the run's workflow task is being retried (one timed
+            # out on an overloaded worker): the same as RunNotReady for an update.
+            not_ready = "Workflow Task in failed state" in err.message
+            if not busy and not overloaded and not not_ready:
                 raise
         await asyncio.sleep(POLL)
 
