@@ -20,29 +20,34 @@ from baton.telemetry import model_call_span, record_answer, record_error
 _clients: dict[str, Provider] = {}
 
 
-def provider_for(name: str, spec: ProviderSpec) -> Provider:
+async def provider_for(name: str, spec: ProviderSpec) -> Provider:
     cache_key = f"{name}:{spec.model_dump_json()}"
     provider = _clients.get(cache_key)
     if provider is None:
-        # The SDKs are imported when a provider first needs them: together
-        # they took 3 of the 4 s a worker needed to start, which is time a
-        # restarted worker's runs wait (bench/resume.py).
-        if spec.kind == "offline":
-            provider = OfflineProvider()
-        elif spec.kind == "anthropic":
-            from baton.llm.anthropic_messages import AnthropicMessages
-
-            provider = AnthropicMessages.from_spec(
-                name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
-            )
-        else:
-            from baton.llm.openai_chat import OpenAIChat
-
-            provider = OpenAIChat.from_spec(
-                name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
-            )
-        _clients[cache_key] = provider
+        # Made off the event loop: the first one imports its SDK, 2 to 5 s
+        # that would stop this activity's heartbeats (its timeout is 3 s) and
+        # every other activity of the worker.
+        provider = _clients[cache_key] = await asyncio.to_thread(_new_provider, name, spec)
     return provider
+
+
+def _new_provider(name: str, spec: ProviderSpec) -> Provider:
+    # The SDKs are imported when a provider first needs them: together they
+    # took 3 of the 4 s a worker needed to start, which is time a restarted
+    # worker's runs wait (bench/resume.py).
+    if spec.kind == "offline":
+        return OfflineProvider()
+    if spec.kind == "anthropic":
+        from baton.llm.anthropic_messages import AnthropicMessages
+
+        return AnthropicMessages.from_spec(
+            name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
+        )
+    from baton.llm.openai_chat import OpenAIChat
+
+    return OpenAIChat.from_spec(
+        name, base_url=spec.base_url, key_env=spec.api_key_env, timeout_s=spec.timeout_s
+    )
 
 
 # Twice per send of the worker's heartbeat throttle (worker.HEARTBEAT_THROTTLE):
@@ -60,10 +65,10 @@ async def _heartbeat() -> None:
 async def ask(request: AskRequest) -> AskAnswer:
     """Heartbeats while the model works: Temporal then tells a slow model
     (alive, heartbeating) from a lost worker (silent) within seconds."""
-    provider = provider_for(request.provider_name, request.provider)
     beat = asyncio.create_task(_heartbeat())
     with model_call_span(request) as span:
         try:
+            provider = await provider_for(request.provider_name, request.provider)
             answer = await provider.ask(request)
         except UnknownTaskError as err:
             failure = ApplicationError(str(err), type="UnknownTask", non_retryable=True)
