@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import to_jsonable_python
 
+from baton.audit.detectors import DETECTORS
+
 SCHEMA_VERSION = 1
 
 EVENT_TYPES: frozenset[str] = frozenset(
@@ -182,6 +184,10 @@ class RedactionPolicy(BaseModel):
     fields: list[str]
     algorithm: str = "sha256(salt + canonical JSON of value)"
     salt_id: str
+    detectors: list[str] = Field(
+        default_factory=lambda: list(DETECTORS),
+        description="Identifiers replaced in free text, as [kind sha256:...] (audit.detectors)",
+    )
 
 
 def salt_id(salt: str) -> str:

@@ -8,11 +8,13 @@ import os
 import queue
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from baton.audit.detectors import Scrubber
 from baton.audit.events import AuditEvent, RedactionPolicy, redact_values, salt_id
 from baton.audit.store import AuditStore, open_store
 from baton.config import Settings, config_path, read_toml
@@ -78,6 +80,7 @@ class AuditSink:
         self._policy = RedactionPolicy(
             fields=sorted(self._redact_names), salt_id=salt_id(settings.salt)
         ).model_dump(mode="json")
+        self._scrubber = Scrubber(settings.salt) if settings.salt else None
 
     def write(self, events: Sequence[AuditEvent]) -> int:
         return self.submit(events).result()
@@ -95,10 +98,14 @@ class AuditSink:
         return done
 
     def _redacted(self, event: AuditEvent) -> AuditEvent:
-        if not self.settings.salt:
+        if self._scrubber is None:
             raise ValueError("redaction needs a non-empty salt")
         data = redact_values(event.data, self._redact_names, self.settings.salt)
-        return event.model_copy(update={"data": {**data, "redaction": self._policy}})
+        found: Counter[str] = Counter()
+        data = self._scrubber.scrub(data, found)
+        # The stamp says what this record had in clear before it was stored.
+        policy = {**self._policy, "found": dict(sorted(found.items()))} if found else self._policy
+        return event.model_copy(update={"data": {**data, "redaction": policy}})
 
     def _write_forever(self) -> None:
         while True:
