@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
 from baton.accounts import add_key, add_passkey, set_password
 from baton.audit.reports import describe, select_runs, write_report
@@ -174,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"baton: {message}", file=sys.stderr)
+        return 2
+    except RPCError as err:
+        # Temporal's own refusals (a run whose workflow task is failing cannot
+        # answer a query, say): one line with its words, not a traceback.
+        print(
+            f"baton: Temporal refused the call ({err.status.name}): {err.message}", file=sys.stderr
+        )
         return 2
     except DecisionRefused as err:
         print(f"refused: {err.reason}", file=sys.stderr)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -11,6 +15,7 @@ from temporalio.worker import Worker
 
 from baton.client import DecisionRefused, RunNotReady, decide
 from baton.gates import Decision, GateDecision
+from baton.server import EmbeddedServer
 
 
 @workflow.defn(name="broken_before_its_gate", sandboxed=False)
@@ -28,7 +33,7 @@ class BrokenBeforeItsGate:
 
 
 async def test_a_run_whose_task_keeps_failing_is_not_ready_and_says_so(
-    dev_client: Client, task_queue: str
+    dev_server: EmbeddedServer, dev_client: Client, task_queue: str
 ) -> None:
     async with Worker(dev_client, task_queue=task_queue, workflows=[BrokenBeforeItsGate]):
         handle = await dev_client.start_workflow(
@@ -37,7 +42,20 @@ async def test_a_run_whose_task_keeps_failing_is_not_ready_and_says_so(
         decision = Decision(gate="review", user="rita", outcome="approve")
         with pytest.raises(RunNotReady, match="is running but cannot take the decision now"):
             await decide(dev_client, handle.id, decision)
+        env = dict(os.environ, TEMPORAL_ADDRESS=dev_server.address, BATON_TASK_QUEUE=task_queue)
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "baton.cli", "status", handle.id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         await handle.terminate("test over")
+    assert status.returncode == 2
+    assert "Traceback" not in status.stderr
+    assert status.stderr.startswith("baton: ")
+    assert len(status.stderr.strip().splitlines()) == 1, status.stderr
 
 
 async def test_a_decision_for_an_unknown_run_names_the_id(dev_client: Client) -> None:

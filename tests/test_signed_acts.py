@@ -611,3 +611,29 @@ async def test_a_payload_with_values_json_cannot_hold_is_refused_and_the_run_goe
     await trail_has(at_review.id, "decision.refused", "the decide is not signed")
     assert (await decide(client, at_review.id, approve("rita"))).outcome == "approve"
     assert (await at_review.result()).outcome == "completed"
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        ({"requested_by": "carl"}, "path: Field required"),
+        ({"path": 123, "requested_by": "carl"}, "path: Input should be a valid string"),
+        (None, "Input should be a valid dictionary or instance of IntakeRequest"),
+        ([1, 2], "Input should be a valid dictionary or instance of IntakeRequest"),
+    ],
+)
+async def test_a_malformed_start_fails_at_once_naming_the_field(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    payload: Any,
+    named: str,
+) -> None:
+    handle = await start_raw(time_skipping_env.client, task_queue, payload)
+
+    message = await failure_of(handle)
+    assert message.startswith("run refused: the input does not fit IntakeRequest: ")
+    assert named in message
+    status = await run_status(time_skipping_env.client, handle.id)
+    assert (status.state, status.error) == ("failed", message)
+    await trail_has(handle.id, "run.refused", named)
