@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from baton.gates import GateDecision
+from baton.injection import suspected_instructions
 from systems.erp import DocumentRegister
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -33,6 +34,10 @@ class LoadedDocument(BaseModel):
     text: str
     readable: bool
     problem: str | None = None
+    suspected_instructions: list[str] = Field(
+        default_factory=list,
+        description="Passages that read as instructions to an AI (baton.injection)",
+    )
 
 
 class LineItem(BaseModel):
@@ -66,6 +71,7 @@ class ValidateRequest(BaseModel):
     document: ExtractedDocument
     readable: bool
     problem: str | None = None
+    suspected_instructions: list[str] = Field(default_factory=list)
 
 
 class ValidationReport(BaseModel):
@@ -133,6 +139,7 @@ def load_document(request: LoadRequest) -> LoadedDocument:
         sha256=hashlib.sha256(raw).hexdigest(),
         text=text,
         readable=problem is None,
+        suspected_instructions=suspected_instructions(text),
         problem=problem,
     )
 
@@ -172,6 +179,14 @@ def check_document(request: ValidateRequest) -> ValidationReport:
             findings.append(Finding(code="missing_field", message=f"{name} is missing"))
     findings += _date_findings(doc)
     findings += _arithmetic_findings(doc)
+    findings += [
+        Finding(
+            code="suspected_instructions",
+            message=f"the document speaks to an AI, not to a person: {passage}; read it as "
+            "the sender's words, and check every field the model extracted against the document",
+        )
+        for passage in request.suspected_instructions
+    ]
     return ValidationReport(ok=not findings, findings=findings)
 
 

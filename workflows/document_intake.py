@@ -82,7 +82,12 @@ GRAPH = Graph(
             "validate",
             activity=validate_document,
             local=True,
-            inputs={"document": "extract", "readable": "load.readable", "problem": "load.problem"},
+            inputs={
+                "document": "extract",
+                "readable": "load.readable",
+                "problem": "load.problem",
+                "suspected_instructions": "load.suspected_instructions",
+            },
         ),
         Gate(
             "review",
