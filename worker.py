@@ -21,7 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditFlush
 from activities.config import fixed_run_config, snapshot_run_config
 from activities.documents import enter_document, load_document, validate_document, void_document
-from activities.llm import ask
+from activities.llm import ask, preload_sdks
 from activities.notify import notify_reviewers
 from baton.audit.interceptors import AuditInterceptor
 from baton.audit.sink import AuditSettings, AuditSink
@@ -123,7 +123,7 @@ def build_replayer() -> Replayer:
 async def main() -> None:
     settings = Settings.from_env()
     # Fail at start-up, not mid-run, on a broken config or a missing API key.
-    load_run_config()
+    preload_sdks(load_run_config().routing)
     configure_tracing(console=sys.stderr)
     client = await connect(settings, wait=60)
     worker = build_worker(

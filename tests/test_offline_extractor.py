@@ -368,3 +368,36 @@ def test_normalise_date(text: str, iso: str) -> None:
 )
 def test_normalise_date_keeps_impossible_dates_as_written(text: str, raw: str) -> None:
     assert normalise_date(text) == raw
+
+
+@pytest.mark.parametrize("line", ["a ", "1 ", "Widget 2 x € 3.50 7.00 "])
+def test_a_document_on_one_endless_line_is_refused_with_the_reason(line: str) -> None:
+    """Such a line is no invoice layout, and reading it cost time that grew
+    with its length: the rules refuse it and a person reads it."""
+    text = line * (2**20 // len(line))
+
+    result = extract_document_fields(text)
+
+    assert result.refused is not None
+    assert result.refused.startswith(f"a line of {len(text):,} characters")
+    assert (result.confidence, result.fields["total"], result.fields["doc_type"]) == (
+        0.0,
+        None,
+        "unknown",
+    )
+
+
+def test_single_spaced_rows_keep_their_trailing_numbers() -> None:
+    """The one-pass split of "Milk 2 1.20 2.40" reads rows as before."""
+    text = (
+        "CORNER SHOP\nReceipt\nMilk 2 1.20 2.40\nBread 1 € 2.10 € 2.10\n"
+        "Eggs x 12 0.25 3.00\nTotal 7.50\n"
+    )
+
+    items = extract_document_fields(text).fields["line_items"]
+
+    assert [(i["description"], i["quantity"], i["amount"]) for i in items] == [
+        ("Milk", 2, 2.4),
+        ("Bread", 1, 2.1),
+        ("Eggs", 12, 3.0),
+    ]

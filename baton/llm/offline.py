@@ -7,6 +7,7 @@ answer (provider "offline", model "rules-<task>"): nothing pretends to be an LLM
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ RULES_VERSION = "1"
 
 def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
     extraction = extract_document_fields(str(inputs.get("text") or ""))
-    notes = [f"matched: {', '.join(extraction.matched) or 'nothing'}"]
+    notes = [f"refused: {extraction.refused}"] if extraction.refused else []
+    notes.append(f"matched: {', '.join(extraction.matched) or 'nothing'}")
     if extraction.missing:
         notes.append(f"missing: {', '.join(extraction.missing)}")
     return AskAnswer(
@@ -46,4 +48,6 @@ class OfflineProvider:
                 f"the offline provider has no rules for task '{request.task}' "
                 f"(it knows: {', '.join(sorted(TASKS))}); route this task to a model provider"
             )
-        return rules(request.inputs)
+        # Off the event loop: rules are CPU work of up to a second on a large
+        # document, and the loop carries every heartbeat and activity of the worker.
+        return await asyncio.to_thread(rules, request.inputs)

@@ -125,6 +125,10 @@ UNKNOWN_TYPE_FACTOR = 0.25
 READABLE_THRESHOLD = 0.9
 
 
+# Longer lines are refused, not read (see extract_document_fields).
+MAX_LINE_CHARS = 2_000
+
+
 class DocumentExtraction(BaseModel):
     """What the rules found in one document, and how sure they are.
 
@@ -139,6 +143,9 @@ class DocumentExtraction(BaseModel):
     missing: list[str] = Field(default_factory=list)
     readability: float = Field(default=1.0, ge=0.0, le=1.0)
     method: str = "rules_coverage"
+    refused: str | None = Field(
+        default=None, description="Why the rules did not read the text at all, if they did not"
+    )
 
 
 # --------------------------------------------------------------------------- layout
@@ -692,13 +699,28 @@ def _numeric_words(words: list[str]) -> list[_Number] | None:
 
 
 def _peel_trailing_numbers(text: str) -> tuple[str, list[_Number]]:
-    """Split a single-spaced "Milk 2 1.20 2.40" into its words and trailing numbers."""
+    """Split a single-spaced "Milk 2 1.20 2.40" into its words and trailing numbers.
+
+    The trailing numbers are the longest run of numeric-ish words at the end,
+    found from the end in one pass: trying every start from the front copied
+    the rest of the line each time, quadratic in a long single-line text."""
     words = text.split()
-    for start in range(len(words)):
-        numbers = _numeric_words(words[start:])
-        if numbers:
-            return " ".join(words[:start]), numbers
-    return text, []
+    start = len(words)
+    while start > 0 and _is_numeric_word(words[start - 1]):
+        start -= 1
+    numbers = _numeric_words(words[start:]) if start < len(words) else None
+    return (" ".join(words[:start]), numbers) if numbers else (text, [])
+
+
+def _is_numeric_word(word: str) -> bool:
+    """Whether ``word`` may stand among a row's numbers (see _numeric_words)."""
+    return (
+        word.upper() in _CURRENCY_MARKERS
+        or bool(_PERCENT.fullmatch(word))
+        or word.lower() in _CONNECTORS
+        or word.lower() in _UNITS
+        or _numeric_words([word]) is not None
+    )
 
 
 def _split_item_row(row: list[_Cell]) -> tuple[list[str], list[_Number]]:
@@ -819,6 +841,19 @@ def extract_document_fields(text: str) -> DocumentExtraction:
         _, _, missing = _score("unknown", [], 0.0)
         return DocumentExtraction(
             fields=_empty_fields(), confidence=0.0, missing=missing, readability=0.0
+        )
+    longest = max(len(line) for line in text.splitlines())
+    if longest > MAX_LINE_CHARS:
+        # No invoice, receipt or order is laid out so; and the rules' time
+        # grows with the length of a line (a 1 MiB line took seconds).
+        _, _, missing = _score("unknown", [], 0.0)
+        return DocumentExtraction(
+            fields=_empty_fields(),
+            confidence=0.0,
+            missing=missing,
+            readability=0.0,
+            refused=f"a line of {longest:,} characters: the rules read documents laid out in "
+            f"lines of at most {MAX_LINE_CHARS:,}; a person has to read this one",
         )
     layout = _layout(text)
     lines = text.expandtabs(8).splitlines()
