@@ -6,6 +6,7 @@ environment (see baton.config.Settings)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,8 @@ def build_replayer() -> Replayer:
 
 
 async def main() -> None:
+    # The audit store, ERP and outbox files are for this user alone (see baton.cli.main).
+    os.umask(0o077)
     settings = Settings.from_env()
     # Fail at start-up, not mid-run, on a broken config or a missing API key.
     preload_sdks(load_run_config().routing)

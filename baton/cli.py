@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Baton's files hold documents, decisions, keys and the Temporal history:
+    # everything it and the server it starts create is for this user alone.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     try:
         return asyncio.run(_dispatch(args))

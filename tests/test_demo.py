@@ -13,7 +13,9 @@ from tests.conftest import ROOT, SAMPLES
 
 def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_path: Path) -> None:
     port = free_port()
-    env = dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", BATON_DATA_DIR=str(tmp_path))
+    # Its own folder: the test's fixtures write keys beside it in tmp_path.
+    data = tmp_path / "demo"
+    env = dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", BATON_DATA_DIR=str(data))
     env.pop("BATON_ERP_DB", None)
     out = subprocess.run(
         [sys.executable, "-m", "baton.cli", "demo"],
@@ -35,5 +37,11 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
         "    rejected; rita (reviewer) chose reject"
     )
     assert f"http://localhost:{port + 1000}/namespaces/default/workflows/" in out.stdout
-    assert (tmp_path / "temporal.db").exists() and (tmp_path / "erp.sqlite").exists()
+    assert (data / "temporal.db").exists() and (data / "erp.sqlite").exists()
+    readable_by_others = [
+        f"{path.relative_to(data)} {path.stat().st_mode & 0o777:o}"
+        for path in [data, *data.rglob("*")]
+        if path.stat().st_mode & 0o077
+    ]
+    assert readable_by_others == [], "the data files are the user's alone"
     assert not port_is_open("127.0.0.1", port), "the demo stops the server it started"
