@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,7 @@ from baton.injection import suspected_instructions
 from systems.erp import DocumentRegister
 
 DEFAULT_MAX_DOCUMENT_BYTES = 1024 * 1024
+INTAKE_ROOTS_ENV = "BATON_INTAKE_ROOTS"
 DocType = Literal["invoice", "receipt", "purchase_order", "unknown"]
 
 
@@ -99,38 +101,38 @@ def max_document_bytes() -> int:
     return int(os.environ.get("BATON_MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES))
 
 
+def intake_roots() -> list[Path]:
+    """The folders the worker reads documents from, symlinks resolved:
+    BATON_INTAKE_ROOTS (separated by os.pathsep), else ./samples/documents
+    and <data dir>/intake."""
+    explicit = os.environ.get(INTAKE_ROOTS_ENV)
+    if explicit:
+        roots = [Path(p) for p in explicit.split(os.pathsep) if p]
+    else:
+        data_dir = Path(os.environ.get("BATON_DATA_DIR", ".baton"))
+        roots = [Path.cwd() / "samples" / "documents", data_dir / "intake"]
+    return [Path(os.path.realpath(root)) for root in roots]
+
+
 @activity.defn
 def load_document(request: LoadRequest) -> LoadedDocument:
-    """Read a text document. A file that cannot be read at all fails the run
-    with the reason; one that reads but holds no usable text is returned
+    """Read a text document from an intake folder. A path outside them (by
+    `..`, an absolute path or a symlink) is refused before anything about
+    it is looked at. A file that cannot be read at all fails the run with
+    the reason; one that reads but holds no usable text is returned
     unreadable, so the run stops at review instead of failing."""
     path = Path(request.path)
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise IsADirectoryError(path)
-        limit = max_document_bytes()
-        if size > limit:
-            raise ApplicationError(
-                f"{path} is {size / 2**20:.1f} MiB; documents may be at most "
-                f"{limit / 2**20:.1f} MiB. Split the document or raise "
-                "BATON_MAX_DOCUMENT_BYTES on the worker",
-                type="DocumentTooLarge",
-                non_retryable=True,
-            )
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    real = Path(os.path.realpath(path))
+    roots = intake_roots()
+    if not any(real.is_relative_to(root) for root in roots):
         raise ApplicationError(
-            f"no document at {path}: check the path (the worker reads it from its own disk)",
-            type="DocumentNotFound",
+            f"{path} is not in an intake folder ({', '.join(map(str, roots))}): the worker "
+            f"reads documents only from there. Put the document in one, or add its folder "
+            f"to {INTAKE_ROOTS_ENV} on the worker",
+            type="DocumentOutsideIntake",
             non_retryable=True,
-        ) from None
-    except (IsADirectoryError, PermissionError) as err:
-        raise ApplicationError(
-            f"cannot read {path}: {type(err).__name__}; give the worker a readable file",
-            type="DocumentUnreadable",
-            non_retryable=True,
-        ) from None
+        )
+    raw = _read_regular_file(path, real)
     text, problem = _decode(raw)
     return LoadedDocument(
         path=str(path),
@@ -142,6 +144,47 @@ def load_document(request: LoadRequest) -> LoadedDocument:
         suspected_instructions=suspected_instructions(text),
         problem=problem,
     )
+
+
+def _read_regular_file(path: Path, real: Path) -> bytes:
+    """The bytes of the regular file at ``real`` (``path`` resolved), read
+    through one descriptor: no symlink is followed (a link swapped in after
+    the check fails), and a FIFO or device neither blocks nor is read."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ApplicationError(
+            f"no document at {path}: check the path (the worker reads it from its own disk)",
+            type="DocumentNotFound",
+            non_retryable=True,
+        ) from None
+    except OSError as err:
+        raise ApplicationError(
+            f"cannot read {path}: {err.strerror}; give the worker a readable file",
+            type="DocumentUnreadable",
+            non_retryable=True,
+        ) from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ApplicationError(
+                f"cannot read {path}: it is not a regular file; give the worker a readable file",
+                type="DocumentUnreadable",
+                non_retryable=True,
+            )
+        limit = max_document_bytes()
+        # Read one byte past the limit: a file that grew since fstat is caught too.
+        raw = file.read(limit + 1) if info.st_size <= limit else b""
+        size = max(info.st_size, len(raw))
+        if size > limit:
+            raise ApplicationError(
+                f"{path} is {size / 2**20:.1f} MiB; documents may be at most "
+                f"{limit / 2**20:.1f} MiB. Split the document or raise "
+                "BATON_MAX_DOCUMENT_BYTES on the worker",
+                type="DocumentTooLarge",
+                non_retryable=True,
+            )
+        return raw
 
 
 def _decode(raw: bytes) -> tuple[str, str | None]:

@@ -39,6 +39,7 @@ REJECT_BELOW_CONFIDENCE = 0.5
 
 
 async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> int:
+    from activities.documents import INTAKE_ROOTS_ENV, intake_roots
     from worker import build_worker
     from workflows.document_intake import DocumentIntake
 
@@ -59,6 +60,8 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
     signers = local_identities(settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER), via="demo")
+    # This process's worker reads the samples it is given, wherever they are.
+    os.environ[INTAKE_ROOTS_ENV] = os.pathsep.join(map(str, [*intake_roots(), samples.resolve()]))
     try:
         client = await connect(settings)
         async with build_worker(client, task_queue=settings.task_queue):

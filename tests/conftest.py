@@ -52,6 +52,8 @@ def isolated_data(
     key, with the private keys in BATON_KEYS_DIR."""
     monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BATON_ERP_DB", str(tmp_path / "data" / "erp.sqlite"))
+    # The samples, and documents a test writes into its own folder.
+    monkeypatch.setenv("BATON_INTAKE_ROOTS", f"{SAMPLES}{os.pathsep}{tmp_path}")
     monkeypatch.setenv("BATON_CONFIG", str(ROOT / "baton.toml"))
     monkeypatch.setenv("BATON_DIRECTORY", str(write_keyed_directory(tmp_path, keyring)))
     monkeypatch.setenv("BATON_KEYS_DIR", str(tmp_path / "keys"))
