@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +25,9 @@ from baton import search
 from baton.accounts import add_key
 from baton.server import EmbeddedServer, free_port
 from baton.signing import public_key_text
+
+if TYPE_CHECKING:
+    from tests.fake_llm import ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "documents"
@@ -164,6 +168,18 @@ async def dev_worker(dev_client: Client, task_queue: str) -> AsyncIterator[Worke
 
     async with build_worker(dev_client, task_queue=task_queue, run_config=WORKER_CONFIG) as worker:
         yield worker
+
+
+@pytest.fixture
+def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
+    """The scripted model server, with the key its routing names set."""
+    # Imported here: tests.routing_config imports this module.
+    from tests.fake_llm import ScriptedLLMServer
+    from tests.routing_config import KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with ScriptedLLMServer() as server:
+        yield server
 
 
 @pytest.fixture

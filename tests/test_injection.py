@@ -5,7 +5,6 @@ the scripted server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
 from tests.fake_llm import Reply, ScriptedLLMServer
 from tests.helpers import WORKER_CONFIG, settled, start_intake
-from tests.routing_config import KEY_ENV, SURE, VALID, answer, config
+from tests.routing_config import SURE, VALID, answer, config
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 INSTRUCTIONS = (
@@ -80,13 +79,6 @@ async def test_through_the_offline_provider_the_run_goes_to_review(
 
     assert set(codes) == {"suspected_instructions"}
     assert len(codes) == 4
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
-    monkeypatch.setenv(KEY_ENV, "sk-test")
-    with ScriptedLLMServer() as server:
-        yield server
 
 
 async def test_a_confident_model_that_obeyed_still_goes_to_review(

@@ -3,7 +3,6 @@ HTTP server, inside document intake on Temporal's time-skipping server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,6 @@ from tests.routing_config import (
     config,
 )
 from workflows.document_intake import GRAPH
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLMServer]:
-    monkeypatch.setenv(KEY_ENV, "sk-test")
-    with ScriptedLLMServer() as server:
-        yield server
 
 
 async def start(
