@@ -85,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = box_commands.add_parser("serve", help="serve the reviewer inbox web app")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8200)
+    serve.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve HTTPS: certificate (PEM)"
+    )
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    serve.add_argument(
+        "--behind-https-proxy",
+        nargs="?",
+        const="127.0.0.1",
+        metavar="PROXY_IPS",
+        help="behind a proxy that serves HTTPS: trust its X-Forwarded-Proto/-For headers "
+        "(from PROXY_IPS, comma-separated; default 127.0.0.1) and send cookies over HTTPS only",
+    )
 
     users = commands.add_parser("users", help="the users of the directory file")
     users_commands = users.add_subparsers(dest="users_command", required=True)
@@ -220,7 +232,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inbox" and args.inbox_command == "serve":
         from baton.web.app import serve
 
-        await serve(settings, host=args.host, port=args.port)
+        await serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            proxy=args.behind_https_proxy,
+        )
         return 0
     if args.command == "routes":
         print(routing_table(load_run_config().routing))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import shlex
 import struct
@@ -21,12 +22,19 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    APIResponse,
+    Browser,
+    BrowserContext,
+    Page,
+    async_playwright,
+    expect,
+)
 from starlette.datastructures import URL, FormData
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from baton.accounts import Accounts, add_passkey
+from baton.accounts import add_passkey, set_password
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
 from baton.client import connect, inbox, run_status
@@ -36,7 +44,8 @@ from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from baton.signing import Passkey
 from baton.web import passkeys, present
-from baton.web.app import create_app, gate_path, inbox_secret
+from baton.web.app import create_app, gate_path, inbox_secret, serve
+from baton.web.signin import SignInThrottle, lockout_message
 from docs.screenshot import (
     VirtualPasskey,
     capture_gate,
@@ -44,7 +53,7 @@ from docs.screenshot import (
     serving,
     virtual_authenticator,
 )
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import SAMPLES
 from tests.helpers import eventually, start_intake
 from workflows.document_intake import DocumentIntake
 
@@ -239,11 +248,32 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture(scope="module")
 async def inbox_url(dev_server: EmbeddedServer) -> AsyncIterator[str]:
     client = await connect(Settings(address=dev_server.address))
-    app = create_app(
-        client=client,
-        accounts=Accounts.load(ROOT / "directory.toml"),
-        secret=secrets.token_urlsafe(32),
-    )
+    app = create_app(client=client, secret=secrets.token_urlsafe(32))
+    async with serving(app, free_port()) as url:
+        yield url
+
+
+class Clock:
+    """A clock the test moves: lockouts end without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def own_inbox_url(dev_server: EmbeddedServer, clock: Clock) -> AsyncIterator[str]:
+    """An inbox of this test's own, on ``clock``: no failed sign-in of
+    another test counts here."""
+    client = await connect(Settings(address=dev_server.address))
+    app = create_app(client=client, secret=secrets.token_urlsafe(32), clock=clock)
     async with serving(app, free_port()) as url:
         yield url
 
@@ -282,6 +312,19 @@ async def sign_in(
     await page.get_by_label("Password").fill(password or f"{user}-demo")
     await page.get_by_role("button", name="Sign in").click()
     return page
+
+
+async def post_sign_in(context: BrowserContext, url: str, user: str, password: str) -> APIResponse:
+    """The answer to the sign-in form posted as a script would, in
+    ``context``'s cookie jar."""
+    form = await context.request.get(url + "/login")
+    found = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+    assert found
+    return await context.request.post(
+        url + "/login",
+        form={"csrf": found[1], "user": user, "password": password},
+        max_redirects=0,
+    )
 
 
 async def review_run(
@@ -336,6 +379,142 @@ async def test_pages_need_sign_in_and_a_failed_one_names_no_user(
     # After signing in, `next` leads back within the site and nowhere else.
     page = await sign_in(context, inbox_url + "/login?next=//elsewhere.example/", "rita")
     assert page.url == inbox_url + "/"
+
+
+def test_lockouts_double_from_half_a_minute_up_to_a_quarter_hour() -> None:
+    clock = Clock()
+    throttle = SignInThrottle(clock)
+    for _ in range(4):
+        throttle.failed("rita", "10.0.0.1")
+    assert throttle.wait("rita", "10.0.0.1") == 0
+    lockouts = []
+    for _ in range(7):
+        throttle.failed("rita", "10.0.0.1")
+        lockouts.append(throttle.wait("rita", "10.0.0.1"))
+        clock.now += lockouts[-1]
+    assert lockouts == [30, 60, 120, 240, 480, 900, 900]
+    # A quarter hour without a failure after the last lockout starts afresh.
+    clock.now += 15 * 60 + 1
+    for _ in range(4):
+        throttle.failed("rita", "10.0.0.1")
+    assert throttle.wait("rita", "10.0.0.1") == 0
+    # Another address and user name are not held up by rita's failures...
+    assert throttle.wait("sam", "10.0.0.2") == 0
+    # ...and her success ends her count, though not her address's.
+    throttle.succeeded("rita")
+    throttle.failed("rita", "10.0.0.9")
+    assert throttle.wait("rita", "10.0.0.9") == 0
+    assert lockout_message(30) == (
+        "Too many failed sign-ins for this user name or from this address: try again in 30 s. "
+        "If you have forgotten your password, ask an administrator to set a new one with "
+        "`baton users set-password`."
+    )
+    assert "try again in 15 min" in lockout_message(900)
+
+
+async def test_a_user_name_is_locked_out_after_five_failures_known_or_not(
+    context: BrowserContext, own_inbox_url: str, clock: Clock
+) -> None:
+    for user in ("rita", "nobody"):
+        for _ in range(5):
+            failed = await post_sign_in(context, own_inbox_url, user, "wrong-password")
+            assert failed.status == 401
+
+    # Locked: the right password is refused unchecked, as for a name nobody has.
+    locked = lockout_message(30)
+    for user, password in [("rita", "rita-demo"), ("nobody", "rita-demo")]:
+        page = await sign_in(context, own_inbox_url + "/", user, password)
+        await expect(page.get_by_role("alert")).to_have_text(locked)
+    refused = await post_sign_in(context, own_inbox_url, "rita", "rita-demo")
+    assert (refused.status, refused.headers["retry-after"]) == (429, "30")
+    # Other users may still sign in from here.
+    page = await sign_in(context, own_inbox_url + "/", "sam")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+
+    # Past the lockout one more failure locks the name out for twice as long.
+    clock.now += 30
+    assert (await post_sign_in(context, own_inbox_url, "rita", "wrong-password")).status == 401
+    page = await sign_in(context, own_inbox_url + "/", "rita")
+    await expect(page.get_by_role("alert")).to_have_text(lockout_message(60))
+
+    clock.now += 60
+    page = await sign_in(context, own_inbox_url + "/", "rita")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    # Her success cleared her count: a mistyped password is just that again.
+    await page.get_by_role("button", name="Sign out").click()
+    for _ in range(4):
+        assert (await post_sign_in(context, own_inbox_url, "rita", "mistyped")).status == 401
+    assert (await post_sign_in(context, own_inbox_url, "rita", "rita-demo")).status == 303
+
+
+async def test_an_address_is_locked_out_after_twenty_failures_across_user_names(
+    context: BrowserContext, own_inbox_url: str, clock: Clock
+) -> None:
+    for n in range(20):
+        failed = await post_sign_in(context, own_inbox_url, f"guess-{n}", "wrong-password")
+        assert failed.status == 401
+    page = await sign_in(context, own_inbox_url + "/", "rita")
+    await expect(page.get_by_role("alert")).to_have_text(lockout_message(30))
+
+    clock.now += 30
+    page = await sign_in(context, own_inbox_url + "/", "rita")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    browser: Browser, context: BrowserContext, inbox_url: str
+) -> None:
+    page = await sign_in(context, inbox_url + "/", "rita")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    saved = next(c for c in await context.cookies() if c["name"] == "baton_inbox")["value"]
+    copy = await browser.new_context()
+    await copy.add_cookies([{"name": "baton_inbox", "value": saved, "url": inbox_url}])
+    replayed = await copy.new_page()
+    await replayed.goto(inbox_url + "/")
+    await expect(replayed.get_by_role("button", name="Sign out")).to_be_visible()
+
+    await page.get_by_role("button", name="Sign out").click()
+    assert page.url == inbox_url + "/login"
+    await replayed.goto(inbox_url + "/")
+    assert replayed.url == inbox_url + "/login?next=%2F"
+    # The very cookie from before signing out, put back, is signed out too.
+    await context.add_cookies([{"name": "baton_inbox", "value": saved, "url": inbox_url}])
+    await page.goto(inbox_url + "/")
+    assert page.url == inbox_url + "/login?next=%2F"
+    await copy.close()
+
+
+async def test_a_password_change_ends_the_users_sessions(
+    context: BrowserContext, inbox_url: str
+) -> None:
+    page = await sign_in(context, inbox_url + "/", "vera")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    set_password(directory_path(), "vera", "vera-new-password")
+    await page.reload()
+    assert page.url == inbox_url + "/login?next=%2F"
+    # The new password works at once, without a restart; the old one no more.
+    page = await sign_in(context, inbox_url + "/", "vera")
+    await expect(page.get_by_role("alert")).to_have_text("unknown user or wrong password")
+    page = await sign_in(context, inbox_url + "/", "vera", "vera-new-password")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def test_the_session_cookie_goes_over_https_only_when_served_so(
+    context: BrowserContext, dev_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    client = await connect(Settings(address=dev_server.address))
+    for https_only in (True, False):
+        app = create_app(client=client, secret=secrets.token_urlsafe(32), https_only=https_only)
+        async with serving(app, free_port()) as url:
+            answer = await context.request.get(url + "/login")
+        cookie = answer.headers["set-cookie"].lower()
+        assert cookie.startswith("baton_inbox=")
+        assert ("; secure" in cookie) is https_only
+
+    with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
+        await serve(Settings(), host="127.0.0.1", port=free_port(), tls_cert=tmp_path / "c.pem")
 
 
 async def test_a_reviewer_approves_with_her_passkey_and_the_run_goes_on(

@@ -21,11 +21,14 @@ import asyncio
 import functools
 import hmac
 import json
+import math
 import os
 import secrets
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -52,11 +55,20 @@ from baton.gates import Decision, GateState, StopRequest
 from baton.runner import RunStatus
 from baton.signing import Passkey, subject_digest
 from baton.web import passkeys, present
+from baton.web.signin import (
+    Clock,
+    DirectoryAccounts,
+    Sessions,
+    SignInThrottle,
+    lockout_message,
+)
 from workflows import PROCESSES
 
 SECRET_ENV = "BATON_INBOX_SECRET"
 # The session key of a passkey registration under way.
 REGISTRATION = "passkey_registration"
+# The session key of the id of the signed-in session (see signin.Sessions).
+SESSION_ID = "session"
 # A working day: a forgotten browser does not stay signed in for weeks.
 SESSION_MAX_AGE = 12 * 3600
 FIELD_PREFIX = "field."
@@ -169,9 +181,13 @@ def typed_override(form: FormData) -> dict[str, str] | None:
 class Inbox:
     """The pages and actions; one instance per app, holding what they share."""
 
-    def __init__(self, client: Client, accounts: Accounts, secret: str) -> None:
+    def __init__(
+        self, client: Client, accounts: Callable[[], Accounts], secret: str, clock: Clock
+    ) -> None:
         self.client = client
         self.accounts = accounts
+        self.sessions = Sessions(SESSION_MAX_AGE, clock)
+        self.throttle = SignInThrottle(clock)
         self.prepared = passkeys.PreparedActs(secret)
         self.templates = Jinja2Templates(
             env=Environment(
@@ -189,8 +205,14 @@ class Inbox:
         self.templates.env.globals.update(gate_path=gate_path)
 
     def account(self, request: Request) -> Account | None:
-        user = request.session.get("user")
-        return self.accounts.get(user) if isinstance(user, str) else None
+        """The signed-in account; None when the session was never signed in,
+        or has ended here (signed out, expired, password changed) though the
+        browser, or someone who copied its cookie, still sends it."""
+        sid = request.session.get(SESSION_ID)
+        account = self.sessions.account(sid, self.accounts()) if isinstance(sid, str) else None
+        if account is None:
+            request.session.pop(SESSION_ID, None)
+        return account
 
     def passkeys_of(self, user: str) -> list[Passkey]:
         """The user's passkeys as the directory file lists them now: an
@@ -222,25 +244,47 @@ class Inbox:
         form = await checked_form(request)
         user = str(form.get("user", "")).strip()
         password = str(form.get("password", ""))
+        address = request.client.host if request.client else "unknown"
+        wait = self.throttle.wait(user, address)
+        if wait > 0:
+            response = self._login_refused(request, form, 429, lockout_message(wait))
+            response.headers["retry-after"] = str(math.ceil(wait))
+            return response
         # argon2 takes tens of milliseconds of CPU: off the event loop.
-        account = await asyncio.to_thread(self.accounts.verify, user, password)
+        account = await asyncio.to_thread(self.accounts().verify, user, password)
         if account is None:
-            return self.render(
-                request,
-                "login.html",
-                status_code=401,
-                next=str(form.get("next", "/")),
-                error="unknown user or wrong password",
-            )
+            self.throttle.failed(user, address)
+            return self._login_refused(request, form, 401, "unknown user or wrong password")
+        self.throttle.succeeded(user)
+        self._end_session(request)
         # A fresh session (and token) on sign-in: one planted before it is worthless.
         request.session.clear()
-        request.session.update(user=account.user, csrf=secrets.token_urlsafe(32))
+        request.session.update(
+            {SESSION_ID: self.sessions.start(account), "csrf": secrets.token_urlsafe(32)}
+        )
         return RedirectResponse(_local(str(form.get("next", "/"))), status_code=303)
+
+    def _login_refused(
+        self, request: Request, form: FormData, status_code: int, error: str
+    ) -> Response:
+        return self.render(
+            request,
+            "login.html",
+            status_code=status_code,
+            next=str(form.get("next", "/")),
+            error=error,
+        )
 
     async def logout(self, request: Request) -> Response:
         await checked_form(request)
+        self._end_session(request)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+    def _end_session(self, request: Request) -> None:
+        sid = request.session.get(SESSION_ID)
+        if isinstance(sid, str):
+            self.sessions.end(sid)
 
     # -- passkeys ------------------------------------------------------------
 
@@ -662,10 +706,18 @@ class SecurityHeaders:
 def create_app(
     *,
     client: Client,
-    accounts: Accounts,
     secret: str,
+    accounts: Accounts | None = None,
+    https_only: bool = False,
+    clock: Clock = time.monotonic,
 ) -> Starlette:
-    pages = Inbox(client, accounts, secret)
+    """The inbox app. People sign in with ``accounts`` if given (fixed), else
+    with those of the directory file as it is at each request. With
+    ``https_only`` (served over HTTPS, directly or behind a proxy) browsers
+    send the session cookie over HTTPS only. ``clock`` times lockouts and
+    sessions."""
+    source: Callable[[], Accounts] = DirectoryAccounts() if accounts is None else lambda: accounts
+    pages = Inbox(client, source, secret, clock)
     return Starlette(
         routes=[
             Route("/login", pages.login_form, methods=["GET"]),
@@ -690,20 +742,59 @@ def create_app(
                 session_cookie="baton_inbox",
                 max_age=SESSION_MAX_AGE,
                 same_site="strict",
+                https_only=https_only,
             ),
         ],
         exception_handlers={PageError: pages.page_error},
     )
 
 
-async def serve(settings: Settings, *, host: str, port: int) -> None:
-    """`baton inbox serve`: the inbox on host:port until Ctrl-C."""
-    accounts = Accounts.load()
+async def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    proxy: str | None = None,
+) -> None:
+    """`baton inbox serve`: the inbox on host:port until Ctrl-C; over HTTPS
+    with ``tls_cert`` and ``tls_key``, or behind an HTTPS proxy at the
+    addresses ``proxy`` (whose X-Forwarded-Proto and -For it trusts)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError(
+            "--tls-cert and --tls-key go together: pass both, the certificate and its "
+            "private key (PEM files)"
+        )
+    for given in (tls_cert, tls_key):
+        if given is not None and not given.is_file():
+            raise ValueError(f"no such file: {given}; check the --tls-cert and --tls-key paths")
+    https = tls_cert is not None or proxy is not None
     client = await connect(settings)
-    app = create_app(client=client, accounts=accounts, secret=inbox_secret(settings))
+    # A broken directory file stops the start, not the first sign-in.
+    Accounts.load()
+    app = create_app(client=client, secret=inbox_secret(settings), https_only=https)
     # Passkeys need a host name on a secure page: on this machine, localhost.
     local = host in ("127.0.0.1", "::1", "localhost")
-    where = f"http://localhost:{port}" if local else f"http://{host}:{port}"
-    advice = "" if local else "; passkeys need it behind HTTPS, under a host name"
+    scheme = "https" if tls_cert else "http"
+    where = f"{scheme}://{'localhost' if local else host}:{port}"
+    if proxy is not None:
+        advice = f"; behind the HTTPS proxy at {proxy}, which must set X-Forwarded-Proto"
+    elif local or tls_cert:
+        advice = ""
+    else:
+        advice = "; passkeys need it behind HTTPS, under a host name"
     print(f"reviewer inbox on {where} (Ctrl-C stops it){advice}", flush=True)
-    await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).serve()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        # Off without a proxy: the client address the sign-in throttle counts
+        # is then the connection's, never a header a client makes up.
+        proxy_headers=proxy is not None,
+        forwarded_allow_ips=proxy,
+    )
+    await uvicorn.Server(config).serve()
