@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from baton.llm import AskAnswer, AskRequest, UnknownTaskError
 from baton.llm.offline_documents import extract_document_fields
 
 RULES_VERSION = "1"
+_RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
 
 
 def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
@@ -48,6 +50,8 @@ class OfflineProvider:
                 f"the offline provider has no rules for task '{request.task}' "
                 f"(it knows: {', '.join(sorted(TASKS))}); route this task to a model provider"
             )
-        # Off the event loop: rules are CPU work of up to a second on a large
-        # document, and the loop carries every heartbeat and activity of the worker.
-        return await asyncio.to_thread(rules, request.inputs)
+        # Off the event loop, which carries every heartbeat and activity of the
+        # worker: rules are CPU work of up to a second on a large document.
+        # One at a time, as they ran on the loop before: a pool of rule threads
+        # would take turns at the GIL with the worker's workflow activations.
+        return await asyncio.get_running_loop().run_in_executor(_RULES, rules, request.inputs)
