@@ -95,3 +95,7 @@ async def test_no_bank_identifier_of_a_sample_reaches_the_audit_store(
     database = Path(AuditSettings.from_env().url.removeprefix("sqlite:///"))
     files = [database, database.with_name(database.name + "-wal")]
     assert not [f for f in files if f.exists() and b"NL91" in f.read_bytes()]
+
+
+def test_the_shortest_labelled_account_is_found_too() -> None:
+    assert scrubbed("acct123456")[1] == {"bank_account": 1}

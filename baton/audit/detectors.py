@@ -32,6 +32,10 @@ _ACCOUNT = re.compile(
 )
 
 _ACCOUNT_LABELS = ("account", "acct", "konto", "compte")
+# The shortest text a finding fits in: "acct123456" (an account number has
+# 6 digits at least); a card number needs 13, an IBAN 15.
+_SHORTEST = 10
+_CACHED_FROM = 256
 
 DETECTORS = ("iban", "card", "sort_code", "bank_account")
 
@@ -78,10 +82,16 @@ class Scrubber:
         return data
 
     def scrub_text(self, text: str, found: Counter[str]) -> str:
-        # Cheap exits first: almost every string has no digit run to find.
-        if not any(char.isdigit() for char in text):
+        # Cheap exits first: ids, times and numbers are most of a record's
+        # strings, and none shorter than the shortest finding can hold one.
+        if len(text) < _SHORTEST or not any(char.isdigit() for char in text):
             return text
-        scrubbed, counts = self._scrubbed(text)
+        # Only long texts are cached: a cache of every timestamp and id would
+        # push out the document texts it is there for.
+        if len(text) < _CACHED_FROM:
+            scrubbed, counts = self._scrub_text(text)
+        else:
+            scrubbed, counts = self._scrubbed(text)
         found.update(dict(counts))
         return scrubbed
 
