@@ -46,6 +46,7 @@ class Account:
     name: str
     roles: tuple[str, ...]
     password_hash: str | None = field(default=None, repr=False)
+    passkeys: tuple[Passkey, ...] = ()
 
 
 class Accounts:
@@ -68,7 +69,9 @@ class Accounts:
                         f"{path}: the password_hash of user '{user}' is not an argon2 hash; "
                         f"set it with `baton users set-password {user}`"
                     ) from None
-            accounts[user] = Account(user, entry.name, tuple(entry.roles), entry.password_hash)
+            accounts[user] = Account(
+                user, entry.name, tuple(entry.roles), entry.password_hash, tuple(entry.passkeys)
+            )
         return cls(accounts)
 
     def get(self, user: str) -> Account | None:

@@ -278,7 +278,7 @@ class GraphWorkflow:
             request = self.graph.input.model_validate(raw_input)
         except ValidationError as err:
             self._refuse_start(
-                f"the input does not fit {self.graph.input.__name__}: {_problems(err)}",
+                f"the input does not fit {self.graph.input.__name__}: {'; '.join(_problems(err))}",
                 raw_input.get("requested_by") if isinstance(raw_input, dict) else None,
             )
         assert isinstance(request, RunInput)
@@ -297,7 +297,7 @@ class GraphWorkflow:
                 id=request.requested_by,
                 role="requester",
             ),
-            signature=_proof(signature),
+            signature=signature.model_dump(),
         )
         return request
 
@@ -1185,7 +1185,7 @@ class GraphWorkflow:
             shown=gate.shown,
             shown_digest=gate.shown_digest,
             round=gate.round,
-            signature=_proof(decision.signature),
+            signature=decision.signature.model_dump(),
             waited_seconds=(accepted.decided_at - gate.opened_at).total_seconds(),
             escalations=len(gate.escalations),
         )
@@ -1235,7 +1235,7 @@ class GraphWorkflow:
             return model.model_validate(payload)
         except ValidationError as err:
             user = payload.get("user") if isinstance(payload, dict) else None
-            reason = f"not a valid {act} request: {_problems(err)}"
+            reason = f"not a valid {act} request: {'; '.join(_problems(err))}"
             self._record_refusal(
                 Refusal(
                     at=workflow.now(),
@@ -1300,7 +1300,7 @@ class GraphWorkflow:
             actor=Actor(type="human", id=request.user, role=role),
             channel=channel,
             reason=request.reason,
-            signature=_proof(request.signature),
+            signature=request.signature.model_dump(),
         )
         return self._stop
 
@@ -1323,17 +1323,10 @@ _VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop
 _RECEIVED_LIMIT = 500
 
 
-def _proof(signature: Signature) -> dict[str, Any]:
-    """What the trail keeps of a signature: enough to check it again later."""
-    return signature.model_dump(exclude={"value", "authenticator_data", "client_data_json"}) | {
-        "signature": signature.value,
-        "authenticator_data": signature.authenticator_data or None,
-        "client_data_json": signature.client_data_json or None,
-    }
-
-
-def _problems(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+def _problems(err: ValidationError, whole: str = "value") -> list[str]:
+    """Each validation error as "<field path>: <message>"; ``whole`` names
+    an error about the value itself."""
+    return [f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in err.errors()]
 
 
 def _cut(payload: Any) -> str:
@@ -1375,7 +1368,7 @@ def _schema_problems(model: type[BaseModel], output: dict[str, Any]) -> list[str
     try:
         model.model_validate(output)
     except ValidationError as err:
-        return [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in err.errors()]
+        return _problems(err, "answer")
     return []
 
 

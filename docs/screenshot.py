@@ -39,7 +39,7 @@ from playwright.async_api import (
 )
 from starlette.applications import Starlette
 
-from baton.accounts import Accounts, add_passkey
+from baton.accounts import add_passkey
 from baton.client import build_input, connect, start_run
 from baton.config import Settings, directory_path
 from baton.demo import local_identities
@@ -203,9 +203,7 @@ async def main(out: Path) -> None:
                 )
                 while await handle.query(DocumentIntake.open_gates) != ["review"]:
                     await asyncio.sleep(0.1)
-                app = create_app(
-                    client=client, accounts=Accounts.load(), secret=secrets.token_urlsafe(32)
-                )
+                app = create_app(client=client, secret=secrets.token_urlsafe(32))
                 async with serving(app, free_port()) as url, async_playwright() as playwright:
                     # The picture shows the page of a reviewer who can sign, not
                     # the note for one without a passkey.

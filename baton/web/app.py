@@ -50,7 +50,7 @@ from temporalio.client import Client
 
 from baton.accounts import Account, Accounts
 from baton.client import DecisionRefused, NoWorkerError, connect, deliver, inbox, run_status
-from baton.config import Settings, directory_path, read_directory
+from baton.config import Settings
 from baton.gates import Decision, GateState, StopRequest
 from baton.runner import RunStatus
 from baton.signing import Passkey, subject_digest
@@ -216,9 +216,10 @@ class Inbox:
 
     def passkeys_of(self, user: str) -> list[Passkey]:
         """The user's passkeys as the directory file lists them now: an
-        administrator adds them while the inbox runs."""
-        entry = read_directory(directory_path()).get(user)
-        return entry.passkeys if entry else []
+        administrator adds them while the inbox runs (the accounts are read
+        again when the file changes)."""
+        account = self.accounts().get(user)
+        return list(account.passkeys) if account else []
 
     def _page_context(self, request: Request) -> dict[str, Any]:
         csrf = request.session.get("csrf")
