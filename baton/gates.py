@@ -98,7 +98,9 @@ class Refusal(BaseModel):
     decision: Decision | StopRequest | None = Field(
         default=None, description="The act as sent; None when it was not a valid act at all"
     )
-    received: str = Field(default="", description="A malformed act's payload, cut short")
+    received: str = Field(
+        default="", description="A malformed or oversized act's payload, cut short"
+    )
     reason: str
 
 

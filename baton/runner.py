@@ -1199,13 +1199,18 @@ class GraphWorkflow:
         self, request: Decision | StopRequest, channel: Channel, reason: str, role: str | None
     ) -> NoReturn:
         act: Literal["decide", "stop"] = "decide" if isinstance(request, Decision) else "stop"
+        sent = request.model_dump(mode="json")
+        # A refused act is kept whole only if small: the status, which every
+        # reviewer's page loads, must not grow by what anyone cares to send.
+        whole = len(canonical(sent)) <= _KEPT_ACT_LIMIT
         self._record_refusal(
             Refusal(
                 at=workflow.now(),
                 channel=channel,
                 act=act,
                 user=request.user,
-                decision=request,
+                decision=request if whole else None,
+                received="" if whole else _cut(sent),
                 reason=reason,
             ),
             node=request.gate if isinstance(request, Decision) else None,
@@ -1214,6 +1219,8 @@ class GraphWorkflow:
         raise ApplicationError(reason, type="DecisionRefused", non_retryable=True)
 
     def _record_refusal(self, refusal: Refusal, *, node: str | None, role: str | None) -> None:
+        # The claimed name is the sender's to choose, its length too.
+        refusal.user = _cut(refusal.user, _CLAIMED_NAME_LIMIT) if refusal.user else ""
         self._refusals.append(refusal)
         self.trail.record(
             "decision.refused" if refusal.act == "decide" else "stop.refused",
@@ -1321,6 +1328,9 @@ class GraphWorkflow:
 _VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop"}
 # A malformed act is kept in the status and trail only this far.
 _RECEIVED_LIMIT = 500
+_CLAIMED_NAME_LIMIT = 64
+# Refused acts larger than this are kept cut short (see _refuse).
+_KEPT_ACT_LIMIT = 4096
 
 
 def _problems(err: ValidationError, whole: str = "value") -> list[str]:
@@ -1329,12 +1339,15 @@ def _problems(err: ValidationError, whole: str = "value") -> list[str]:
     return [f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in err.errors()]
 
 
-def _cut(payload: Any) -> str:
-    try:
-        text = canonical(payload).decode()
-    except (TypeError, ValueError):
-        text = repr(payload)
-    return text if len(text) <= _RECEIVED_LIMIT else text[: _RECEIVED_LIMIT - 1] + "…"
+def _cut(payload: Any, limit: int = _RECEIVED_LIMIT) -> str:
+    if isinstance(payload, str):
+        text = payload
+    else:
+        try:
+            text = canonical(payload).decode()
+        except (TypeError, ValueError):
+            text = repr(payload)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _first_application_error(err: BaseException) -> ApplicationError | None:

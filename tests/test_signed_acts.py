@@ -637,3 +637,32 @@ async def test_a_malformed_start_fails_at_once_naming_the_field(
     status = await run_status(time_skipping_env.client, handle.id)
     assert (status.state, status.error) == ("failed", message)
     await trail_has(handle.id, "run.refused", named)
+
+
+async def test_oversized_refused_acts_are_kept_cut_short(
+    time_skipping_env: WorkflowEnvironment, at_review: WorkflowHandle[Any, RunResult]
+) -> None:
+    """Refusals are kept in the status, which every reviewer's page loads:
+    unsigned acts of a megabyte each would soon make it too large to answer."""
+    client = time_skipping_env.client
+    huge = approve("rita", comment="x" * 1_000_000).model_dump(mode="json")
+    for _ in range(3):
+        await at_review.signal("decide", huge)
+
+    status = await eventually(
+        lambda: run_status(client, at_review.id), lambda s: len(s.refusals) == 3
+    )
+
+    assert status.model_dump_json().__len__() < 100_000
+    for refusal in status.refusals:
+        assert (refusal.decision, refusal.user) == (None, "rita")
+        assert refusal.reason.startswith("the decide is not signed")
+        assert refusal.received.startswith('{"comment":"xxx') and refusal.received.endswith("…")
+    await at_review.signal("decide", approve("y" * 1_000_000).model_dump(mode="json"))
+    status = await eventually(
+        lambda: run_status(client, at_review.id), lambda s: len(s.refusals) == 4
+    )
+    assert status.refusals[-1].user == "y" * 63 + "…"
+    assert status.model_dump_json().__len__() < 100_000
+    records = open_store(AuditSettings.from_env().url).records(at_review.id)
+    assert sum(len(r.model_dump_json()) for r in records) < 200_000
