@@ -16,6 +16,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Interceptor, Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -110,12 +111,13 @@ def _with_config(run_config: RunConfig | Callable[[], RunConfig]) -> list[Callab
     return [fixed_run_config(run_config) if a is snapshot_run_config else a for a in ACTIVITIES]
 
 
-def build_replayer() -> Replayer:
+def build_replayer(data_converter: DataConverter = pydantic_data_converter) -> Replayer:
     """Replays histories exactly as a worker runs them: same workflows,
-    sandbox and workflow interceptors."""
+    sandbox and workflow interceptors. A history a worker wrote is
+    encrypted: pass ``baton.codec.encrypted_data_converter`` with its keys."""
     return Replayer(
         workflows=[p.workflow for p in PROCESSES.values()],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         workflow_runner=SANDBOX,
         interceptors=[AuditInterceptor(None)],
     )

@@ -3,37 +3,39 @@ fields, and entering them in the system of record."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import stat
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from baton.document_store import (
+    DocumentNotInStore,
+    DocumentRef,
+    DocumentTampered,
+    DocumentTooLarge,
+    decode_text,
+    document_store,
+)
 from baton.gates import GateDecision
 from baton.injection import suspected_instructions
 from systems.erp import DocumentRegister
 
-DEFAULT_MAX_DOCUMENT_BYTES = 1024 * 1024
-INTAKE_ROOTS_ENV = "BATON_INTAKE_ROOTS"
 DocType = Literal["invoice", "receipt", "purchase_order", "unknown"]
 
 
 class LoadRequest(BaseModel):
-    path: str
+    document: DocumentRef
 
 
 class LoadedDocument(BaseModel):
-    path: str
-    name: str
-    size_bytes: int
-    sha256: str
-    text: str
+    """What the run keeps of a document it read: the reference, never the text."""
+
+    document: DocumentRef
+    name: str = Field(description="The file name, for the model and the reviewer")
+    characters: int
     readable: bool
     problem: str | None = None
     suspected_instructions: list[str] = Field(
@@ -97,105 +99,28 @@ class VoidReceipt(BaseModel):
     voided_at: str
 
 
-def max_document_bytes() -> int:
-    return int(os.environ.get("BATON_MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES))
-
-
-def intake_roots() -> list[Path]:
-    """The folders the worker reads documents from, symlinks resolved:
-    BATON_INTAKE_ROOTS (separated by os.pathsep), else ./samples/documents
-    and <data dir>/intake."""
-    explicit = os.environ.get(INTAKE_ROOTS_ENV)
-    if explicit:
-        roots = [Path(p) for p in explicit.split(os.pathsep) if p]
-    else:
-        data_dir = Path(os.environ.get("BATON_DATA_DIR", ".baton"))
-        roots = [Path.cwd() / "samples" / "documents", data_dir / "intake"]
-    return [Path(os.path.realpath(root)) for root in roots]
-
-
 @activity.defn
 def load_document(request: LoadRequest) -> LoadedDocument:
-    """Read a text document from an intake folder. A path outside them (by
-    `..`, an absolute path or a symlink) is refused before anything about
-    it is looked at. A file that cannot be read at all fails the run with
-    the reason; one that reads but holds no usable text is returned
+    """Read a document from the document store, the only place a worker
+    reads documents from, and check it against its hash. A reference the
+    store lacks or a stored file that no longer matches fails the run with
+    the reason; a document that holds no usable text is returned
     unreadable, so the run stops at review instead of failing."""
-    path = Path(request.path)
-    real = Path(os.path.realpath(path))
-    roots = intake_roots()
-    if not any(real.is_relative_to(root) for root in roots):
-        raise ApplicationError(
-            f"{path} is not in an intake folder ({', '.join(map(str, roots))}): the worker "
-            f"reads documents only from there. Put the document in one, or add its folder "
-            f"to {INTAKE_ROOTS_ENV} on the worker",
-            type="DocumentOutsideIntake",
-            non_retryable=True,
-        )
-    raw = _read_regular_file(path, real)
-    text, problem = _decode(raw)
+    try:
+        raw = document_store().read(request.document)
+    except DocumentNotInStore as err:
+        raise ApplicationError(str(err), type="DocumentNotInStore", non_retryable=True) from None
+    except (DocumentTampered, DocumentTooLarge) as err:
+        raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
+    text, problem = decode_text(raw)
     return LoadedDocument(
-        path=str(path),
-        name=path.name,
-        size_bytes=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
-        text=text,
+        document=request.document,
+        name=request.document.name,
+        characters=len(text),
         readable=problem is None,
         suspected_instructions=suspected_instructions(text),
         problem=problem,
     )
-
-
-def _read_regular_file(path: Path, real: Path) -> bytes:
-    """The bytes of the regular file at ``real`` (``path`` resolved), read
-    through one descriptor: no symlink is followed (a link swapped in after
-    the check fails), and a FIFO or device neither blocks nor is read."""
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ApplicationError(
-            f"no document at {path}: check the path (the worker reads it from its own disk)",
-            type="DocumentNotFound",
-            non_retryable=True,
-        ) from None
-    except OSError as err:
-        raise ApplicationError(
-            f"cannot read {path}: {err.strerror}; give the worker a readable file",
-            type="DocumentUnreadable",
-            non_retryable=True,
-        ) from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ApplicationError(
-                f"cannot read {path}: it is not a regular file; give the worker a readable file",
-                type="DocumentUnreadable",
-                non_retryable=True,
-            )
-        limit = max_document_bytes()
-        # Read one byte past the limit: a file that grew since fstat is caught too.
-        raw = file.read(limit + 1) if info.st_size <= limit else b""
-        size = max(info.st_size, len(raw))
-        if size > limit:
-            raise ApplicationError(
-                f"{path} is {size / 2**20:.1f} MiB; documents may be at most "
-                f"{limit / 2**20:.1f} MiB. Split the document or raise "
-                "BATON_MAX_DOCUMENT_BYTES on the worker",
-                type="DocumentTooLarge",
-                non_retryable=True,
-            )
-        return raw
-
-
-def _decode(raw: bytes) -> tuple[str, str | None]:
-    if not raw.strip():
-        return "", "the file is empty"
-    if b"\x00" in raw:
-        return "", "the file is binary, not text"
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as err:
-        return "", f"the file is not UTF-8 text ({err.reason} at byte {err.start})"
 
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {

@@ -11,6 +11,7 @@ import importlib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from baton.document_store import DocumentError, DocumentRef, decode_text, document_store
 from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
 from baton.llm.offline import OfflineProvider
 from baton.routing import ProviderSpec, RoutingConfig
@@ -79,6 +80,20 @@ async def _heartbeat() -> None:
         await asyncio.sleep(HEARTBEAT_EVERY)
 
 
+def with_document_texts(request: AskRequest) -> AskRequest:
+    """The request as the model must see it: each document reference
+    replaced by the document's text, read from the store here, so that the
+    text reaches the model and never the run's history."""
+    if not request.documents:
+        return request
+    store = document_store()
+    inputs = dict(request.inputs)
+    for name in request.documents:
+        text, _ = decode_text(store.read(DocumentRef.model_validate(inputs[name])))
+        inputs[name] = text
+    return request.model_copy(update={"inputs": inputs})
+
+
 @activity.defn(name=ASK_ACTIVITY)
 async def ask(request: AskRequest) -> AskAnswer:
     """Heartbeats while the model works: Temporal then tells a slow model
@@ -87,9 +102,13 @@ async def ask(request: AskRequest) -> AskAnswer:
     with model_call_span(request) as span:
         try:
             provider = await provider_for(request.provider_name, request.provider)
-            answer = await provider.ask(request)
+            answer = await provider.ask(await asyncio.to_thread(with_document_texts, request))
         except UnknownTaskError as err:
             failure = ApplicationError(str(err), type="UnknownTask", non_retryable=True)
+            record_error(span, failure)
+            raise failure from None
+        except DocumentError as err:
+            failure = ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
             record_error(span, failure)
             raise failure from None
         except Exception as err:

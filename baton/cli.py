@@ -8,6 +8,7 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
+from baton import codec as payload_codec
 from baton.accounts import add_key, add_passkey, set_password
 from baton.audit.reports import describe, select_runs, write_report
 from baton.audit.sink import AuditSettings
@@ -29,6 +31,7 @@ from baton.client import (
     connect,
     decide,
     inbox,
+    put_document,
     run_status,
     start_run,
     stop_run,
@@ -40,11 +43,12 @@ from baton.config import (
     directory_path,
     load_run_config,
 )
+from baton.document_store import DocumentRef, decode_text, document_store
 from baton.gates import Decision, Outcome, StopRequest
 from baton.keys import MissingKey, new_key
 from baton.routing import routing_table
 from baton.runner import RunStatus
-from baton.server import EmbeddedServer, stop_requested
+from baton.server import CODEC_ENDPOINT_ENV, EmbeddedServer, stop_requested, ui_codec_endpoint
 from baton.signing import Passkey
 
 # (command, decision outcome, help)
@@ -71,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("args", nargs="*", help="the process's input fields, in order")
     start.add_argument("--as", dest="user", default=getpass.getuser(), help="who requests it")
     start.add_argument("--id", dest="workflow_id", help="workflow id (default: generated)")
+
+    documents = commands.add_parser(
+        "documents", help="the document store runs read their documents from"
+    )
+    documents_commands = documents.add_subparsers(dest="documents_command", required=True)
+    put = documents_commands.add_parser(
+        "put", help="store a file; prints the reference a run's input carries"
+    )
+    put.add_argument("file", type=Path)
+    show = documents_commands.add_parser("show", help="print a stored document")
+    show.add_argument("sha256")
 
     status = commands.add_parser("status", help="where a run is and what it has done")
     status.add_argument("workflow_id")
@@ -123,6 +138,20 @@ def _parser() -> argparse.ArgumentParser:
     new_key.add_argument("--as", dest="user", required=True, help="whose key")
     new_key.add_argument(
         "--replace", action="store_true", help="replace the user's existing key on this machine"
+    )
+
+    payload_keys = commands.add_parser(
+        "payload-keys", help="the AES-256 keys that encrypt payloads in Temporal history"
+    )
+    payload_keys_commands = payload_keys.add_subparsers(dest="payload_keys_command", required=True)
+    new_payload_key = payload_keys_commands.add_parser(
+        "new",
+        help="write a key file (BATON_PAYLOAD_KEY_FILE, else <data dir>/payload-keys.toml)",
+    )
+    new_payload_key.add_argument(
+        "--rotate",
+        action="store_true",
+        help="add a new current key to the existing file; the old keys stay to read old history",
     )
 
     for verb_name, outcome, what in VERBS:
@@ -205,6 +234,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _documents(args: argparse.Namespace) -> int:
+    store = document_store()
+    if args.documents_command == "put":
+        print(put_document(args.file, store).model_dump_json(indent=2))
+        return 0
+    prefix = args.sha256.strip().lower()
+    is_hash = re.fullmatch(r"[0-9a-f]{8,64}", prefix) is not None
+    found = sorted(store.root.glob(f"{prefix[:2]}/{prefix}*")) if is_hash else []
+    if len(found) != 1:
+        raise LookupError(
+            f"{'more than one' if found else 'no'} stored document starts with '{prefix}': "
+            "give at least 8 characters of a hash `baton documents put` printed"
+        )
+    ref = DocumentRef(sha256=found[0].name, name=found[0].name, size=found[0].stat().st_size)
+    text, problem = decode_text(store.read(ref))
+    if problem:
+        raise ValueError(f"document {ref.sha256} cannot be shown as text: {problem}")
+    sys.stdout.write(text)
+    return 0
+
+
 async def _dispatch(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.command == "server":
@@ -229,6 +279,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             f"  baton users add-key {args.user} {public_key}"
         )
         return 0
+    if args.command == "payload-keys":
+        return _new_payload_key(settings, rotate=args.rotate)
     if args.command == "inbox" and args.inbox_command == "serve":
         from baton.web.app import serve
 
@@ -253,6 +305,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from baton.demo import run_demo
 
         return await run_demo(settings, samples=args.samples, keep_running=args.keep_running)
+    if args.command == "documents":
+        return _documents(args)
     if args.command == "start":
         from workflows import process
 
@@ -357,6 +411,25 @@ def _add_key(user: str, key: str) -> int:
     return 0
 
 
+def _new_payload_key(settings: Settings, *, rotate: bool) -> int:
+    if os.environ.get(payload_codec.KEYS_ENV):
+        raise ConfigError(
+            f"{payload_codec.KEYS_ENV} is set: the payload keys are in the environment, not in "
+            "a file. Put a new key first in that variable (`openssl rand -base64 32` makes "
+            "one), or unset it to use a key file"
+        )
+    path = payload_codec.key_file_path(data_dir=settings.data_dir)
+    key_id = payload_codec.create_payload_key(path, rotate=rotate)
+    done = "added a new current key to" if rotate else "wrote a new payload key file"
+    print(
+        f"{done} {path} (mode 0600): key {key_id}\n"
+        f"workers, clients and the inbox need this same file ({payload_codec.KEY_FILE_ENV}) or "
+        f"its keys in {payload_codec.KEYS_ENV}; restart them to use it"
+        + ("; keep the older keys for as long as history encrypted with them" if rotate else "")
+    )
+    return 0
+
+
 def _set_password(user: str, *, from_stdin: bool) -> int:
     path = directory_path()
     if from_stdin:
@@ -403,10 +476,18 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stop = stop_requested()
     server = EmbeddedServer(
-        db_file=args.db or settings.data_dir / "temporal.db", port=args.port, ui_port=args.ui_port
+        db_file=args.db or settings.data_dir / "temporal.db",
+        port=args.port,
+        ui_port=args.ui_port,
+        codec_endpoint=ui_codec_endpoint(),
     )
     await server.start()
     print(f"Temporal server on {server.address}, Web UI {server.ui_url}, data {server.db_file}")
+    if server.codec_endpoint:
+        print(
+            f"the Web UI decrypts payloads through the codec server at {server.codec_endpoint} "
+            f"(`baton inbox serve`; {CODEC_ENDPOINT_ENV} changes it, empty turns it off)"
+        )
     print("Ctrl-C stops it", flush=True)
     try:
         await stop.wait()

@@ -30,11 +30,19 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from baton import search
+from baton.codec import PayloadKeys, encrypted_data_converter
 from baton.config import Settings
+from baton.document_store import (
+    DocumentError,
+    DocumentRef,
+    DocumentStore,
+    document_store,
+    put_file,
+)
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.keys import Signer
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus, SigningView
@@ -70,17 +78,26 @@ class NoWorkerError(RuntimeError):
     """A query found no worker to answer it."""
 
 
-async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Client:
+async def connect(
+    settings: Settings | None = None,
+    *,
+    wait: float = 0.0,
+    data_converter: DataConverter | None = None,
+) -> Client:
     """Connect to Temporal as the settings' envconfig profile says (address,
     namespace, API key, TLS); with ``wait``, keep trying that many seconds
-    (a worker started beside its server should not die of a race)."""
+    (a worker started beside its server should not die of a race). Every
+    payload is encrypted with the payload keys (baton.codec) unless another
+    ``data_converter`` is given."""
     settings = settings or Settings.from_env()
+    if data_converter is None:
+        data_converter = encrypted_data_converter(PayloadKeys.from_env(data_dir=settings.data_dir))
     deadline = time.monotonic() + wait
     while True:
         try:
             return await Client.connect(
                 **settings.client_connect_config(),
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter,
                 # A run started here is one trace: this call's span is its root.
                 interceptors=[TracingInterceptor()],
             )
@@ -94,10 +111,18 @@ async def connect(settings: Settings | None = None, *, wait: float = 0.0) -> Cli
             await asyncio.sleep(1.0)
 
 
-def build_input(workflow_cls: type[GraphWorkflow], args: Sequence[str], **extra: Any) -> RunInput:
+def build_input(
+    workflow_cls: type[GraphWorkflow],
+    args: Sequence[str],
+    *,
+    store: DocumentStore | None = None,
+    **extra: Any,
+) -> RunInput:
     """A process input from command-line arguments: positional arguments fill
-    the process's own required fields in order; fields marked as paths are
-    made absolute, since the worker may run from another directory."""
+    the process's own required fields in order. A field that takes a
+    document (a DocumentRef) takes a file name: the file goes into the
+    document store (``store``, else this process's) and the run gets its
+    reference."""
     model = workflow_cls.graph.input
     own = [
         name
@@ -111,9 +136,10 @@ def build_input(workflow_cls: type[GraphWorkflow], args: Sequence[str], **extra:
         )
     values: dict[str, Any] = dict(extra)
     for name, arg in zip(own, args, strict=True):
-        extra_schema = model.model_fields[name].json_schema_extra
-        is_path = isinstance(extra_schema, dict) and extra_schema.get("format") == "path"
-        values[name] = str(Path(arg).resolve()) if is_path else arg
+        if model.model_fields[name].annotation is DocumentRef:
+            values[name] = put_document(Path(arg), store or document_store())
+        else:
+            values[name] = arg
     try:
         request = model.model_validate(values)
     except ValidationError as err:
@@ -122,10 +148,32 @@ def build_input(workflow_cls: type[GraphWorkflow], args: Sequence[str], **extra:
     return request
 
 
+def put_document(path: Path, store: DocumentStore) -> DocumentRef:
+    """Put the file at ``path`` in ``store``; StartError when it cannot be."""
+    try:
+        return put_file(store, path)
+    except FileNotFoundError:
+        raise StartError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise StartError(f"{path} is a folder: give a document file") from None
+    except DocumentError as err:
+        raise StartError(str(err)) from None
+
+
 def new_workflow_id(process: str, hint: str = "") -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in Path(hint).stem.lower()).strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in hint.lower()).strip("-")
     parts = [process, slug[:40], secrets.token_hex(4)]
     return "-".join(p for p in parts if p)
+
+
+def _id_hint(request: RunInput) -> str:
+    """The start of the run's document hash: ids, search attributes and
+    the Web UI's lists are not encrypted, so a file name (which may name a
+    vendor or a person) stays out of them."""
+    for value in request.__dict__.values():
+        if isinstance(value, DocumentRef):
+            return value.sha256[:12]
+    return ""
 
 
 async def start_run(
@@ -147,7 +195,7 @@ async def start_run(
             f"the run is requested by '{request.requested_by}' but would be signed by "
             f"'{signer.user}': a run is started by the person or service who signs it"
         )
-    workflow_id = workflow_id or new_workflow_id(name, str(getattr(request, "path", "")))
+    workflow_id = workflow_id or new_workflow_id(name, _id_hint(request))
     signature = signer.sign("start", request.signed_fields(name), workflow_id=workflow_id)
     return await client.start_workflow(
         name,

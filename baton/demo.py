@@ -23,11 +23,12 @@ from baton.audit.reports import describe, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
 from baton.client import build_input, connect, decide_in_turn, run_status, start_run
+from baton.codec import ensure_payload_key
 from baton.config import DIRECTORY_ENV, Settings, directory_path
 from baton.gates import Decision, Outcome
 from baton.keys import Signer
 from baton.runner import RunResult, RunStatus
-from baton.server import EmbeddedServer, port_is_open, stop_requested
+from baton.server import EmbeddedServer, port_is_open, stop_requested, ui_codec_endpoint
 
 REQUESTER = "mailroom"
 REVIEWER = "rita"
@@ -39,7 +40,6 @@ REJECT_BELOW_CONFIDENCE = 0.5
 
 
 async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> int:
-    from activities.documents import INTAKE_ROOTS_ENV, intake_roots
     from worker import build_worker
     from workflows.document_intake import DocumentIntake
 
@@ -54,14 +54,18 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         print(f"using the Temporal server already running at {settings.address}")
     else:
         server = EmbeddedServer(
-            db_file=settings.data_dir / "temporal.db", port=int(port), ui_port=int(port) + 1000
+            db_file=settings.data_dir / "temporal.db",
+            port=int(port),
+            ui_port=int(port) + 1000,
+            # Payloads are encrypted: the UI reads them through the inbox.
+            codec_endpoint=ui_codec_endpoint(),
         )
         await server.start()
         settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
     signers = local_identities(settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER), via="demo")
-    # This process's worker reads the samples it is given, wherever they are.
-    os.environ[INTAKE_ROOTS_ENV] = os.pathsep.join(map(str, [*intake_roots(), samples.resolve()]))
+    # Made once, in the data dir: every payload of the demo's runs is encrypted with it.
+    ensure_payload_key(settings.data_dir)
     try:
         client = await connect(settings)
         async with build_worker(client, task_queue=settings.task_queue):
@@ -105,6 +109,10 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 print(
                     f"to act as a demo user from another shell: "
                     f"BATON_KEYS_DIR={settings.data_dir / 'keys'} baton approve ... --as rita"
+                )
+                print(
+                    "payloads are encrypted: to read them in the Web UI, run `baton inbox "
+                    "serve`, sign in as ada (admin) and follow what it prints"
                 )
                 await stop.wait()
     finally:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from temporalio.common import RetryPolicy
 
 INPUT = "input"
@@ -194,6 +194,11 @@ class Ask(Node):
     task: str
     output: type[BaseModel]
     instructions: str = ""
+    documents: tuple[str, ...] = Field(
+        default=(),
+        description="Inputs that are document references (baton.document_store): the model "
+        "is given the document's text, the run keeps only the reference",
+    )
     checks: tuple[Callable[[Any], list[str]], ...] = Field(
         default=(),
         description="Task validators: pure functions of the output returning the problems found",
@@ -210,6 +215,16 @@ class Ask(Node):
 
     kind: typing.ClassVar[str] = "ask"
     __init__ = Node.__init__  # keeps the positional id for type checkers
+
+    @model_validator(mode="after")
+    def _documents_are_inputs(self) -> Ask:
+        unknown = [name for name in self.documents if name not in self.inputs]
+        if unknown:
+            raise ValueError(
+                f"documents {unknown} are not among its inputs ({', '.join(self.inputs)}); "
+                "name the inputs that carry a document reference"
+            )
+        return self
 
     def output_fields(self) -> set[str]:
         return _model_fields(self.output)

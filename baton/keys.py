@@ -9,6 +9,7 @@ public half goes into the directory; a run never sees the private key.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,20 @@ from baton.signing import (
 )
 
 KEYS_ENV = "BATON_KEYS_DIR"
+
+
+def kept_secret(path: Path) -> str:
+    """A random secret made once at ``path`` (mode 0600) and read back
+    afterwards, so that a restart keeps what was made with it working."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        secret = secrets.token_urlsafe(32)
+        out.write(secret)
+    return secret
 
 
 class MissingKey(LookupError):

@@ -721,6 +721,7 @@ class GraphWorkflow:
             task=node.task,
             instructions=node.instructions,
             inputs=self._resolve(node.inputs),
+            documents=list(node.documents),
             output_schema=_json_schema(node.output),
             provider_name=option.candidate.provider,
             provider=option.provider,

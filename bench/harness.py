@@ -39,11 +39,14 @@ from typing import IO, Any, TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from baton.client import RunNotReady, build_input, connect, decide, sign_decision, start_run
+from baton.codec import KEY_FILE_ENV, KEY_FILE_NAME, create_payload_key
 from baton.config import Settings
 from baton.demo import local_identities
+from baton.document_store import STORE_ENV, document_store, put_file
 from baton.gates import Decision
 from baton.keys import Signer
 from baton.server import EmbeddedServer, free_port, temporal_binary
@@ -109,6 +112,9 @@ class Result:
     server_cpu_ms_per_run: float
     cpu_ms_per_run: float
     history_events_per_run: float
+    # What the server stores per run: every event as the server keeps it
+    # (encoded), payloads included.
+    history_kib_per_run: float
     # Each workflow task timeout costs two events and a replay of the run.
     sticky_timeouts_per_run: float
     task_timeouts_per_run: float
@@ -125,7 +131,7 @@ async def one_run(
     if variant == "bare":
         handle = await client.start_workflow(
             "bare_intake",
-            BareRequest(path=str(path)),
+            BareRequest(document=put_file(document_store(), path)),
             id=f"bare-{uuid.uuid4().hex}",
             task_queue=queue,
         )
@@ -247,6 +253,14 @@ def start_worker(kind: str, env: dict[str, str], log: Path) -> subprocess.Popen[
     return worker
 
 
+def share_payload_key(folder: Path) -> None:
+    """A payload key in ``folder`` that this process and every worker it
+    starts encrypt and decrypt with, whatever their data dir."""
+    path = folder / KEY_FILE_NAME
+    create_payload_key(path)
+    os.environ[KEY_FILE_ENV] = str(path)
+
+
 async def measure(
     variant: str, runs: int, server: EmbeddedServer, data_dir: Path, profile: Path | None = None
 ) -> Result:
@@ -286,7 +300,11 @@ async def measure(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        client = await connect(Settings(address=server.address, task_queue=queue))
+        # Bare Temporal as it comes: no payload codec (Baton encrypts every payload).
+        converter = pydantic_data_converter if variant == "bare" else None
+        client = await connect(
+            Settings(address=server.address, task_queue=queue), data_converter=converter
+        )
         paths = [SAMPLES[i % len(SAMPLES)] for i in range(runs)]
         server_pid = server.pid
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
@@ -319,6 +337,7 @@ async def measure(
         server_cpu_ms_per_run=round(server_cpu * 1000 / runs, 1),
         cpu_ms_per_run=round((worker_cpu + server_cpu) * 1000 / runs, 1),
         history_events_per_run=sample.events,
+        history_kib_per_run=sample.kib,
         sticky_timeouts_per_run=sample.sticky_timeouts,
         task_timeouts_per_run=sample.task_timeouts,
         activity_retries_per_run=sample.retries,
@@ -332,6 +351,7 @@ class HistorySample:
     timeouts too tight for the load cost (the other four)."""
 
     events: float
+    kib: float
     sticky_timeouts: float
     task_timeouts: float
     retries: float
@@ -347,6 +367,7 @@ async def sample_histories(client: Client, queue: str) -> HistorySample:
     those that took too long once started; retries are activity attempts
     beyond the first."""
     counts = []
+    sizes = []
     sticky_timeouts = task_timeouts = 0
     retries: Counter[str] = Counter()
     query = f"TaskQueue = '{queue}'"
@@ -354,6 +375,7 @@ async def sample_histories(client: Client, queue: str) -> HistorySample:
         handle = client.get_workflow_handle(execution.id)
         events = [event async for event in handle.fetch_history_events()]
         counts.append(len(events))
+        sizes.append(sum(event.ByteSize() for event in events))
         activity_types: dict[int, str] = {}
         for event in events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
@@ -371,9 +393,10 @@ async def sample_histories(client: Client, queue: str) -> HistorySample:
                     retries[activity_types[started.scheduled_event_id]] += started.attempt - 1
     runs = len(counts)
     if not runs:
-        return HistorySample(0.0, 0.0, 0.0, 0.0, {})
+        return HistorySample(0.0, 0.0, 0.0, 0.0, 0.0, {})
     return HistorySample(
         events=round(statistics.mean(counts), 1),
+        kib=round(statistics.mean(sizes) / 1024, 1),
         sticky_timeouts=round(sticky_timeouts / runs, 2),
         task_timeouts=round(task_timeouts / runs, 2),
         retries=round(sum(retries.values()) / runs, 2),
@@ -409,6 +432,10 @@ async def main(
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
+        # The driver puts documents where every variant's worker reads them,
+        # and encrypts with the key they decrypt with.
+        os.environ[STORE_ENV] = str(data_dir / "documents")
+        share_payload_key(data_dir)
         SIGNERS.update(
             local_identities(data_dir, (REQUESTER, *(a.user for a in APPROVALS)), via="bench")
         )
@@ -462,7 +489,7 @@ def ratios(results: list[Result]) -> dict[str, float]:
 HEADER = (
     f"{'variant':<15}{'runs':>6}{'runs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
     f"{'appr->entry p50':>17}{'cpu ms/run':>12}{'(worker':>9}{'server)':>9}"
-    f"{'events':>8}{'sticky':>8}{'wft t/o':>9}{'retries':>9}"
+    f"{'events':>8}{'KiB':>7}{'sticky':>8}{'wft t/o':>9}{'retries':>9}"
 )
 
 
@@ -471,7 +498,7 @@ def table_row(r: Result) -> str:
         f"{r.variant:<15}{r.runs:>6}{r.runs_per_second:>8}{r.latency_p50_ms:>9}"
         f"{r.latency_p95_ms:>9}{r.latency_p99_ms:>9}{r.approval_to_entry_p50_ms:>17}"
         f"{r.cpu_ms_per_run:>12}{r.worker_cpu_ms_per_run:>9}{r.server_cpu_ms_per_run:>9}"
-        f"{r.history_events_per_run:>8}{r.sticky_timeouts_per_run:>8}"
+        f"{r.history_events_per_run:>8}{r.history_kib_per_run:>7}{r.sticky_timeouts_per_run:>8}"
         f"{r.task_timeouts_per_run:>9}{r.activity_retries_per_run:>9}"
     )
 

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from baton.client import build_input, connect, start_run
 from baton.config import Settings
 from baton.demo import local_identities
+from baton.document_store import STORE_ENV
 from baton.server import EmbeddedServer, free_port
 from bench.harness import (
     APPROVALS,
@@ -36,6 +37,7 @@ from bench.harness import (
     cpu_seconds,
     machine,
     sample_histories,
+    share_payload_key,
     start_worker,
 )
 from workflows.document_intake import DocumentIntake
@@ -113,6 +115,10 @@ async def for_each(ids: list[str], action: Callable[[str], Awaitable[object]]) -
 async def main(runs: int, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
+        # The driver puts documents where the worker reads them, and
+        # encrypts with the key it decrypts with.
+        os.environ[STORE_ENV] = str(data / "documents")
+        share_payload_key(data)
         queue = "parked"
         SIGNERS.update(local_identities(data, ("mailroom", APPROVALS[0].user), via="bench"))
         env = os.environ | {

@@ -34,8 +34,9 @@ from temporalio.client import WorkflowHandle
 from baton.client import build_input, connect, start_run
 from baton.config import Settings
 from baton.demo import local_identities
+from baton.document_store import STORE_ENV
 from baton.server import EmbeddedServer, free_port
-from bench.harness import NEEDS_REVIEW, ROOT, SAMPLES, machine
+from bench.harness import NEEDS_REVIEW, ROOT, SAMPLES, machine, share_payload_key
 from systems.erp import DocumentRegister
 from workflows.document_intake import DocumentIntake
 
@@ -64,6 +65,10 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
+        # The driver puts documents where the worker reads them, and
+        # encrypts with the key it decrypts with.
+        os.environ[STORE_ENV] = str(data / "documents")
+        share_payload_key(data)
         calls = data / "calls.log"
         requester = local_identities(data, ("mailroom",), via="bench")["mailroom"]
         env = os.environ | {

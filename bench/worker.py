@@ -6,6 +6,7 @@ import asyncio
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
@@ -23,7 +24,9 @@ BARE_SANDBOX = SandboxedWorkflowRunner(
 
 async def main(variant: str) -> None:
     settings = Settings.from_env()
-    client = await connect(settings, wait=60)
+    # Bare Temporal as it comes: no payload codec (Baton encrypts every payload).
+    converter = pydantic_data_converter if variant == "bare" else None
+    client = await connect(settings, wait=60, data_converter=converter)
     if variant == "bare":
         worker = Worker(
             client,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -17,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
 from baton.accounts import add_key
+from baton.codec import KEYS_ENV, PayloadKeys, encrypted_data_converter
 from baton.server import EmbeddedServer, free_port
 from baton.signing import public_key_text
 
@@ -40,6 +41,13 @@ TEST_USERS = {"clerk-1": '[users.clerk-1]\nname = "Clerk One"\nroles = ["clerk"]
 SIGNERS = ("rita", "sam", "carl", "vera", "ada", "mailroom", *TEST_USERS)
 
 
+# One payload key for the session: the session-wide servers' clients and
+# every process a test starts (through BATON_PAYLOAD_KEYS) share it.
+PAYLOAD_KEY = os.urandom(32)
+PAYLOAD_KEYS = PayloadKeys(current="test", keys={"test": PAYLOAD_KEY}, source="the test key")
+DATA_CONVERTER = encrypted_data_converter(PAYLOAD_KEYS)
+
+
 @pytest.fixture(scope="session")
 def keyring() -> dict[str, Ed25519PrivateKey]:
     """One Ed25519 key per user for the whole session, plus mallory, whose
@@ -55,9 +63,8 @@ def isolated_data(
     repository's configuration whose directory holds every user's public
     key, with the private keys in BATON_KEYS_DIR."""
     monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(KEYS_ENV, f"test:{base64.b64encode(PAYLOAD_KEY).decode()}")
     monkeypatch.setenv("BATON_ERP_DB", str(tmp_path / "data" / "erp.sqlite"))
-    # The samples, and documents a test writes into its own folder.
-    monkeypatch.setenv("BATON_INTAKE_ROOTS", f"{SAMPLES}{os.pathsep}{tmp_path}")
     monkeypatch.setenv("BATON_CONFIG", str(ROOT / "baton.toml"))
     monkeypatch.setenv("BATON_DIRECTORY", str(write_keyed_directory(tmp_path, keyring)))
     monkeypatch.setenv("BATON_KEYS_DIR", str(tmp_path / "keys"))
@@ -113,7 +120,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's Java test server: timers of days pass in milliseconds."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -140,7 +147,7 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 @pytest.fixture
 async def dev_client(dev_server: EmbeddedServer) -> Client:
-    return await Client.connect(dev_server.address, data_converter=pydantic_data_converter)
+    return await Client.connect(dev_server.address, data_converter=DATA_CONVERTER)
 
 
 @pytest.fixture

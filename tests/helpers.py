@@ -16,6 +16,7 @@ from temporalio.service import RPCError
 
 from baton.client import build_input, describe_execution, run_status, start_run
 from baton.config import RunConfig, load_run_config
+from baton.document_store import DocumentRef, document_store, put_file
 from baton.runner import RunResult, RunStatus
 from workflows.document_intake import DocumentIntake
 
@@ -76,6 +77,21 @@ WORKER_CONFIG = WorkerConfig()
 # time-skipping server's clock for later tests (no worker serves them after
 # their test), so conftest terminates them when each test ends.
 STARTED: list[WorkflowHandle[Any, RunResult]] = []
+
+
+def stored(path: Path) -> DocumentRef:
+    """``path`` put in the test's document store, as `baton start` does."""
+    return put_file(document_store(), path)
+
+
+def stored_json(path: Path) -> dict[str, Any]:
+    return stored(path).model_dump(mode="json")
+
+
+def reference(path: Path) -> dict[str, Any]:
+    """The reference ``path`` would have, without storing it: for inputs a
+    run must refuse before it reads anything."""
+    return DocumentRef.of(path.read_bytes(), name=path.name).model_dump(mode="json")
 
 
 async def start_intake(

@@ -10,6 +10,7 @@ change needs `workflow.patched`.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from baton.client import build_input, decide, start_run
 from baton.demo import local_identities
+from baton.document_store import STORE_ENV
 from baton.gates import Decision
 from baton.server import EmbeddedServer, free_port
 from tests.conftest import SAMPLES
@@ -31,6 +33,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         signers = local_identities(Path(tmp), ("mailroom", "rita"), via="record")
+        os.environ[STORE_ENV] = str(Path(tmp) / "documents")
         server = EmbeddedServer(db_file=Path(tmp) / "t.db", port=free_port(), ui_port=None)
         async with server:
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)

@@ -47,6 +47,7 @@ def test_harness_measures_baton_and_bare_and_writes_results(tmp_path: Path) -> N
     for result in report["results"]:
         assert result["runs"] == 3 and result["runs_per_second"] > 0
         assert result["cpu_ms_per_run"] > 0 and result["history_events_per_run"] > 0
+        assert result["history_kib_per_run"] > 0
     assert set(report["ratios"]) == {"baton/bare@3"}
     assert report["machine"]["temporalio"]
 

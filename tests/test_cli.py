@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from baton.client import DecisionRefused, decide, inbox, run_status, start_run
+from baton.document_store import document_store, put_file
 from baton.gates import Decision
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, free_port, port_is_open
@@ -234,7 +235,7 @@ def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
     unknown = run("start", "no_such_process", "x")
     assert "unknown process 'no_such_process'; known processes: document_intake" in unknown.stderr
     arity = run("start", "document_intake")
-    assert "document_intake takes 1 argument(s): <path>; got 0" in arity.stderr
+    assert "document_intake takes 1 argument(s): <document>; got 0" in arity.stderr
 
 
 async def test_baton_server_serves_and_stops_its_server_on_sigterm(tmp_path: Path) -> None:
@@ -268,7 +269,8 @@ async def test_readme_python_example(
     dev_client: Client, dev_worker: Worker, task_queue: str
 ) -> None:
     client = dev_client
-    request = IntakeRequest(path=str(SAMPLES / "invoice-missing-total.txt"), requested_by="rita")
+    document = put_file(document_store(), SAMPLES / "invoice-missing-total.txt")
+    request = IntakeRequest(document=document, requested_by="rita")
     handle = await start_run(
         client, DocumentIntake, request, task_queue=task_queue, workflow_id=f"readme-{task_queue}"
     )

@@ -10,6 +10,30 @@ from pathlib import Path
 from baton.server import free_port, port_is_open
 from tests.conftest import ROOT, SAMPLES
 
+# What the sample documents say that is nobody's business but the
+# business's: vendor names, bank identifiers, totals (as the documents write
+# them and as extracted).
+PRIVATE = {
+    "a vendor": ["ACME Industrial", "Nordlicht Elektrotechnik", "Harbour & Finch", "Globex Europe"],
+    "an IBAN": ["NL91 ABNA", "NL91ABNA", "DE12 2005 0550", "DE12200505501234567890"],
+    "an account": ["40-11-62", "71234568"],
+    "a total": ["4,434.05", "4434.05", "5,041.55", "5041.55", "5.045,70", "5045.7"],
+}
+BANK = PRIVATE["an IBAN"] + PRIVATE["an account"]
+
+
+def plaintext_in(files: list[Path], markers: list[str]) -> list[str]:
+    found = []
+    for path in files:
+        data = path.read_bytes() if path.exists() else b""
+        found += [f"{path.name}: {m}" for m in markers if m.encode() in data]
+    return found
+
+
+def database_files(path: Path) -> list[Path]:
+    """An SQLite database and the journal files beside it."""
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
 
 def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_path: Path) -> None:
     port = free_port()
@@ -17,6 +41,8 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
     data = tmp_path / "demo"
     env = dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", BATON_DATA_DIR=str(data))
     env.pop("BATON_ERP_DB", None)
+    # The demo makes its own payload key, as on a fresh clone.
+    env.pop("BATON_PAYLOAD_KEYS", None)
     out = subprocess.run(
         [sys.executable, "-m", "baton.cli", "demo"],
         cwd=ROOT,
@@ -45,3 +71,9 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
     ]
     assert readable_by_others == [], "the data files are the user's alone"
     assert not port_is_open("127.0.0.1", port), "the demo stops the server it started"
+    assert (data / "payload-keys.toml").exists(), "the demo made its payload key"
+    every_marker = [m for markers in PRIVATE.values() for m in markers]
+    assert plaintext_in([SAMPLES / n for n in samples], every_marker), "the markers are real"
+    assert plaintext_in(database_files(data / "temporal.db"), every_marker) == []
+    assert (data / "audit.db").exists()
+    assert plaintext_in(database_files(data / "audit.db"), BANK) == []

@@ -14,12 +14,22 @@ from temporalio.worker import Worker
 from baton import search
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import DecisionRefused, decide, run_status, sign_decision
+from baton.client import (
+    DecisionRefused,
+    StartError,
+    build_input,
+    decide,
+    run_status,
+    sign_decision,
+    start_run,
+)
+from baton.document_store import document_store
 from baton.gates import Decision
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
 from tests.helpers import search_attributes, settled, start_intake
+from workflows.document_intake import DocumentIntake, IntakeRequest
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
@@ -201,14 +211,17 @@ async def test_sla_escalates_to_supervisor_and_never_approves_by_itself(
     assert result.outputs["review"]["role"] == "reviewer"
 
 
-async def test_missing_file_fails_visibly_and_the_worker_carries_on(
-    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, tmp_path: Path
+async def test_a_document_gone_from_the_store_fails_visibly_and_the_worker_carries_on(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
 ) -> None:
     client = time_skipping_env.client
-    handle = await start(client, task_queue, tmp_path / "nowhere.txt")
+    request = build_input(DocumentIntake, [str(CLEAN)], requested_by="clerk-1")
+    assert isinstance(request, IntakeRequest)
+    document_store().path_of(request.document.sha256).unlink()
+    handle = await start_run(client, DocumentIntake, request, task_queue=task_queue)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
-    assert "node 'load' failed: no document at" in str(failure.value.cause)
+    assert "node 'load' failed: the document store at" in str(failure.value.cause)
     status = await run_status(client, handle.id)
     assert status.state == "failed"
     assert next(n for n in status.nodes if n.node == "load").status == "failed"
@@ -217,17 +230,30 @@ async def test_missing_file_fails_visibly_and_the_worker_carries_on(
     assert (await after.result()).outcome == "completed"
 
 
-async def test_oversized_file_fails_with_the_limit_and_the_fix(
-    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, tmp_path: Path
-) -> None:
+def test_an_oversized_file_is_refused_before_any_run_starts(tmp_path: Path) -> None:
     big = tmp_path / "huge.txt"
     big.write_bytes(b"INVOICE 1.00\n" * (20 * 1024 * 1024 // 13))
-    handle = await start(time_skipping_env.client, task_queue, big)
+    with pytest.raises(StartError) as refused:
+        build_input(DocumentIntake, [str(big)], requested_by="clerk-1")
+    assert "is 20.0 MiB; documents may be at most 1.0 MiB" in str(refused.value)
+    assert "BATON_MAX_DOCUMENT_BYTES" in str(refused.value)
+    assert not document_store().root.exists(), "nothing was stored"
+
+
+async def test_a_reference_over_the_workers_limit_fails_unread(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = build_input(DocumentIntake, [str(CLEAN)], requested_by="clerk-1")
+    monkeypatch.setenv("BATON_MAX_DOCUMENT_BYTES", "100")
+    handle = await start_run(
+        time_skipping_env.client, DocumentIntake, request, task_queue=task_queue
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
-    message = str(failure.value.cause)
-    assert "is 20.0 MiB; documents may be at most 1.0 MiB" in message
-    assert "BATON_MAX_DOCUMENT_BYTES" in message
+    assert "documents may be at most 100 bytes" in str(failure.value.cause)
 
 
 @pytest.mark.parametrize(

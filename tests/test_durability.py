@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from baton.client import build_input, decide, run_status, start_run
 from baton.gates import Decision
 from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from systems.erp import DocumentRegister
-from tests.conftest import SAMPLES, WorkerProcess
+from tests.conftest import DATA_CONVERTER, SAMPLES, WorkerProcess
 from tests.fake_llm import Reply, ScriptedLLMServer
 from tests.helpers import eventually, settled
 from tests.routing_config import DOC, KEY_ENV, OFF_SCHEMA, VALID, answer, config
@@ -81,13 +80,13 @@ async def test_waiting_run_survives_a_server_restart(tmp_path: Path, task_queue:
         DocumentIntake, [str(SAMPLES / "invoice-missing-total.txt")], requested_by="clerk-1"
     )
     async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         async with build_worker(client, task_queue=task_queue):
             handle = await start_run(client, DocumentIntake, request, task_queue=task_queue)
             assert (await settled(client, handle.id)).state == "waiting"
 
     async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         async with build_worker(client, task_queue=task_queue):
             status = await run_status(client, handle.id)
             assert status.state == "waiting"

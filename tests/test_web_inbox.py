@@ -53,7 +53,7 @@ from docs.screenshot import (
     serving,
     virtual_authenticator,
 )
-from tests.conftest import SAMPLES
+from tests.conftest import DATA_CONVERTER, SAMPLES
 from tests.helpers import eventually, start_intake
 from workflows.document_intake import DocumentIntake
 
@@ -247,7 +247,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture(scope="module")
 async def inbox_url(dev_server: EmbeddedServer) -> AsyncIterator[str]:
-    client = await connect(Settings(address=dev_server.address))
+    client = await connect(Settings(address=dev_server.address), data_converter=DATA_CONVERTER)
     app = create_app(client=client, secret=secrets.token_urlsafe(32))
     async with serving(app, free_port()) as url:
         yield url
@@ -272,7 +272,7 @@ def clock() -> Clock:
 async def own_inbox_url(dev_server: EmbeddedServer, clock: Clock) -> AsyncIterator[str]:
     """An inbox of this test's own, on ``clock``: no failed sign-in of
     another test counts here."""
-    client = await connect(Settings(address=dev_server.address))
+    client = await connect(Settings(address=dev_server.address), data_converter=DATA_CONVERTER)
     app = create_app(client=client, secret=secrets.token_urlsafe(32), clock=clock)
     async with serving(app, free_port()) as url:
         yield url
@@ -504,7 +504,7 @@ async def test_a_password_change_ends_the_users_sessions(
 async def test_the_session_cookie_goes_over_https_only_when_served_so(
     context: BrowserContext, dev_server: EmbeddedServer, tmp_path: Path
 ) -> None:
-    client = await connect(Settings(address=dev_server.address))
+    client = await connect(Settings(address=dev_server.address), data_converter=DATA_CONVERTER)
     for https_only in (True, False):
         app = create_app(client=client, secret=secrets.token_urlsafe(32), https_only=https_only)
         async with serving(app, free_port()) as url:

@@ -9,8 +9,6 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import Field
-
     from activities.documents import (
         ExtractedDocument,
         ValidationReport,
@@ -19,15 +17,14 @@ with workflow.unsafe.imports_passed_through():
         validate_document,
         void_document,
     )
+    from baton.document_store import DocumentRef
     from baton.graph import Ask, FourEyes, Gate, Graph, Retry, Step, hours
     from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
 
 
 class IntakeRequest(RunInput):
-    path: str = Field(
-        description="Path of the document, as the worker sees it",
-        json_schema_extra={"format": "path"},
-    )
+    # By reference: the starter puts the file in the document store.
+    document: DocumentRef
 
 
 def large_amount(run: RunView) -> bool:
@@ -62,7 +59,7 @@ GRAPH = Graph(
         Step(
             "load",
             activity=load_document,
-            inputs={"path": "input.path"},
+            inputs={"document": "input.document"},
             # Reading a document of at most 1 MiB takes milliseconds: an attempt
             # lost with its worker is retried 2.5 s later, not after the default
             # 30 s and a 1 s backoff (bench.harness counts retries under load:
@@ -76,7 +73,9 @@ GRAPH = Graph(
             task="extract_fields",
             output=ExtractedDocument,
             instructions="Extract the document's fields. Report only what the document states.",
-            inputs={"text": "load.text", "file_name": "load.name"},
+            inputs={"text": "load.document", "file_name": "load.name"},
+            # The model reads the document itself; the run keeps its reference.
+            documents=("text",),
         ),
         Step(
             "validate",
@@ -94,7 +93,7 @@ GRAPH = Graph(
             role="reviewer",
             when=needs_review,
             subject="extract",
-            inputs={"document": "load.text", "findings": "validate.findings", "file": "load.path"},
+            inputs={"document": "load.document", "findings": "validate.findings"},
             sla=hours(24),
             remind_at=0.5,
             escalate_to=("supervisor",),

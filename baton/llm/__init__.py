@@ -21,6 +21,11 @@ class AskRequest(BaseModel):
     task: str
     instructions: str = ""
     inputs: dict[str, Any] = Field(default_factory=dict)
+    documents: list[str] = Field(
+        default_factory=list,
+        description="Inputs that hold a document reference; the `ask` activity gives the "
+        "model the document's text in their place",
+    )
     output_schema: dict[str, Any]
     provider_name: str = "offline"
     provider: ProviderSpec = Field(default_factory=lambda: ProviderSpec(kind="offline"))

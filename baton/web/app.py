@@ -18,6 +18,7 @@ compromised inbox cannot approve anything on anyone's behalf.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import json
@@ -51,10 +52,19 @@ from temporalio.client import Client
 from baton.accounts import Account, Accounts
 from baton.client import DecisionRefused, NoWorkerError, connect, deliver, inbox, run_status
 from baton.config import Settings
+from baton.document_store import (
+    DocumentError,
+    DocumentRef,
+    DocumentStore,
+    decode_text,
+    document_store,
+)
 from baton.gates import Decision, GateState, StopRequest
+from baton.keys import kept_secret
 from baton.runner import RunStatus
 from baton.signing import Passkey, subject_digest
 from baton.web import passkeys, present
+from baton.web.codec import CodecConfig, codec_routes, instructions
 from baton.web.signin import (
     Clock,
     DirectoryAccounts,
@@ -81,16 +91,7 @@ def inbox_secret(settings: Settings) -> str:
     explicit = os.environ.get(SECRET_ENV)
     if explicit:
         return explicit
-    path = settings.data_dir / "inbox-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        secret = secrets.token_urlsafe(32)
-        out.write(secret)
-    return secret
+    return kept_secret(settings.data_dir / "inbox-secret")
 
 
 class PageError(Exception):
@@ -182,10 +183,16 @@ class Inbox:
     """The pages and actions; one instance per app, holding what they share."""
 
     def __init__(
-        self, client: Client, accounts: Callable[[], Accounts], secret: str, clock: Clock
+        self,
+        client: Client,
+        accounts: Callable[[], Accounts],
+        secret: str,
+        clock: Clock,
+        documents: DocumentStore | None,
     ) -> None:
         self.client = client
         self.accounts = accounts
+        self.documents = documents
         self.sessions = Sessions(SESSION_MAX_AGE, clock)
         self.throttle = SignInThrottle(clock)
         self.prepared = passkeys.PreparedActs(secret)
@@ -627,7 +634,7 @@ class Inbox:
         stop_reason: str = "",
         status_code: int = 200,
     ) -> Response:
-        review = present.review_of(gate.shown)
+        review = self._with_document_text(present.review_of(gate.shown))
         names = self._editable_fields(status, gate)
         process = PROCESSES.get(status.process)
         account = self.account(request)
@@ -656,6 +663,22 @@ class Inbox:
             shown_digest=subject_digest(gate.shown, gate.edited_output),
             missing_passkey=passkeys.missing_passkey(self.passkeys_of(account.user), request.url),
         )
+
+    def _with_document_text(self, review: present.Review) -> present.Review:
+        """The review with the text of the document it refers to, read from
+        the document store: the run holds only the reference. Called only
+        for a reviewer holding one of the gate's roles (see _gate_for)."""
+        if review.document is not None or review.document_ref is None:
+            return review
+        try:
+            ref = DocumentRef.model_validate(review.document_ref)
+            # The process's store is looked up at each read: it follows
+            # BATON_DOCUMENT_STORE and BATON_DATA_DIR as they are now.
+            store = self.documents or document_store()
+            text, problem = decode_text(store.read(ref))
+        except (ValidationError, DocumentError) as err:
+            text, problem = "", f"the document cannot be shown: {err}"
+        return dataclasses.replace(review, document=problem or text)
 
     async def page_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
@@ -711,14 +734,18 @@ def create_app(
     accounts: Accounts | None = None,
     https_only: bool = False,
     clock: Clock = time.monotonic,
+    documents: DocumentStore | None = None,
+    codec: CodecConfig | None = None,
 ) -> Starlette:
     """The inbox app. People sign in with ``accounts`` if given (fixed), else
     with those of the directory file as it is at each request. With
     ``https_only`` (served over HTTPS, directly or behind a proxy) browsers
     send the session cookie over HTTPS only. ``clock`` times lockouts and
-    sessions."""
+    sessions. Gate pages read documents from ``documents``, else the
+    document store of this process (baton.document_store). With ``codec``
+    it is also the codec server, under /codec (baton.web.codec)."""
     source: Callable[[], Accounts] = DirectoryAccounts() if accounts is None else lambda: accounts
-    pages = Inbox(client, source, secret, clock)
+    pages = Inbox(client, source, secret, clock, documents)
     return Starlette(
         routes=[
             Route("/login", pages.login_form, methods=["GET"]),
@@ -734,6 +761,7 @@ def create_app(
             Route(f"{GATE}/stop/prepare", pages.prepare_stop, methods=["POST"]),
             Route(f"{GATE}/stop", pages.stop, methods=["POST"]),
             Mount("/static", StaticFiles(packages=[("baton.web", "static")]), name="static"),
+            *(codec_routes(codec, pages.account) if codec is not None else []),
         ],
         middleware=[
             Middleware(SecurityHeaders),
@@ -758,10 +786,13 @@ async def serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     proxy: str | None = None,
+    codec: CodecConfig | None = None,
 ) -> None:
     """`baton inbox serve`: the inbox on host:port until Ctrl-C; over HTTPS
     with ``tls_cert`` and ``tls_key``, or behind an HTTPS proxy at the
-    addresses ``proxy`` (whose X-Forwarded-Proto and -For it trusts)."""
+    addresses ``proxy`` (whose X-Forwarded-Proto and -For it trusts). It is
+    the codec server too, with ``codec`` or the payload keys and access
+    settings of the environment."""
     if (tls_cert is None) != (tls_key is None):
         raise ValueError(
             "--tls-cert and --tls-key go together: pass both, the certificate and its "
@@ -771,10 +802,12 @@ async def serve(
         if given is not None and not given.is_file():
             raise ValueError(f"no such file: {given}; check the --tls-cert and --tls-key paths")
     https = tls_cert is not None or proxy is not None
+    # Missing payload keys stop the start, as a broken directory file does.
+    codec = codec or CodecConfig.from_env(settings)
     client = await connect(settings)
     # A broken directory file stops the start, not the first sign-in.
     Accounts.load()
-    app = create_app(client=client, secret=inbox_secret(settings), https_only=https)
+    app = create_app(client=client, secret=inbox_secret(settings), https_only=https, codec=codec)
     # Passkeys need a host name on a secure page: on this machine, localhost.
     local = host in ("127.0.0.1", "::1", "localhost")
     scheme = "https" if tls_cert else "http"
@@ -785,7 +818,8 @@ async def serve(
         advice = ""
     else:
         advice = "; passkeys need it behind HTTPS, under a host name"
-    print(f"reviewer inbox on {where} (Ctrl-C stops it){advice}", flush=True)
+    print(f"reviewer inbox on {where} (Ctrl-C stops it){advice}")
+    print(instructions(codec, where), flush=True)
     config = uvicorn.Config(
         app,
         host=host,

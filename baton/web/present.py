@@ -89,6 +89,9 @@ class Review:
     task: str | None
     why: str | None
     details: dict[str, Any] = field(default_factory=dict)
+    # The document the gate shows by reference (baton.document_store); the
+    # inbox reads its text from the store for the signed-in reviewer.
+    document_ref: dict[str, Any] | None = None
 
 
 def review_of(shown: Mapping[str, Any]) -> Review:
@@ -113,15 +116,23 @@ def review_of(shown: Mapping[str, Any]) -> Review:
         for key in DOCUMENT_KEYS
         if isinstance(value := holder.get(key), str)
     ]
+    refs = [
+        value
+        for holder in (shown, inputs)
+        for key in DOCUMENT_KEYS
+        if _is_document_ref(value := holder.get(key))
+    ]
     shown_elsewhere = {"subject", "proposed", "attempts", "findings", "task", "why", "inputs"}
     details = {
         key: value
         for holder in (inputs, shown)
         for key, value in holder.items()
-        if key not in shown_elsewhere and not (key in DOCUMENT_KEYS and isinstance(value, str))
+        if key not in shown_elsewhere
+        and not (key in DOCUMENT_KEYS and (isinstance(value, str) or _is_document_ref(value)))
     }
     return Review(
         document=texts[0] if texts else None,
+        document_ref=refs[0] if refs else None,
         output=output if isinstance(output, dict) else None,
         systems=systems,
         confidence=source.get("confidence"),
@@ -132,6 +143,10 @@ def review_of(shown: Mapping[str, Any]) -> Review:
         why=shown.get("why"),
         details=details,
     )
+
+
+def _is_document_ref(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("sha256"), str)
 
 
 def _mapping(value: Any) -> dict[str, Any]:
