@@ -20,12 +20,13 @@ from temporalio.converter import DataConverter
 from temporalio.worker import Interceptor, Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.audit import AuditFlush
+from activities.audit import AuditFlush, reconcile_trail
 from activities.config import fixed_run_config, snapshot_run_config
 from activities.documents import enter_document, load_document, validate_document, void_document
 from activities.llm import ask, preload_sdks
 from activities.notify import notify_reviewers
 from baton.audit.interceptors import AuditInterceptor
+from baton.audit.reconcile_workflow import AuditReconcile
 from baton.audit.sink import AuditSettings, AuditSink
 from baton.client import connect
 from baton.config import ConfigError, RunConfig, Settings, load_run_config
@@ -40,6 +41,7 @@ ACTIVITIES: list[Callable[..., Any]] = [
     enter_document,
     void_document,
     notify_reviewers,
+    reconcile_trail,
 ]
 
 # Baton's own modules and the process definitions are deterministic and keep
@@ -69,21 +71,28 @@ def build_worker(
     extra_activities: Sequence[Callable[..., Any]] = (),
     max_cached_workflows: int = 1000,
     run_config: RunConfig | Callable[[], RunConfig] | None = None,
+    remote_activities: bool = True,
 ) -> Worker:
     """A worker for every process (and ``extra_workflows``, a process of your
     own or a test's). Audit is on unless ``audited=False``; its store comes
     from the environment (BATON_AUDIT_URL) unless ``audit`` is given. Runs
     snapshot the configuration files (BATON_CONFIG) when they start, or
-    ``run_config`` when given (a callable is asked at each run's start)."""
+    ``run_config`` when given (a callable is asked at each run's start).
+    With ``remote_activities=False`` it runs workflows and their local
+    activities only, and leaves the other activities to other workers."""
     sink = (audit or AuditSink(AuditSettings.from_env())) if audited else None
     own_interceptors: list[Interceptor] = [AuditInterceptor(sink)]
     if traced:
         # Spans for every run, whether or not the starter traced its call.
-        own_interceptors.append(TracingInterceptor(always_create_workflow_spans=True))
+        # Unless the client brings one: a worker takes on its client's interceptors,
+        # and two made every span twice.
+        inherited = client.config()["interceptors"]
+        if not any(isinstance(i, TracingInterceptor) for i in inherited):
+            own_interceptors.append(TracingInterceptor(always_create_workflow_spans=True))
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[*(p.workflow for p in PROCESSES.values()), *extra_workflows],
+        workflows=[*(p.workflow for p in PROCESSES.values()), AuditReconcile, *extra_workflows],
         activities=[
             *(ACTIVITIES if run_config is None else _with_config(run_config)),
             *extra_activities,
@@ -104,6 +113,7 @@ def build_worker(
         # be short (a lost worker noticed in seconds) with most of it slack.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         max_cached_workflows=max_cached_workflows,
+        no_remote_activities=not remote_activities,
     )
 
 
@@ -116,7 +126,7 @@ def build_replayer(data_converter: DataConverter = pydantic_data_converter) -> R
     sandbox and workflow interceptors. A history a worker wrote is
     encrypted: pass ``baton.codec.encrypted_data_converter`` with its keys."""
     return Replayer(
-        workflows=[p.workflow for p in PROCESSES.values()],
+        workflows=[*(p.workflow for p in PROCESSES.values()), AuditReconcile],
         data_converter=data_converter,
         workflow_runner=SANDBOX,
         interceptors=[AuditInterceptor(None)],

@@ -83,12 +83,14 @@ async def connect(
     *,
     wait: float = 0.0,
     data_converter: DataConverter | None = None,
+    traced: bool = True,
 ) -> Client:
     """Connect to Temporal as the settings' envconfig profile says (address,
     namespace, API key, TLS); with ``wait``, keep trying that many seconds
     (a worker started beside its server should not die of a race). Every
     payload is encrypted with the payload keys (baton.codec) unless another
-    ``data_converter`` is given."""
+    ``data_converter`` is given. ``traced=False`` leaves OpenTelemetry out, for
+    the client and any worker built on it."""
     settings = settings or Settings.from_env()
     if data_converter is None:
         data_converter = encrypted_data_converter(PayloadKeys.from_env(data_dir=settings.data_dir))
@@ -99,7 +101,11 @@ async def connect(
                 **settings.client_connect_config(),
                 data_converter=data_converter,
                 # A run started here is one trace: this call's span is its root.
-                interceptors=[TracingInterceptor()],
+                # Also a worker's, which takes on its client's interceptors: spans
+                # for every run, whether or not its starter traced the start.
+                interceptors=[TracingInterceptor(always_create_workflow_spans=True)]
+                if traced
+                else [],
             )
         except RuntimeError as err:
             if time.monotonic() >= deadline:

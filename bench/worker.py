@@ -26,7 +26,8 @@ async def main(variant: str) -> None:
     settings = Settings.from_env()
     # Bare Temporal as it comes: no payload codec (Baton encrypts every payload).
     converter = pydantic_data_converter if variant == "bare" else None
-    client = await connect(settings, wait=60, data_converter=converter)
+    # Untraced, as the worker below: a worker takes on its client's interceptors.
+    client = await connect(settings, wait=60, data_converter=converter, traced=False)
     if variant == "bare":
         worker = Worker(
             client,

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from baton.audit.anchor import Tombstone
 from baton.audit.events import (
     Actor,
     AuditEvent,
@@ -33,15 +34,24 @@ from baton.audit.events import (
     redact,
     seal,
 )
+from baton.audit.store import _PG_SCHEMA as PG_SCHEMA
+from baton.audit.store import _SQLITE_SCHEMA as SQLITE_SCHEMA
 from baton.audit.store import (
+    GUARDS,
+    AuditConflict,
     AuditStore,
     PostgresAuditStore,
     RetentionError,
     SqliteAuditStore,
     open_store,
 )
+from baton.audit.verify import ChainHead
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+GUARD_TABLES = [
+    (guard, "audit_" + guard.removeprefix("audit_").split("_")[0])
+    for guard in (*GUARDS, "audit_records_no_truncate")
+]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
@@ -64,10 +74,22 @@ class Backend:
     sql: Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 
     def tamper(self, statement: str, params: Sequence[object] = ()) -> None:
-        """Raw SQL as an insider would run it, with the accident guard removed first."""
-        drop = "DROP TRIGGER IF EXISTS audit_records_no_update"
-        self.sql(drop if self.name == "sqlite" else drop + " ON audit_records", ())
+        """Raw SQL as a careful insider would run it: the guards dropped first and put
+        back afterwards, so that only the chains can tell."""
+        self.drop_guards()
         self.sql(statement, params)
+        self.restore_guards()
+
+    def drop_guards(self) -> None:
+        tables = dict(GUARD_TABLES)
+        for guard in GUARDS:
+            drop = f"DROP TRIGGER IF EXISTS {guard}"
+            self.sql(drop if self.name == "sqlite" else f"{drop} ON {tables[guard]}", ())
+
+    def restore_guards(self) -> None:
+        for statement in SQLITE_SCHEMA if self.name == "sqlite" else PG_SCHEMA:
+            if "TRIGGER" in statement or "FUNCTION" in statement:
+                self.sql(statement, ())
 
 
 def _sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
@@ -102,7 +124,7 @@ def _postgres_backend() -> Iterator[Backend]:
 
     def sql(statement: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            cur = conn.execute(statement.replace("?", "%s"), params)
+            cur = conn.execute(statement.replace("?", "%s"), params or None)
             return cur.fetchall() if cur.description else []
 
     try:
@@ -158,13 +180,13 @@ def test_append_is_idempotent_by_event_id(backend: Backend) -> None:
     events = make_events("wf-1", 5)
     assert backend.store.append(events, retention_days=200) == 5
     assert backend.store.append(events, retention_days=200) == 0
-    # Same ids with other content (a replayed producer) change nothing either.
+    # Same ids with other content: two writers disagree; the whole batch is refused.
     changed = [e.model_copy(update={"data": {"tampered": True}}) for e in events]
-    assert backend.store.append(changed + make_events("wf-1", 1, start=5), retention_days=200) == 1
+    with pytest.raises(AuditConflict, match="wf-1:0 is stored already with other content"):
+        backend.store.append(changed + make_events("wf-1", 1, start=5), retention_days=200)
     records = backend.store.records("wf-1")
-    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
     assert all("tampered" not in r.data for r in records)
-    assert len({r.event_id for r in records}) == 6
 
 
 def test_duplicates_inside_one_batch_count_once(backend: Backend) -> None:
@@ -175,7 +197,8 @@ def test_duplicates_inside_one_batch_count_once(backend: Backend) -> None:
 
 def test_event_ids_are_unique_across_workflows(backend: Backend) -> None:
     backend.store.append(make_events("wf-a", 2, prefix="same"), retention_days=30)
-    assert backend.store.append(make_events("wf-b", 2, prefix="same"), retention_days=30) == 0
+    with pytest.raises(AuditConflict):
+        backend.store.append(make_events("wf-b", 2, prefix="same"), retention_days=30)
     assert backend.store.records("wf-b") == []
     assert backend.store.verify().ok
 
@@ -197,13 +220,13 @@ def test_record_fields_and_retention(backend: Backend) -> None:
     backend.clock.now = T0 + timedelta(minutes=5)
     backend.store.append(make_events("wf-1", 1), retention_days=183)
     (record,) = backend.store.records("wf-1")
-    assert record.schema_version == 1
+    assert record.schema_version == 2
     assert record.recorded_at == T0 + timedelta(minutes=5)
     assert record.retain_until == record.recorded_at + timedelta(days=183)
     assert record.occurred_at == T0
     assert record.data["nested"]["list"] == [1, 2.5, None]
     expected = hashlib.sha256(
-        canonical_json(record.model_dump(exclude={"record_hash", "recorded_at"})).encode()
+        canonical_json(record.model_dump(exclude={"record_hash"})).encode()
     ).hexdigest()
     assert record.record_hash == expected
 
@@ -424,11 +447,24 @@ def test_concurrent_processes_build_one_sqlite_chain(tmp_path: Path) -> None:
 # -- retention ---------------------------------------------------------------------------------
 
 
+def stone(workflow_id: str, head: ChainHead) -> Tombstone:
+    return Tombstone(
+        workflow_id=workflow_id,
+        head_seq=head.seq,
+        head_hash=head.hash,
+        purged_at=T0.isoformat(),
+        purged_by="ada",
+        reason="retention over",
+    )
+
+
 def test_purge_refuses_inside_the_retention_period(backend: Backend) -> None:
     backend.store.append(make_events("wf-1", 2), retention_days=30)
     now = T0 + timedelta(days=200)
     with pytest.raises(RetentionError) as caught:
-        backend.store.purge(now - timedelta(days=10), min_retention_days=183, now=now)
+        backend.store.purge(
+            now - timedelta(days=10), min_retention_days=183, now=now, tombstone=stone
+        )
     message = str(caught.value)
     assert "2026-03-19T09:00:00.000000+00:00" in message  # now - 183 days
     assert "183 days" in message
@@ -445,7 +481,9 @@ def test_purge_removes_whole_old_chains_only(backend: Backend) -> None:
     backend.store.append(make_events("spanning", 1, start=2), retention_days=183)
     backend.store.append(make_events("new", 2), retention_days=183)
 
-    removed = backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0)
+    removed = backend.store.purge(
+        T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=stone
+    )
 
     assert removed == 3
     assert backend.store.records("old") == []
@@ -541,3 +579,20 @@ def test_redaction_finds_a_listed_key_however_deep_and_leaves_lookalike_values()
     assert redacted["deep"][0][0]["x"]["iban"].startswith("sha256:")
     untouched = {"note": 'only a value mentions "iban": here'}
     assert redact(untouched, ["iban"], salt)[0] == untouched
+
+
+def test_a_conflicting_event_stops_the_audit_writer(tmp_path: Path) -> None:
+    from baton.audit.sink import AuditSettings, AuditSink
+
+    sink = AuditSink(AuditSettings(url=f"sqlite:///{tmp_path / 'audit.db'}", salt="pepper"))
+    (event,) = make_events("wf-1", 1)
+    sink.write([event])
+    sink.write([event])  # the same event again: a harmless retry
+    assert len(sink.store.records("wf-1")) == 1
+
+    with pytest.raises(AuditConflict, match="stored already with other content"):
+        sink.write([event.model_copy(update={"data": {"amount": 1}})])
+    with pytest.raises(AuditConflict, match="the audit writer stopped"):
+        sink.write(make_events("wf-2", 1))
+    assert [r.data["amount"] for r in sink.store.records("wf-1")] == [100]
+    assert sink.store.records("wf-2") == []

@@ -1,8 +1,10 @@
 """Audit events as producers hand them in, and records as the store keeps them.
 
-A record's hash covers every field but `record_hash` and `recorded_at`, over a canonical
-JSON form that this module owns (not pydantic's serialiser), so a record written today still
-verifies after a library upgrade changes how datetimes or floats are printed.
+A record's hash covers every field but `record_hash` itself, over a canonical JSON form that
+this module owns (not pydantic's serialiser), so a record written today still verifies after
+a library upgrade changes how datetimes or floats are printed. Records of schema version 1
+left `recorded_at` out of the hash, so it could be backdated unseen; they still verify under
+their own rule.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic_core import to_jsonable_python
 
 from baton.audit.detectors import DETECTORS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {
@@ -29,6 +31,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "node.finished",
         "node.skipped",
         "node.failed",
+        "activity.started",
         "activity.attempt",
         "ai.inference",
         "tool.call",
@@ -43,6 +46,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "stop",
         "run.ended",
         "config.snapshot",
+        "audit.reconcile_difference",
     }
 )
 """The event types Baton emits. `event_type` stays a free string so that an older store
@@ -52,7 +56,13 @@ OVERSIGHT_EVENT_TYPES: frozenset[str] = frozenset(
     {"gate.decided", "decision.refused", "stop.refused", "run.refused", "override", "stop"}
 )
 
-HASHED_EXCLUDE: frozenset[str] = frozenset({"record_hash", "recorded_at"})
+HASHED_EXCLUDE: frozenset[str] = frozenset({"record_hash"})
+# What schema version 1 left out of the hash.
+HASHED_EXCLUDE_V1: frozenset[str] = frozenset({"record_hash", "recorded_at"})
+
+
+def hashed_exclude(schema_version: int) -> frozenset[str]:
+    return HASHED_EXCLUDE_V1 if schema_version == 1 else HASHED_EXCLUDE
 
 
 class Actor(BaseModel):
@@ -136,8 +146,15 @@ def jsonable(value: Any) -> Any:
     return json.loads(canonical_json(to_jsonable_python(value)))
 
 
+def event_content(event: AuditEvent) -> str:
+    """What an event says, as text: equal for an event and the record it was stored as,
+    so a re-sent event can be told from another event under the same id."""
+    fields = {name: getattr(event, name) for name in AuditEvent.model_fields}
+    return canonical_json(to_jsonable_python(fields))
+
+
 def record_hash(record: AuditRecord) -> str:
-    fields = record.model_dump(mode="python", exclude=set(HASHED_EXCLUDE))
+    fields = record.model_dump(mode="python", exclude=set(hashed_exclude(record.schema_version)))
     return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
 
 

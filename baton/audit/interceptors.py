@@ -61,22 +61,17 @@ class _AuditedActivity(ActivityInboundInterceptor):
             return await super().execute_activity(input)
         started_at = datetime.now(UTC)
         started = time.monotonic()
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = await super().execute_activity(input)
-            return result
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            event = AuditEvent(
-                event_id=f"{info.workflow_id}/{info.workflow_run_id}/a/{info.activity_id}/"
-                f"{info.attempt}",
+        attempt_id = (
+            f"{info.workflow_id}/{info.workflow_run_id}/a/{info.activity_id}/{info.attempt}"
+        )
+
+        def event(event_type: str, event_id: str, **data: Any) -> AuditEvent:
+            return AuditEvent(
+                event_id=event_id,
                 workflow_id=info.workflow_id or "",
                 run_id=info.workflow_run_id or "",
                 process=info.workflow_type or "",
-                event_type="activity.attempt",
+                event_type=event_type,
                 occurred_at=started_at,
                 node=info.activity_id.split("#")[0],
                 actor=Actor(type="service", id=info.activity_type),
@@ -86,13 +81,31 @@ class _AuditedActivity(ActivityInboundInterceptor):
                     "attempt": info.attempt,
                     "local": info.is_local,
                     "started_at": started_at,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
-                    "input": jsonable(list(input.args)),
-                    "output": None if error is not None else jsonable(result),
-                    "error": None if error is None else f"{type(error).__name__}: {error}",
+                    **data,
                 },
             )
-            await self._sink.write_async([event])
+
+        # Not awaited: the start goes out with the writer's next batch. An attempt lost
+        # with its worker then leaves its start in the trail without an end.
+        self._sink.submit([event("activity.started", f"{attempt_id}/start")])
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = await super().execute_activity(input)
+            return result
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            ended = event(
+                "activity.attempt",
+                attempt_id,
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+                input=jsonable(list(input.args)),
+                output=None if error is not None else jsonable(result),
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+            await self._sink.write_async([ended])
 
 
 class _AuditedWorkflow(WorkflowInboundInterceptor):

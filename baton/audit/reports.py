@@ -3,15 +3,16 @@ store, verify their chains, write JSONL or the HTML report."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from baton.audit.anchoring import Anchors
 from baton.audit.events import AuditRecord
 from baton.audit.export import export_html, export_jsonl
 from baton.audit.store import AuditStore
-from baton.audit.verify import VerifyReport, summarise
+from baton.audit.verify import Problem, VerifyReport, summarise
 
 Format = Literal["jsonl", "html"]
 
@@ -36,23 +37,22 @@ def write_report(
     fmt: Format,
     mermaid_for: Callable[[str], str | None] = lambda process: None,
     min_retention_days: int | None = None,
+    anchors: Anchors | None = None,
 ) -> VerifyReport:
-    """Write the runs' records to ``out``; returns their verification."""
+    """Write the runs' records to ``out``; returns their verification (against the
+    signed checkpoints too, with ``anchors``, whose proofs a JSONL export carries)."""
     if not workflow_ids:
         raise LookupError("no audited runs match; check the workflow id, --process or --since")
-    records: list[AuditRecord] = [r for wid in workflow_ids for r in store.records(wid)]
-    if not records:
+    report = _verify(store, workflow_ids, anchors)
+    if not report.records:
         raise LookupError(f"no audit records for {', '.join(workflow_ids)}")
-    reports = [store.verify(wid) for wid in workflow_ids]
-    report = summarise(
-        sum(r.chains for r in reports),
-        sum(r.records for r in reports),
-        [p for r in reports for p in r.problems],
-    )
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
-        export_jsonl(records, out)
+        export_jsonl(
+            _records_of(store, workflow_ids), out, anchors.proofs(workflow_ids) if anchors else ()
+        )
         return report
+    records: list[AuditRecord] = list(_records_of(store, workflow_ids))
     processes = sorted({r.process for r in records})
     title = (
         f"Audit report: {workflow_ids[0]}"
@@ -68,6 +68,25 @@ def write_report(
         min_retention_days=min_retention_days,
     )
     return report
+
+
+def _verify(store: AuditStore, workflow_ids: list[str], anchors: Anchors | None) -> VerifyReport:
+    """The runs' verification, one run at a time: only the problems are kept."""
+    chains = records = 0
+    problems: list[Problem] = []
+    for workflow_id in workflow_ids:
+        report = anchors.verify(store, workflow_id) if anchors else store.verify(workflow_id)
+        chains += report.chains
+        records += report.records
+        problems += report.problems
+    return summarise(chains, records, problems)
+
+
+def _records_of(store: AuditStore, workflow_ids: list[str]) -> Iterator[AuditRecord]:
+    """The runs' records in order, one run in memory at a time: an export of a period
+    streams, whatever the number of runs."""
+    for workflow_id in workflow_ids:
+        yield from store.records(workflow_id)
 
 
 def describe(report: VerifyReport) -> str:

@@ -4,20 +4,30 @@ the policy that applied recorded with each event, then the store."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import secrets
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from opentelemetry import trace
+
+from baton.audit.anchor import log_path, signer_path
+from baton.audit.anchoring import PUBLIC_KEY_ENV, Anchors
 from baton.audit.detectors import Scrubber
 from baton.audit.events import AuditEvent, RedactionPolicy, redact_values, salt_id
-from baton.audit.store import AuditStore, open_store
-from baton.config import Settings, config_path, read_toml
+from baton.audit.store import AuditConflict, AuditStore, open_store
+from baton.config import ConfigError, Settings, config_path, read_toml
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 183  # the AI Act's six months (Art. 19, 26(6))
 
@@ -31,6 +41,9 @@ class AuditSettings:
     redact_fields: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
     min_retention_days: int = DEFAULT_RETENTION_DAYS
+    # The checkpoint key and log, outside the store (baton.audit.anchor); None: unanchored.
+    checkpoint_key: Path | None = None
+    checkpoint_log: Path | None = None
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> AuditSettings:
@@ -40,12 +53,32 @@ class AuditSettings:
         url = os.environ.get("BATON_AUDIT_URL") or (
             f"sqlite:///{(settings.data_dir / 'audit.db').resolve()}"
         )
+        retention = int(table.get("retention_days", DEFAULT_RETENTION_DAYS))
+        floor = int(table.get("min_retention_days", DEFAULT_RETENTION_DAYS))
+        for name, days in (("retention_days", retention), ("min_retention_days", floor)):
+            if days < DEFAULT_RETENTION_DAYS:
+                raise ConfigError(
+                    f"[audit] {name} = {days} in {path}: the AI Act asks logs to be kept at "
+                    f"least six months, so Baton keeps at least {DEFAULT_RETENTION_DAYS} days; "
+                    "raise it"
+                )
         return cls(
             url=url,
             salt=os.environ.get("BATON_AUDIT_SALT") or _local_salt(settings.data_dir),
             redact_fields=tuple(table.get("redact", ())),
-            retention_days=int(table.get("retention_days", DEFAULT_RETENTION_DAYS)),
-            min_retention_days=int(table.get("min_retention_days", DEFAULT_RETENTION_DAYS)),
+            retention_days=retention,
+            min_retention_days=floor,
+            checkpoint_key=signer_path(settings.data_dir),
+            checkpoint_log=log_path(settings.data_dir),
+        )
+
+    def anchors(self, *, write: bool) -> Anchors | None:
+        if self.checkpoint_key is None or self.checkpoint_log is None:
+            return None
+        if write:
+            return Anchors.writer(self.checkpoint_key, self.checkpoint_log)
+        return Anchors.reader(
+            self.checkpoint_key, self.checkpoint_log, os.environ.get(PUBLIC_KEY_ENV)
         )
 
 
@@ -69,10 +102,20 @@ class AuditSink:
     the worker's time at 100 concurrent runs)."""
 
     MAX_BATCH_EVENTS = 500
+    # A checkpoint at most this often (seconds): at a run's end, and at the latest
+    # CHECKPOINT_EVERY after anything else was written.
+    CHECKPOINT_PAUSE = 1.0
+    CHECKPOINT_EVERY = 60.0
 
     def __init__(self, settings: AuditSettings, store: AuditStore | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings.url)
+        self._anchors = settings.anchors(write=True)
+        self._checkpointed_at = 0.0
+        self._written_since = False
+        self._run_ended = False
+        # Set by an AuditConflict: from then on every write fails, until a person looks.
+        self._stopped: AuditConflict | None = None
         self._queue: queue.SimpleQueue[tuple[list[AuditEvent], Future[int]]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -81,6 +124,8 @@ class AuditSink:
             fields=sorted(self._redact_names), salt_id=salt_id(settings.salt)
         ).model_dump(mode="json")
         self._scrubber = Scrubber(settings.salt) if settings.salt else None
+        # As Temporal names a worker by default: process id at host.
+        self._identity = f"{os.getpid()}@{socket.gethostname()}"
 
     def write(self, events: Sequence[AuditEvent]) -> int:
         return self.submit(events).result()
@@ -90,6 +135,9 @@ class AuditSink:
 
     def submit(self, events: Sequence[AuditEvent]) -> Future[int]:
         done: Future[int] = Future()
+        if self._stopped is not None:
+            done.set_exception(self._stopped)
+            return done
         self._queue.put(([self._redacted(e) for e in events], done))
         with self._start_lock:
             if self._writer is None:
@@ -105,11 +153,28 @@ class AuditSink:
         data = self._scrubber.scrub(data, found)
         # The stamp says what this record had in clear before it was stored.
         policy = {**self._policy, "found": dict(sorted(found.items()))} if found else self._policy
-        return event.model_copy(update={"data": {**data, "redaction": policy}})
+        return event.model_copy(
+            update={"data": {**data, "redaction": policy, "context": self._context()}}
+        )
+
+    def _context(self) -> dict[str, str]:
+        """Where the record was written (NIST AU-3): the worker, and the trace and span
+        of the work, so a record leads to its spans and back."""
+        span = trace.get_current_span().get_span_context()
+        context = {"worker": self._identity}
+        if span.is_valid:
+            context["trace_id"] = format(span.trace_id, "032x")
+            context["span_id"] = format(span.span_id, "016x")
+        return context
 
     def _write_forever(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=self._checkpoint_wait())
+            except queue.Empty:
+                self._checkpoint()
+                continue
+            batch = [first]
             size = len(batch[0][0])
             while size < self.MAX_BATCH_EVENTS:
                 try:
@@ -128,9 +193,38 @@ class AuditSink:
             ]
             try:
                 self.store.append(events, retention_days=self.settings.retention_days)
+            except AuditConflict as err:
+                # Two writers disagree about what happened: writing on would bury it.
+                logger.critical("audit writer stopped: %s", err)
+                self._stopped = AuditConflict(f"the audit writer stopped: {err}")
+                for _, done in waiting:
+                    done.set_exception(err)
             except Exception as err:
                 for _, done in waiting:
                     done.set_exception(err)
             else:
                 for count, done in waiting:
                     done.set_result(count)
+                self._written_since = True
+                self._run_ended |= any(e.event_type == "run.ended" for e in events)
+                if self._checkpoint_wait() == 0:
+                    self._checkpoint()
+
+    def _checkpoint_wait(self) -> float | None:
+        """Seconds until a checkpoint is due; None when none is."""
+        if self._anchors is None or not self._written_since:
+            return None
+        since = time.monotonic() - self._checkpointed_at
+        due_in = (self.CHECKPOINT_PAUSE if self._run_ended else self.CHECKPOINT_EVERY) - since
+        return max(0.0, due_in)
+
+    def _checkpoint(self) -> None:
+        assert self._anchors is not None
+        self._checkpointed_at = time.monotonic()
+        self._written_since = self._run_ended = False
+        try:
+            self._anchors.checkpoint(self.store, now=datetime.now(UTC))
+        except Exception:
+            # The records are stored; the next checkpoint covers them. Loud, since
+            # until then they are anchored by nothing outside the database.
+            logger.exception("audit checkpoint failed; the next one will cover these records")

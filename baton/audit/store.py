@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from baton.audit.events import AuditEvent, AuditRecord, format_timestamp, seal
+from baton.audit.anchor import StoredChain, Tombstone
+from baton.audit.events import AuditEvent, AuditRecord, event_content, format_timestamp, seal
 from baton.audit.verify import (
     COLUMNS,
     ChainHead,
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "AuditConflict",
     "AuditStore",
+    "AuditStoreMissing",
     "PostgresAuditStore",
     "Problem",
     "RetentionError",
@@ -53,6 +56,15 @@ class RetentionError(Exception):
     """A purge would delete records still inside the configured minimum retention."""
 
 
+class AuditConflict(Exception):
+    """An event id already stored came again with other content: two writers disagree
+    about what happened (a code change that reuses ids, a forger). Nothing is written."""
+
+
+class AuditStoreMissing(LookupError):
+    """No audit store where the URL points: a reader never creates one."""
+
+
 class AuditStore(Protocol):
     def append(self, events: Sequence[AuditEvent], *, retention_days: int) -> int: ...
 
@@ -64,7 +76,22 @@ class AuditStore(Protocol):
 
     def verify(self, workflow_id: str | None = None) -> VerifyReport: ...
 
-    def purge(self, before: datetime, *, min_retention_days: int, now: datetime) -> int: ...
+    def heads(self) -> dict[str, ChainHead]: ...
+
+    def chains(self, workflow_id: str | None = None) -> dict[str, StoredChain]: ...
+
+    def purge(
+        self,
+        before: datetime,
+        *,
+        min_retention_days: int,
+        now: datetime,
+        tombstone: Callable[[str, ChainHead], Tombstone],
+    ) -> int: ...
+
+    def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None: ...
+
+    def release(self, workflow_id: str) -> bool: ...
 
 
 def open_store(url: str, *, clock: Clock | None = None) -> AuditStore:
@@ -132,7 +159,15 @@ class _SqlAuditStore(ABC):
         self._ensure_schema()
         with self._transaction(write=True) as tx:
             heads = self._lock_heads(tx, sorted({event.workflow_id for event in events}))
-            seen = self._stored_event_ids(tx, [event.event_id for event in events])
+            stored = self._stored_events(tx, [event.event_id for event in events])
+            for event in events:
+                if event.event_id in stored and stored[event.event_id] != event_content(event):
+                    raise AuditConflict(
+                        f"event {event.event_id} is stored already with other content: "
+                        "a writer reuses an id for another event; nothing of this batch was "
+                        "written"
+                    )
+            seen = set(stored)
             recorded_at = self._clock()
             retain_until = recorded_at + timedelta(days=retention_days)
             added = 0
@@ -180,16 +215,21 @@ class _SqlAuditStore(ABC):
                     heads[workflow_id] = ChainHead(int(found[0][0]), str(found[0][1]))
         return heads
 
-    def _stored_event_ids(self, tx: _Tx, event_ids: Sequence[str]) -> set[str]:
+    def _stored_events(self, tx: _Tx, event_ids: Sequence[str]) -> dict[str, str]:
+        """The ids among ``event_ids`` already stored, with their content as compared."""
         unique = sorted(set(event_ids))
-        stored: set[str] = set()
+        stored: dict[str, str] = {}
         for start in range(0, len(unique), _BATCH):
             chunk = unique[start : start + _BATCH]
             marks = ", ".join("?" * len(chunk))
             found = tx.rows(
-                f"SELECT event_id FROM audit_records WHERE event_id IN ({marks})", chunk
+                f"SELECT event_id, record_json FROM audit_records WHERE event_id IN ({marks})",
+                chunk,
             )
-            stored.update(str(row[0]) for row in found)
+            stored.update(
+                (str(row[0]), event_content(AuditRecord.model_validate_json(row[1])))
+                for row in found
+            )
         return stored
 
     def _row_params(self, record: AuditRecord) -> list[object]:
@@ -200,11 +240,21 @@ class _SqlAuditStore(ABC):
         values.append(record.model_dump_json())
         return values
 
-    def purge(self, before: datetime, *, min_retention_days: int, now: datetime) -> int:
+    def purge(
+        self,
+        before: datetime,
+        *,
+        min_retention_days: int,
+        now: datetime,
+        tombstone: Callable[[str, ChainHead], Tombstone],
+    ) -> int:
         """Delete whole chains last written before `before`; returns records removed.
 
         A chain is kept while any of its records is inside its own retain_until, even past
-        `before`: the retention an event was appended with is a promise made to someone.
+        `before`: the retention an event was appended with is a promise made to someone. A
+        chain under legal hold is kept whatever its age. Each chain deleted leaves the
+        signed tombstone that ``tombstone`` makes (what, up to which record, by whom, why):
+        the database refuses the deletion without one.
         """
         if min_retention_days < 0:
             raise ValueError("min_retention_days must not be negative")
@@ -222,11 +272,53 @@ class _SqlAuditStore(ABC):
             self._lock_existing_heads(tx, candidates)
             # Re-read under the locks: an append may have extended a chain meanwhile.
             still_old = {str(row[0]) for row in tx.rows(_CHAIN_AGE, params)}
+            held = {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
             removed = 0
-            for workflow_id in (w for w in candidates if w in still_old):
+            for workflow_id in (w for w in candidates if w in still_old and w not in held):
+                (found,) = tx.rows(
+                    "SELECT head_seq, head_hash FROM audit_chains WHERE workflow_id = ?",
+                    (workflow_id,),
+                )
+                stone = tombstone(workflow_id, ChainHead(int(found[0]), str(found[1])))
+                tx.run(
+                    "INSERT INTO audit_tombstones (workflow_id, tombstone_json) VALUES (?, ?)",
+                    (workflow_id, stone.model_dump_json()),
+                )
                 removed += tx.run("DELETE FROM audit_records WHERE workflow_id = ?", (workflow_id,))
                 tx.run("DELETE FROM audit_chains WHERE workflow_id = ?", (workflow_id,))
         return removed
+
+    def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None:
+        """Put a run's records under legal hold: no purge deletes them until released."""
+        if not reason.strip():
+            raise ValueError("a legal hold needs a reason (the matter it is kept for)")
+        self._ensure_schema()
+        with self._transaction(write=True) as tx:
+            if not tx.rows("SELECT 1 FROM audit_chains WHERE workflow_id = ?", (workflow_id,)):
+                raise LookupError(f"no audit records for run '{workflow_id}' to hold")
+            tx.run(
+                "INSERT INTO audit_holds (workflow_id, held_at, held_by, reason) VALUES"
+                " (?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+                (workflow_id, format_timestamp(now), by, reason),
+            )
+
+    def release(self, workflow_id: str) -> bool:
+        self._ensure_schema()
+        with self._transaction(write=True) as tx:
+            return bool(tx.run("DELETE FROM audit_holds WHERE workflow_id = ?", (workflow_id,)))
+
+    def holds(self) -> dict[str, tuple[str, str, str]]:
+        """Runs under legal hold: (held at, by whom, why)."""
+        with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            found = tx.rows("SELECT workflow_id, held_at, held_by, reason FROM audit_holds")
+        return {str(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in found}
+
+    def tombstones(self) -> dict[str, Tombstone]:
+        with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            found = tx.rows("SELECT workflow_id, tombstone_json FROM audit_tombstones")
+        return {str(r[0]): Tombstone.model_validate_json(str(r[1])) for r in found}
 
     def _lock_existing_heads(self, tx: _Tx, workflow_ids: Sequence[str]) -> None:
         for workflow_id in workflow_ids:
@@ -238,8 +330,8 @@ class _SqlAuditStore(ABC):
     # -- reading ---------------------------------------------------------------------------
 
     def records(self, workflow_id: str) -> list[AuditRecord]:
-        self._ensure_schema()
         with self._transaction(write=False) as tx:
+            self._require_schema(tx)
             found = tx.rows(
                 "SELECT record_json FROM audit_records WHERE workflow_id = ? ORDER BY seq",
                 (workflow_id,),
@@ -251,7 +343,6 @@ class _SqlAuditStore(ABC):
     ) -> list[str]:
         """Chains with a record of `process` (any, if None) and activity at or after `since`,
         oldest first."""
-        self._ensure_schema()
         where, having = "", ""
         params: list[object] = []
         if process is not None:
@@ -265,14 +356,60 @@ class _SqlAuditStore(ABC):
             " ORDER BY MIN(occurred_at), workflow_id"
         )
         with self._transaction(write=False) as tx:
+            self._require_schema(tx)
             return [str(row[0]) for row in tx.rows(sql, params)]
 
+    def chains(self, workflow_id: str | None = None) -> dict[str, StoredChain]:
+        """Each chain's records as the checkpoints are checked against them."""
+        where, params = (
+            ("", ()) if workflow_id is None else (" WHERE workflow_id = ?", (workflow_id,))
+        )
+        chains: dict[str, StoredChain] = {}
+        with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            found = tx.rows(
+                "SELECT workflow_id, seq, record_hash, event_type, recorded_at"
+                f" FROM audit_records{where}",
+                params,
+            )
+        for workflow_id_, seq, hash_, event_type, recorded_at in found:
+            chain = chains.setdefault(str(workflow_id_), StoredChain({}, {}, {}))
+            chain.hashes[int(seq)] = str(hash_)
+            chain.types[int(seq)] = str(event_type)
+            chain.recorded_at[int(seq)] = self._from_db_time(recorded_at)
+        return chains
+
+    def heads(self) -> dict[str, ChainHead]:
+        """Every chain's head as the store says now (what a checkpoint signs)."""
+        with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            found = tx.rows("SELECT workflow_id, head_seq, head_hash FROM audit_chains")
+        return {str(r[0]): ChainHead(int(r[1]), str(r[2])) for r in found}
+
     def verify(self, workflow_id: str | None = None) -> VerifyReport:
-        """Recompute every hash and check seq continuity and links, for one chain or all."""
-        self._ensure_schema()
+        """Recompute every hash and check seq continuity and links, for one chain or all,
+        and that the append-only guards are in place. Reads only: a store that is not there
+        is an error, never created, and a dropped guard is reported, never put back."""
         problems: list[Problem] = []
         chains = records = 0
         with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            problems += [
+                Problem(
+                    workflow_id="",
+                    seq=0,
+                    event_id="",
+                    kind="guard_missing",
+                    detail=f"the trigger {name} is gone: the database no longer stops edits "
+                    "or deletions, so anything verified here may have been changed meanwhile",
+                )
+                for name in self._missing_guards(tx)
+            ]
+            if workflow_id is not None and not self._known(tx, workflow_id):
+                raise LookupError(
+                    f"no audit records for run '{workflow_id}' in this store: check the id "
+                    "(`baton audit verify` without an id checks every run)"
+                )
             for chain in self._chains_to_verify(tx, workflow_id):
                 rows = self._stored_rows(tx, chain)
                 head = tx.rows(
@@ -284,6 +421,19 @@ class _SqlAuditStore(ABC):
                 chains += 1
                 records += len(rows)
         return summarise(chains, records, problems)
+
+    def _known(self, tx: _Tx, workflow_id: str) -> bool:
+        return any(
+            tx.rows(f"SELECT 1 FROM {table} WHERE workflow_id = ?", (workflow_id,))
+            for table in ("audit_chains", "audit_records", "audit_tombstones")
+        )
+
+    @abstractmethod
+    def _missing_guards(self, tx: _Tx) -> list[str]: ...
+
+    @abstractmethod
+    def _require_schema(self, tx: _Tx) -> None:
+        """Raise AuditStoreMissing when the tables are not there."""
 
     def _chains_to_verify(self, tx: _Tx, workflow_id: str | None) -> list[str]:
         if workflow_id is not None:
@@ -326,10 +476,40 @@ _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_chains (
         workflow_id TEXT PRIMARY KEY, head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS audit_records_process ON audit_records (process, occurred_at)",
-    # Guards against accidents, not attackers: whoever can drop it is caught by verify().
+    """CREATE TABLE IF NOT EXISTS audit_tombstones (
+        workflow_id TEXT PRIMARY KEY, tombstone_json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit_holds (
+        workflow_id TEXT PRIMARY KEY, held_at TEXT NOT NULL, held_by TEXT NOT NULL,
+        reason TEXT NOT NULL)""",
+    # Guards: records and tombstones are never changed, a chain head only moves forward,
+    # and records or heads go only with a tombstone (a purge). Whoever drops a guard is
+    # caught by verify(), which reports the missing trigger and never recreates it.
     """CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
         BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_records_no_delete BEFORE DELETE ON audit_records
+        WHEN NOT EXISTS (SELECT 1 FROM audit_tombstones WHERE workflow_id = OLD.workflow_id)
+        BEGIN SELECT RAISE(ABORT, 'audit_records is append-only: only a purge deletes'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_chains_forward BEFORE UPDATE ON audit_chains
+        WHEN NEW.head_seq <= OLD.head_seq OR NEW.workflow_id <> OLD.workflow_id
+        BEGIN SELECT RAISE(ABORT, 'a chain head only moves forward'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_chains_no_delete BEFORE DELETE ON audit_chains
+        WHEN NOT EXISTS (SELECT 1 FROM audit_tombstones WHERE workflow_id = OLD.workflow_id)
+        BEGIN SELECT RAISE(ABORT, 'a chain head goes only with a purge'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_tombstones_no_update BEFORE UPDATE ON audit_tombstones
+        BEGIN SELECT RAISE(ABORT, 'audit_tombstones is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_tombstones_no_delete BEFORE DELETE ON audit_tombstones
+        BEGIN SELECT RAISE(ABORT, 'audit_tombstones is append-only'); END""",
 )
+# What verify() expects to find; a name missing is reported as a dropped guard.
+GUARDS: tuple[str, ...] = (
+    "audit_records_no_update",
+    "audit_records_no_delete",
+    "audit_chains_forward",
+    "audit_chains_no_delete",
+    "audit_tombstones_no_update",
+    "audit_tombstones_no_delete",
+)
+_TABLES = ("audit_records", "audit_chains", "audit_tombstones", "audit_holds")
 
 
 class _SqliteTx:
@@ -356,6 +536,7 @@ class SqliteAuditStore(_SqlAuditStore):
         # One connection per thread, kept: opening one per append was a tenth
         # of the audit writer's time under load.
         self._connections = threading.local()
+        self._readers = threading.local()
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -366,10 +547,32 @@ class SqliteAuditStore(_SqlAuditStore):
             self._connections.conn = conn
         yield conn
 
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection: reading never creates the file or changes it."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            if not self.path.is_file():
+                raise AuditStoreMissing(
+                    f"no audit store at {self.path}: check BATON_AUDIT_URL (or the data dir); "
+                    "a reader never creates one"
+                )
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout, isolation_level=None)
+            self._readers.conn = conn
+        return conn
+
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[_Tx]:
+        if not write:
+            reader = self._reader()
+            reader.execute("BEGIN")
+            try:
+                yield _SqliteTx(reader)
+            finally:
+                reader.execute("ROLLBACK")
+            return
         with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 yield _SqliteTx(conn)
             except BaseException:
@@ -406,6 +609,19 @@ class SqliteAuditStore(_SqlAuditStore):
                 raise sqlite3.OperationalError(f"{self.path}: cannot use WAL (mode is {mode})")
             return
 
+    def _require_schema(self, tx: _Tx) -> None:
+        names = {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = [t for t in _TABLES if t not in names]
+        if missing:
+            raise AuditStoreMissing(
+                f"{self.path} is not a Baton audit store (no table {', '.join(missing)}): "
+                "check BATON_AUDIT_URL"
+            )
+
+    def _missing_guards(self, tx: _Tx) -> list[str]:
+        names = {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        return [g for g in GUARDS if g not in names]
+
     def _to_db_time(self, value: datetime) -> object:
         # One fixed-width UTC text form, so SQL comparisons on text order like time.
         return format_timestamp(value)
@@ -426,10 +642,38 @@ _PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_chains (
         workflow_id text PRIMARY KEY, head_seq bigint NOT NULL, head_hash text NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS audit_records_process ON audit_records (process, occurred_at)",
-    """CREATE OR REPLACE FUNCTION audit_records_append_only() RETURNS trigger
-        LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_records is append-only'; END $$""",
+    """CREATE TABLE IF NOT EXISTS audit_tombstones (
+        workflow_id text PRIMARY KEY, tombstone_json text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit_holds (
+        workflow_id text PRIMARY KEY, held_at text NOT NULL, held_by text NOT NULL,
+        reason text NOT NULL)""",
+    """CREATE OR REPLACE FUNCTION audit_refuse() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$""",
+    """CREATE OR REPLACE FUNCTION audit_refuse_unless_purged() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM audit_tombstones WHERE workflow_id = OLD.workflow_id)
+            THEN RAISE EXCEPTION '% is append-only: only a purge deletes', TG_TABLE_NAME; END IF;
+            RETURN OLD; END $$""",
+    """CREATE OR REPLACE FUNCTION audit_head_forward() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN
+            IF NEW.head_seq <= OLD.head_seq OR NEW.workflow_id <> OLD.workflow_id
+            THEN RAISE EXCEPTION 'a chain head only moves forward'; END IF;
+            RETURN NEW; END $$""",
     """CREATE OR REPLACE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
-        FOR EACH ROW EXECUTE FUNCTION audit_records_append_only()""",
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_unless_purged()""",
+    """CREATE OR REPLACE TRIGGER audit_chains_forward BEFORE UPDATE ON audit_chains
+        FOR EACH ROW EXECUTE FUNCTION audit_head_forward()""",
+    """CREATE OR REPLACE TRIGGER audit_chains_no_delete BEFORE DELETE ON audit_chains
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_unless_purged()""",
+    """CREATE OR REPLACE TRIGGER audit_tombstones_no_update BEFORE UPDATE ON audit_tombstones
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_tombstones_no_delete BEFORE DELETE ON audit_tombstones
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    # TRUNCATE skips row triggers: refuse it as a statement.
+    """CREATE OR REPLACE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
 )
 _PG_SCHEMA_LOCK = 0x6261746F6E  # "baton": serialises concurrent first-use DDL across processes
 
@@ -438,12 +682,13 @@ class _PgTx:
     def __init__(self, cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
         self._cur = cur
 
+    # Without parameters psycopg takes the text as is: the DDL's RAISE formats use '%'.
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        self._cur.execute(sql.replace("?", "%s"), params)
+        self._cur.execute(sql.replace("?", "%s"), params or None)
         return self._cur.fetchall()
 
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        self._cur.execute(sql.replace("?", "%s"), params)
+        self._cur.execute(sql.replace("?", "%s"), params or None)
         return self._cur.rowcount
 
 
@@ -474,8 +719,42 @@ class PostgresAuditStore(_SqlAuditStore):
     def _create_schema(self) -> None:
         with self._transaction(write=True) as tx:
             tx.run("SELECT pg_advisory_xact_lock(?)", (_PG_SCHEMA_LOCK,))
+            # DDL only when something is missing (a new store, or one made before a guard
+            # existed): replacing a trigger locks its table against appenders, and two
+            # processes doing so while appending deadlock.
+            try:
+                self._require_schema(tx)
+                if not self._missing_guards(tx):
+                    return
+            except AuditStoreMissing:
+                pass
             for statement in _PG_SCHEMA:
                 tx.run(statement)
+
+    def _require_schema(self, tx: _Tx) -> None:
+        found = {
+            str(r[0])
+            for r in tx.rows(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+            )
+        }
+        missing = [t for t in _TABLES if t not in found]
+        if missing:
+            raise AuditStoreMissing(
+                f"the PostgreSQL audit store holds no table {', '.join(missing)} (in the schema "
+                "its search_path names): check BATON_AUDIT_URL"
+            )
+
+    def _missing_guards(self, tx: _Tx) -> list[str]:
+        names = {
+            str(r[0])
+            for r in tx.rows(
+                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+            )
+        }
+        return [g for g in (*GUARDS, "audit_records_no_truncate") if g not in names]
 
     def _to_db_time(self, value: datetime) -> object:
         return value.astimezone(UTC)

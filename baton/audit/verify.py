@@ -7,6 +7,7 @@ checked: the JSON against its own hash, and the columns against the JSON.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,16 @@ from pydantic import BaseModel
 
 from baton.audit.events import AuditRecord, format_timestamp
 
-ProblemKind = Literal["edited", "missing", "reordered", "broken_link"]
+ProblemKind = Literal[
+    "edited",
+    "missing",
+    "reordered",
+    "broken_link",
+    # The database's append-only triggers are gone: whoever dropped them could edit freely.
+    "guard_missing",
+    # The store disagrees with a signed checkpoint, or the checkpoint log itself is damaged.
+    "checkpoint",
+]
 
 COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -140,6 +150,15 @@ class _ChainChecker:
                 row.seq, record.event_id, "edited", "content no longer matches its record_hash"
             )
             return row.seq, _fallback_link(row)
+        unknown = _unknown_fields(row.record_json)
+        if unknown:
+            # Fields no record has are not hashed by the model: they could say anything.
+            self.report(
+                row.seq,
+                record.event_id,
+                "edited",
+                f"the stored JSON carries fields no record has: {', '.join(unknown)}",
+            )
         for column in _mismatched_columns(row, record):
             self.report(
                 row.seq,
@@ -224,6 +243,11 @@ class _ChainChecker:
                 "the chain head's hash differs from the last record's record_hash: "
                 "the last record was replaced",
             )
+
+
+def _unknown_fields(record_json: str) -> list[str]:
+    stored = json.loads(record_json)
+    return sorted(set(stored) - set(AuditRecord.model_fields)) if isinstance(stored, dict) else []
 
 
 def _fallback_link(row: StoredRow) -> _Link:

@@ -1,0 +1,201 @@
+"""Acts reach the trail when they happen, and `baton audit reconcile` finds a trail
+that lacks what Temporal's history shows the run did."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from baton.audit.events import AuditRecord
+from baton.audit.reconcile import FINDINGS_CHAIN, SCHEDULE_ID, ReconcileSummary, reconcile
+from baton.audit.sink import AuditSettings
+from baton.audit.store import _SQLITE_SCHEMA, open_store
+from baton.cli import main
+from baton.client import decide, decide_in_turn
+from baton.gates import Decision
+from baton.server import EmbeddedServer
+from tests.conftest import SAMPLES
+from tests.helpers import eventually, settled, start_intake
+
+FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
+MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
+
+
+def trail(workflow_id: str) -> list[AuditRecord]:
+    return open_store(AuditSettings.from_env().url).records(workflow_id)
+
+
+async def test_a_first_approval_stays_in_the_trail_when_the_run_is_terminated(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start_intake(client, task_queue, FOUR_EYES)
+    await settled(client, handle.id)
+    first = await decide(client, handle.id, Decision(gate="review", user="rita", outcome="approve"))
+    assert first.awaiting == 1, "four-eyes: a controller must approve too"
+
+    await handle.terminate("an operator ends it before the second approval")
+
+    async def approvals() -> list[AuditRecord]:
+        return [r for r in trail(handle.id) if r.event_type == "gate.approval"]
+
+    (approval,) = await eventually(approvals, bool, timeout=5)
+    assert approval.actor is not None and approval.actor.id == "rita"
+    assert approval.data["awaiting"] == 1
+    (result,) = await reconcile(
+        client, open_store(AuditSettings.from_env().url), workflow_id=handle.id
+    )
+    assert result.ok, result.differences
+    assert result.notes == ["terminated from outside Baton: its trail ends without run.ended"]
+
+
+def delete_records(workflow_id: str, *, event_type: str = "", event_id: str = "") -> None:
+    """As an insider would: the delete guard dropped, the rows deleted, the guard back."""
+    url = AuditSettings.from_env().url
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    conn.execute("DROP TRIGGER audit_records_no_delete")
+    conn.execute(
+        "DELETE FROM audit_records WHERE workflow_id = ? AND (event_type = ? OR event_id = ?)",
+        (workflow_id, event_type, event_id),
+    )
+    for statement in _SQLITE_SCHEMA:
+        conn.execute(statement)
+    conn.close()
+
+
+async def reviewed_run(client: Client, task_queue: str) -> str:
+    handle = await start_intake(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+    await decide_in_turn(
+        client, handle.id, [Decision(gate="review", user="rita", outcome="approve")]
+    )
+    assert (await handle.result()).outcome == "completed"
+    return handle.id
+
+
+async def test_reconcile_names_a_decision_and_an_attempt_missing_from_the_trail(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    workflow_id = await reviewed_run(client, task_queue)
+    store = open_store(AuditSettings.from_env().url)
+    (clean,) = await reconcile(client, store, workflow_id=workflow_id)
+    assert clean.ok and clean.notes == [], clean.differences
+
+    entered = [
+        r for r in trail(workflow_id) if r.event_type == "activity.attempt" and r.node == "enter"
+    ]
+    delete_records(workflow_id, event_type="gate.decided")
+    delete_records(workflow_id, event_id=entered[0].event_id)
+
+    (result,) = await reconcile(client, store, workflow_id=workflow_id)
+
+    assert not result.ok
+    assert "history delivered 1 decide act(s) by update; the trail records 0" in result.differences
+    assert any(
+        d.startswith(f"activity {entered[0].data['activity_id']} completed (attempt 1)")
+        for d in result.differences
+    )
+
+
+async def test_baton_audit_reconcile_reports_and_exits_non_zero(
+    dev_server: EmbeddedServer,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
+    workflow_id = await reviewed_run(dev_client, task_queue)
+    # In a thread: the CLI runs its own event loop.
+    assert await asyncio.to_thread(main, ["audit", "reconcile", workflow_id]) == 0
+    assert "the trail agrees" in capsys.readouterr().out
+
+    delete_records(workflow_id, event_type="gate.decided")
+
+    assert await asyncio.to_thread(main, ["audit", "reconcile", workflow_id]) == 1
+    out = capsys.readouterr().out
+    assert f"{workflow_id}: DIFFERS" in out
+    assert "history delivered 1 decide act(s) by update; the trail records 0" in out
+
+
+async def test_a_schedule_reconciles_and_records_what_differs(
+    dev_server: EmbeddedServer,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
+    monkeypatch.setenv("BATON_TASK_QUEUE", task_queue)
+    agrees = await reviewed_run(dev_client, task_queue)
+    differs = await reviewed_run(dev_client, task_queue)
+    delete_records(differs, event_type="gate.decided")
+
+    command = ["audit", "reconcile", "--schedule", "12h", "--window-days", "1"]
+    assert await asyncio.to_thread(main, command) == 0
+    assert f"created Temporal Schedule '{SCHEDULE_ID}': every 12:00:00" in capsys.readouterr().out
+    schedule = dev_client.get_schedule_handle(SCHEDULE_ID)
+    try:
+        await schedule.trigger()
+
+        async def started() -> list[str]:
+            described = await schedule.describe()
+            return [a.action.workflow_id for a in described.info.recent_actions]  # type: ignore[attr-defined]
+
+        (pass_id,) = await eventually(started, bool)
+        handle = dev_client.get_workflow_handle(pass_id, result_type=ReconcileSummary)
+        summary = await handle.result()
+    finally:
+        await schedule.delete()
+
+    assert differs in summary.differing and agrees not in summary.differing
+    findings = trail(FINDINGS_CHAIN)
+    (finding,) = [f for f in findings if f.data["run"] == differs]
+    assert finding.event_type == "audit.reconcile_difference"
+    assert (
+        "history delivered 1 decide act(s) by update; the trail records 0"
+        in (finding.data["differences"])
+    )
+
+
+def test_an_attempt_that_started_and_never_ended_is_named() -> None:
+    from datetime import UTC, datetime
+
+    from baton.audit.events import AuditEvent, seal
+    from baton.audit.reconcile import HistoryFacts, compare
+
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def record(seq: int, event_type: str, attempt: int) -> AuditRecord:
+        event = AuditEvent(
+            event_id=f"wf/a/ask/{attempt}/{event_type}",
+            workflow_id="wf",
+            event_type=event_type,
+            occurred_at=at,
+            data={"activity_id": "extract#1.1", "attempt": attempt, "local": False},
+        )
+        return seal(event, seq=seq, prev_hash="", recorded_at=at, retain_until=at)
+
+    records = [
+        record(1, "activity.started", 1),
+        record(2, "activity.started", 2),
+        record(3, "activity.attempt", 2),
+    ]
+    facts = HistoryFacts(frozenset({("extract#1.1", 2)}), Counter(), None)
+
+    result = compare("wf", facts, records)
+
+    assert result.ok
+    assert result.notes == [
+        "activity extract#1.1 attempt 1 started and never ended: its worker was lost, and "
+        "Temporal ran it again"
+    ]
