@@ -211,8 +211,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the period report of a process: one HTML file with volume, human review, "
         "time to decision, SLA, models, per-run checks and chain verification",
     )
-    period.add_argument("--process", required=True)
-    period.add_argument("--since", type=_date, required=True, help="first day (YYYY-MM-DD)")
+    period.add_argument("--process", required=True, help="e.g. document_intake")
+    period.add_argument(
+        "--since", type=_date, required=True, help="first day (YYYY-MM-DD): runs started since"
+    )
     period.add_argument("--until", type=_date, help="last day, included (default: up to now)")
     period.add_argument(
         "--fast-seconds",

@@ -80,6 +80,18 @@ NOTICE_RETRY = Retry(max_attempts=3)
 # Provider errors that every other model would repeat (a refused key, an
 # unknown model, a malformed request): they fail the step instead of cascading.
 FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
+# What a gate shows is what its deciders sign, and every replay computes it
+# again, so it must come out the same: no readings of workflow.now(). The SDK
+# does not always replay those as they were first read: a worker that answers
+# a query on a run it does not hold applies the events that came after the
+# last workflow task at that task's time, while a replay applies them at the
+# next task's. The times of model attempts stay in the status and the trail
+# (ai.inference). Runs started before this change keep the old view. The patch
+# is taken in a run's first activation: taken later, at a gate, it was missed
+# on replay when a local activity's result and the gate fell in one task there
+# but in two when the run went live.
+CLOCKLESS_GATE_VIEW = "gate-view-without-clock"
+_CLOCK_FIELDS = frozenset({"started_at", "finished_at"})
 
 NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed"]
 RunState = Literal["starting", "running", "waiting", "completed", "rejected", "stopped", "failed"]
@@ -213,12 +225,14 @@ class GraphWorkflow:
         # Nonces of the signed acts this run has taken: each act counts once.
         self._nonces: set[str] = set()
         self.trail = Trail()
+        self._clockless_view = False
 
     async def execute(self, raw_input: Any) -> RunResult:
         """Run the graph for ``raw_input``, the process input as sent. It is
         taken raw and validated here, so that an input that does not fit, or
         a start its requester did not sign, fails the run at once with the
         reason, instead of failing its workflow task for ever."""
+        self._clockless_view = workflow.patched(CLOCKLESS_GATE_VIEW)
         # Whatever the starter set is published already (baton.client.start_run
         # sets the process and "running"), so the first state needs no upsert.
         self._published = {
@@ -805,7 +819,9 @@ class GraphWorkflow:
             "task": node.task,
             "why": reason,
             "inputs": self._resolve(node.inputs),
-            "attempts": [a.model_dump(mode="json") for a in attempts],
+            "attempts": _shown_attempts(attempts)
+            if self._clockless_view
+            else [a.model_dump(mode="json") for a in attempts],
             "proposed": None if best is None else best[1],
         }
         record.meta["escalated"] = reason
@@ -831,7 +847,10 @@ class GraphWorkflow:
         shown = self._resolve(node.inputs)
         if node.subject is not None:
             subject = self._records[node.subject]
-            shown["subject"] = {"node": node.subject, "output": subject.output, **subject.meta}
+            meta = dict(subject.meta)
+            if "attempts" in meta and self._clockless_view:
+                meta["attempts"] = _shown_attempts(meta["attempts"])
+            shown["subject"] = {"node": node.subject, "output": subject.output, **meta}
         four_eyes = node.four_eyes
         if four_eyes is not None and four_eyes.when is not None:
             four_eyes = four_eyes if four_eyes.when(self._view()) else None
@@ -1384,6 +1403,11 @@ def _schema_problems(model: type[BaseModel], output: dict[str, Any]) -> list[str
     except ValidationError as err:
         return _problems(err, "answer")
     return []
+
+
+def _shown_attempts(attempts: list[Attempt]) -> list[dict[str, Any]]:
+    """Model attempts as a gate shows them: without their times (see CLOCKLESS_GATE_VIEW)."""
+    return [a.model_dump(mode="json", exclude=set(_CLOCK_FIELDS)) for a in attempts]
 
 
 def _more_confident(a: Attempt, b: Attempt) -> bool:

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,10 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOr
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from baton.audit.anchor import KEY_FILE_NAME as KEY_FILE
+from baton.audit.anchor import LOG_DIR_NAME as LOG_DIR
+from baton.audit.sink import AuditSettings
+from baton.audit.store import open_store
 from baton.client import RunNotReady, build_input, connect, decide, sign_decision, start_run
 from baton.codec import KEY_FILE_ENV, KEY_FILE_NAME, create_payload_key
 from baton.config import Settings
@@ -115,6 +120,11 @@ class Result:
     # What the server stores per run: every event as the server keeps it
     # (encoded), payloads included.
     history_kib_per_run: float
+    # The SQLite audit store (Baton variants): file growth and record JSON per run, and
+    # what `baton audit verify` (chains and checkpoints) takes per run; 0 elsewhere.
+    audit_kib_per_run: float
+    audit_json_kib_per_run: float
+    audit_verify_ms_per_run: float
     # Each workflow task timeout costs two events and a replay of the run.
     sticky_timeouts_per_run: float
     task_timeouts_per_run: float
@@ -253,6 +263,43 @@ def start_worker(kind: str, env: dict[str, str], log: Path) -> subprocess.Popen[
     return worker
 
 
+def audit_footprint(data_dir: Path) -> tuple[int, int, int]:
+    """The SQLite audit store's bytes, its record JSON bytes and its runs; zeros
+    where a variant keeps none there. The WAL is folded into the file first (the
+    worker has stopped): its frames repeat pages, and are not what the store keeps."""
+    database = data_dir / "audit.db"
+    if not database.exists():
+        return 0, 0, 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        json_bytes, chains = conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(record_json)), 0), COUNT(DISTINCT workflow_id)"
+            " FROM audit_records"
+        ).fetchone()
+    return database.stat().st_size, int(json_bytes), int(chains)
+
+
+def audit_verify_ms(data_dir: Path) -> float:
+    """Milliseconds `baton audit verify` takes over the whole store."""
+    database = data_dir / "audit.db"
+    if not database.exists():
+        return 0.0
+    settings = AuditSettings(
+        url=f"sqlite:///{database}",
+        salt="-",
+        checkpoint_key=data_dir / KEY_FILE,
+        checkpoint_log=data_dir / LOG_DIR,
+    )
+    anchors = settings.anchors(write=False)
+    assert anchors is not None
+    began = time.perf_counter()
+    report = anchors.verify(open_store(settings.url))
+    elapsed = (time.perf_counter() - began) * 1000
+    if not report.ok:
+        raise RuntimeError(f"the benchmark's audit trail does not verify: {report.problems[:3]}")
+    return elapsed
+
+
 def share_payload_key(folder: Path) -> None:
     """A payload key in ``folder`` that this process and every worker it
     starts encrypt and decrypt with, whatever their data dir."""
@@ -277,6 +324,7 @@ async def measure(
         }
     )
     env.pop("BATON_ERP_DB", None)
+    audit_before = audit_footprint(data_dir / variant)
     worker = start_worker(worker_kind, env, data_dir / f"{variant}-worker.log")
     profiler = None
     try:
@@ -321,6 +369,8 @@ async def measure(
             profiler.wait(timeout=60)
         worker.terminate()
         worker.wait()
+    audit_after = audit_footprint(data_dir / variant)
+    verify_ms = audit_verify_ms(data_dir / variant)
     latencies = [(end - start) * 1000 for start, _, end in timings]
     after_approval = [(end - approved) * 1000 for _, approved, end in timings if approved]
     return Result(
@@ -338,6 +388,9 @@ async def measure(
         cpu_ms_per_run=round((worker_cpu + server_cpu) * 1000 / runs, 1),
         history_events_per_run=sample.events,
         history_kib_per_run=sample.kib,
+        audit_kib_per_run=round((audit_after[0] - audit_before[0]) / 1024 / runs, 1),
+        audit_json_kib_per_run=round((audit_after[1] - audit_before[1]) / 1024 / runs, 1),
+        audit_verify_ms_per_run=round(verify_ms / max(audit_after[2], 1), 2),
         sticky_timeouts_per_run=sample.sticky_timeouts,
         task_timeouts_per_run=sample.task_timeouts,
         activity_retries_per_run=sample.retries,
@@ -489,7 +542,7 @@ def ratios(results: list[Result]) -> dict[str, float]:
 HEADER = (
     f"{'variant':<15}{'runs':>6}{'runs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
     f"{'appr->entry p50':>17}{'cpu ms/run':>12}{'(worker':>9}{'server)':>9}"
-    f"{'events':>8}{'KiB':>7}{'sticky':>8}{'wft t/o':>9}{'retries':>9}"
+    f"{'events':>8}{'KiB':>7}{'audit KiB':>10}{'sticky':>8}{'wft t/o':>9}{'retries':>9}"
 )
 
 
@@ -498,7 +551,8 @@ def table_row(r: Result) -> str:
         f"{r.variant:<15}{r.runs:>6}{r.runs_per_second:>8}{r.latency_p50_ms:>9}"
         f"{r.latency_p95_ms:>9}{r.latency_p99_ms:>9}{r.approval_to_entry_p50_ms:>17}"
         f"{r.cpu_ms_per_run:>12}{r.worker_cpu_ms_per_run:>9}{r.server_cpu_ms_per_run:>9}"
-        f"{r.history_events_per_run:>8}{r.history_kib_per_run:>7}{r.sticky_timeouts_per_run:>8}"
+        f"{r.history_events_per_run:>8}{r.history_kib_per_run:>7}{r.audit_kib_per_run:>10}"
+        f"{r.sticky_timeouts_per_run:>8}"
         f"{r.task_timeouts_per_run:>9}{r.activity_retries_per_run:>9}"
     )
 

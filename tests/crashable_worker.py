@@ -9,6 +9,8 @@ test can SIGKILL it:
   the file and does not hold again.
 - BATON_TEST_HOLD_BEFORE=<activity type>:<n>: the same, but before the n-th
   execution of that type in this process starts its work.
+- BATON_TEST_WORKFLOWS_ONLY=1: the worker runs workflows and their local
+  activities only; the test runs the other activities elsewhere.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ async def main() -> None:
         client,
         task_queue=settings.task_queue,
         interceptors=[CountingInterceptor()],
+        remote_activities=os.environ.get("BATON_TEST_WORKFLOWS_ONLY") != "1",
         run_config=RunConfig.model_validate_json(Path(config_file).read_text())
         if config_file
         else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -146,10 +147,29 @@ def jsonable(value: Any) -> Any:
     return json.loads(canonical_json(to_jsonable_python(value)))
 
 
+# What may differ between two honest writes of one event: when and where it was written.
+# A local activity re-run after its worker was lost, or a flush retried on another
+# worker, sends the same event with these changed, and the first write stands.
+VOLATILE_DATA: frozenset[str] = frozenset({"context", "started_at", "duration_ms"})
+
+
 def event_content(event: AuditEvent) -> str:
-    """What an event says, as text: equal for an event and the record it was stored as,
-    so a re-sent event can be told from another event under the same id."""
-    fields = {name: getattr(event, name) for name in AuditEvent.model_fields}
+    """What an event says, as text, without its volatile parts: equal for an event
+    and the record it was stored as, so that a re-sent event can be told from another
+    event under the same id.
+
+    A run's own events (ids `<run>/w<n>`) are compared by what they are (type, node,
+    actor), not by their data: a run replayed after a lost worker may read the clock
+    differently (see CLOCKLESS_GATE_VIEW in baton.runner), while a dropped or added
+    trail call shifts the numbering and puts another kind of event under an id."""
+    workflow_side = re.fullmatch(r"w\d+", event.event_id.rsplit("/", 1)[-1]) is not None
+    fields = {
+        name: getattr(event, name)
+        for name in AuditEvent.model_fields
+        if name not in ("occurred_at", "data")
+    }
+    if not workflow_side:
+        fields["data"] = {k: v for k, v in event.data.items() if k not in VOLATILE_DATA}
     return canonical_json(to_jsonable_python(fields))
 
 

@@ -101,13 +101,14 @@ class TimedDecision:
 @dataclass(frozen=True, slots=True)
 class GateVisit:
     """One opening of a gate and how it closed: ``verdict`` is a person's final decision
-    (None when no person decided); ``by_sla`` when the SLA chain rejected it as declared."""
+    (None when no person decided); ``by_service`` when a service closed it: the SLA chain
+    running out rejects, as declared (a service that approved fails a per-run check)."""
 
     opened_at: datetime
     escalated: bool
     breached: bool
     verdict: Verdict | None
-    by_sla: bool
+    by_service: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,7 @@ def _gate_visit(
         escalated=escalated,
         breached=escalated or (due is not None and closed > due),
         verdict=_verdict(final, overridden) if final and _by_person(final) else None,
-        by_sla=final is not None and not _by_person(final),
+        by_service=final is not None and not _by_person(final),
     )
     decisions = [_timed(opened, r) for r in visit if r.event_type in _DECISIONS and _by_person(r)]
     return gate, decisions
@@ -376,7 +377,7 @@ class PeriodStats(BaseModel):
     purposes: list[str]
     volume: list[WeekVolume]
     verdicts: dict[Verdict, int]
-    sla_rejections: int
+    closed_by_service: int
     decisions: int
     median_seconds: float | None
     p90_seconds: float | None
@@ -442,7 +443,7 @@ class _Tally:
     records: int = 0
     volume: dict[date, Counter[Disposition]] = field(default_factory=dict)
     verdicts: Counter[Verdict] = field(default_factory=Counter)
-    sla_rejections: int = 0
+    closed_by_service: int = 0
     seconds: list[float] = field(default_factory=list)
     reviewers: dict[str, list[int]] = field(default_factory=dict)
     gates: dict[date, GateWeek] = field(default_factory=dict)
@@ -477,7 +478,7 @@ class _Tally:
             tally.breached += gate.breached
             if gate.verdict is not None:
                 self.verdicts[gate.verdict] += 1
-            self.sla_rejections += gate.by_sla
+            self.closed_by_service += gate.by_service
 
     def _add_decisions(self, run: RunSummary) -> None:
         for decision in run.decisions:
@@ -539,7 +540,7 @@ def period_stats(
             for w in weeks
         ],
         verdicts={verdict: tally.verdicts[verdict] for verdict in VERDICTS},
-        sla_rejections=tally.sla_rejections,
+        closed_by_service=tally.closed_by_service,
         decisions=len(ordered),
         median_seconds=statistics.median(ordered) if ordered else None,
         p90_seconds=ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
@@ -684,15 +685,23 @@ def _axes(width: float = 7.6, height: float = 2.9) -> tuple[Figure, Axes]:
     return figure, axes
 
 
+# No RDF block (it names schema URLs) and no date: the same trail gives the same file.
+_NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
+
+
 def _svg(figure: Figure, name: str) -> _Safe:
-    """The figure as an `<svg>` element to put inline. Text stays text (escaped by
-    matplotlib's SVG writer); a salt per chart keeps element ids unique in the page and
-    the file the same from one run to the next."""
+    """The figure as an `<svg>` element to put inline. Text stays text, escaped by
+    matplotlib's SVG writer. Several charts share one page, so every element id and every
+    reference to one gets the chart's name; the fixed salt keeps the file the same from one
+    run to the next."""
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"baton-{name}"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "baton"}):
+        figure.savefig(buffer, format="svg", metadata=_NO_METADATA)
     text = buffer.getvalue()
-    return _Safe(text[text.index("<svg") :])
+    svg = text[text.index("<svg") :]
+    for before, after in (('id="', f'id="{name}-'), ("url(#", f"url(#{name}-")):
+        svg = svg.replace(before, after)
+    return _Safe(svg.replace('href="#', f'href="#{name}-'))
 
 
 def _label(text: str, limit: int = 48) -> str:
@@ -840,8 +849,8 @@ figure.chart { margin:8px 0 14px; }
 figure.chart svg { display:block; width:100%; max-width:860px; height:auto; }
 figure.chart figcaption { color:var(--muted); font-size:12px; margin-top:4px; }
 details.ids summary { margin-top:0; }
-details.ids p { margin:4px 0 0; font:12px ui-monospace, SFMono-Regular, Menlo, Consolas,
-  monospace; overflow-wrap:anywhere; }
+span.ids { display:block; font:12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  overflow-wrap:anywhere; }
 """
 
 
@@ -883,7 +892,7 @@ def _cards(items: Sequence[tuple[str, str]]) -> _Safe:
 def _ids(workflow_ids: Sequence[str]) -> _Safe:
     if not workflow_ids:
         return _tag("span", "none", class_="muted")
-    listed = _tag("p", ", ".join(workflow_ids))
+    listed = _tag("span", ", ".join(workflow_ids), class_="ids")
     if len(workflow_ids) <= 5:
         return listed
     return _tag(
@@ -1006,30 +1015,36 @@ def _volume(stats: PeriodStats) -> _Safe:
 
 def _agreement(stats: PeriodStats) -> _Safe:
     total = stats.reviewed_decisions
-    if not total:
-        return _section(
-            "Human review: agreement with the AI",
-            _muted("No person decided a gate in this period."),
-            id_="agreement",
+    parts: list[object] = (
+        [_agreement_body(stats)] if total else [_muted("No person decided a gate in this period.")]
+    )
+    if stats.closed_by_service:
+        parts.append(
+            _muted(
+                f"{'Besides these, ' if total else ''}{stats.closed_by_service} gate(s) were "
+                "closed by a service, not a person: an SLA chain that runs out rejects, as "
+                "declared."
+            )
         )
+    return _section("Human review: agreement with the AI", _join(parts), id_="agreement")
+
+
+def _agreement_body(stats: PeriodStats) -> _Safe:
+    total = stats.reviewed_decisions
     rows = [[v, stats.verdicts[v], _share(stats.verdicts[v], total)] for v in VERDICTS]
     caption = (
         "The final decision of each gate a person decided: approved as the AI proposed, "
         "approved with the person's own correction (an override), rejected, or sent back "
         "with a change request. Agreement rate: approved unchanged, of all of them."
     )
-    parts: list[object] = [
-        _figure(agreement_chart(stats), caption),
-        _table(["Decision", "Count", "Share"], rows, foot=["Total", total, "100%"], numeric=(1, 2)),
-    ]
-    if stats.sla_rejections:
-        parts.append(
-            _muted(
-                f"Besides these, {stats.sla_rejections} gate(s) were rejected by their SLA "
-                "chain running out, as declared: no person decided them."
-            )
-        )
-    return _section("Human review: agreement with the AI", _join(parts), id_="agreement")
+    return _join(
+        [
+            _figure(agreement_chart(stats), caption),
+            _table(
+                ["Decision", "Count", "Share"], rows, foot=["Total", total, "100%"], numeric=(1, 2)
+            ),
+        ]
+    )
 
 
 def _speed(stats: PeriodStats) -> _Safe:
