@@ -171,3 +171,18 @@ async def test_a_one_mib_document_adds_under_10_kb_to_history(
 
     grown = await history_bytes(client, large.id) - await history_bytes(client, small.id)
     assert grown < 10_000, f"the 1 MiB document added {grown} bytes to history"
+
+
+def test_baton_documents_put_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    from baton.cli import main
+
+    assert main(["documents", "put", str(CLEAN)]) == 0
+    ref = DocumentRef.model_validate_json(capsys.readouterr().out)
+    assert ref == DocumentRef.of(CLEAN.read_bytes(), name=CLEAN.name)
+    assert document_store().read(ref) == CLEAN.read_bytes()
+
+    assert main(["documents", "show", ref.sha256[:10]]) == 0
+    assert capsys.readouterr().out == CLEAN.read_text()
+    for hostile in ("../../etc", "*", ref.sha256[:4], "0" * 64):
+        assert main(["documents", "show", hostile]) == 2
+        assert "give at least 8 characters of a hash" in capsys.readouterr().err

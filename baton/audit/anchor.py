@@ -29,6 +29,8 @@ hold it (backdated).
 from __future__ import annotations
 
 import base64
+import bisect
+import functools
 import hashlib
 import json
 import os
@@ -77,31 +79,39 @@ def _node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def _split(n: int) -> int:
-    """The largest power of two smaller than n (n > 1)."""
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
+def tree_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """The tree bottom-up: leaf hashes, then each level's pairs hashed, a last node
+    without a partner carried up as it is. That is RFC 6962's tree (split at the
+    largest power of two), built once for every proof a checkpoint gives."""
+    levels = [[leaf_hash(leaf) for leaf in leaves]]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        above = [_node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            above.append(below[-1])
+        levels.append(above)
+    return levels
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return leaf_hash(leaves[0])
-    k = _split(len(leaves))
-    return _node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+    return tree_levels(leaves)[-1][0]
+
+
+def proof_from_levels(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
+    """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
+    proof = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(level[sibling])
+        index //= 2
+    return proof
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*inclusion_proof(leaves[:k], index), merkle_root(leaves[k:])]
-    return [*inclusion_proof(leaves[k:], index - k), merkle_root(leaves[:k])]
+    return proof_from_levels(tree_levels(leaves), index)
 
 
 def root_from_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
@@ -271,12 +281,17 @@ class Checkpoint:
     prev: str
     heads: dict[str, ChainHead]
 
-    @property
-    def leaves(self) -> list[bytes]:
-        return [leaf_bytes(w, self.heads[w]) for w in sorted(self.heads)]
+    @functools.cached_property
+    def order(self) -> dict[str, int]:
+        """Each run's leaf index: leaves go in workflow id order."""
+        return {workflow_id: i for i, workflow_id in enumerate(sorted(self.heads))}
+
+    @functools.cached_property
+    def levels(self) -> list[list[bytes]]:
+        return tree_levels([leaf_bytes(w, self.heads[w]) for w in self.order])
 
     def proof_for(self, workflow_id: str) -> list[bytes]:
-        return inclusion_proof(self.leaves, sorted(self.heads).index(workflow_id))
+        return proof_from_levels(self.levels, self.order[workflow_id])
 
 
 def note_text(size: int, root: bytes, prev: str, at: datetime) -> str:
@@ -295,11 +310,17 @@ class CheckpointLog:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        # A writer's view of the end of the log: number, note digest and the heads
+        # signed so far. Read from the files once; kept up to date by append().
+        self._tail: tuple[int, str, dict[str, ChainHead]] | None = None
 
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
         return sorted(self.folder.glob("*.note"))
+
+    def view(self, public: Ed25519PublicKey) -> LogView:
+        return LogView.of(*self.read(public))
 
     def read(self, public: Ed25519PublicKey) -> tuple[list[Checkpoint], list[str]]:
         """Every checkpoint whose signature, leaves and link to the one before check out,
@@ -350,25 +371,40 @@ class CheckpointLog:
     ) -> Checkpoint | None:
         """A new checkpoint over the heads that moved since the last one; None when none
         did. Files are created exclusively: of two writers, the second takes the next number."""
-        checkpoints, _ = self.read(signer.public)
-        known = latest_heads(checkpoints)
+        if self._tail is None:
+            self._tail = self._read_tail(signer.public)
+        last, prev, known = self._tail
         moved = {w: h for w, h in heads.items() if known.get(w) != h}
         if not moved:
             return None
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        prev = note_digest(checkpoints[-1].note) if checkpoints else ""
-        number = (checkpoints[-1].number if checkpoints else 0) + 1
+        number = last + 1
         leaves = [leaf_bytes(w, moved[w]) for w in sorted(moved)]
         root = merkle_root(leaves)
         note = signer.sign_note(note_text(len(leaves), root, prev, now))
         path = self.folder / f"{number:08d}.note"
         heads_json = {w: {"seq": h.seq, "hash": h.hash} for w, h in sorted(moved.items())}
-        # The leaves first: a note is never seen without them.
-        with open(path.with_suffix(".heads.json"), "x", encoding="utf-8") as out:
-            json.dump(heads_json, out, sort_keys=True)
+        try:
+            # The leaves first: a note is never seen without them.
+            with open(path.with_suffix(".heads.json"), "x", encoding="utf-8") as out:
+                json.dump(heads_json, out, sort_keys=True)
+        except FileExistsError:
+            # Another writer took this number: read the log's end again and sign after it.
+            self._tail = None
+            return self.append(signer, heads, now=now)
         with open(path, "x", encoding="utf-8") as out:
             out.write(note)
+        self._tail = (number, note_digest(note), {**known, **moved})
         return Checkpoint(number, note, now, root, prev, dict(moved))
+
+    def _read_tail(self, public: Ed25519PublicKey) -> tuple[int, str, dict[str, ChainHead]]:
+        checkpoints, _ = self.read(public)
+        known: dict[str, ChainHead] = {}
+        for checkpoint in checkpoints:
+            known.update(checkpoint.heads)
+        if not checkpoints:
+            return 0, "", known
+        return checkpoints[-1].number, note_digest(checkpoints[-1].note), known
 
     def write_tombstone(self, stone: Tombstone) -> None:
         """Tombstones go to the log too: a store that lost its own tombstone table
@@ -388,11 +424,29 @@ class CheckpointLog:
         return found
 
 
-def latest_heads(checkpoints: Sequence[Checkpoint]) -> dict[str, ChainHead]:
-    heads: dict[str, ChainHead] = {}
-    for checkpoint in checkpoints:
-        heads.update(checkpoint.heads)
-    return heads
+@dataclass(frozen=True)
+class LogView:
+    """The checkpoint log as read once: its checkpoints, what is wrong with it, and for
+    each run the checkpoints that signed its head, in order. A pass over many runs (an
+    export, a report) reads the log once and looks each run up here."""
+
+    checkpoints: list[Checkpoint]
+    problems: list[str]
+    signed: dict[str, list[tuple[Checkpoint, ChainHead]]]
+    times: list[datetime]
+
+    @classmethod
+    def of(cls, checkpoints: list[Checkpoint], problems: list[str]) -> LogView:
+        signed: dict[str, list[tuple[Checkpoint, ChainHead]]] = {}
+        for checkpoint in checkpoints:
+            for workflow_id, head in checkpoint.heads.items():
+                signed.setdefault(workflow_id, []).append((checkpoint, head))
+        return cls(checkpoints, problems, signed, [c.at for c in checkpoints])
+
+    def first_after(self, moment: datetime) -> Checkpoint | None:
+        """The first checkpoint taken after ``moment`` (they are taken in time order)."""
+        index = bisect.bisect_right(self.times, moment)
+        return self.checkpoints[index] if index < len(self.checkpoints) else None
 
 
 # -- checking a store against the log -----------------------------------------------------
@@ -410,7 +464,7 @@ class StoredChain:
 
 def check_against_log(
     chains: Mapping[str, StoredChain],
-    checkpoints: Sequence[Checkpoint],
+    log: LogView,
     tombstones: Mapping[str, Tombstone],
     *,
     only: str | None = None,
@@ -422,13 +476,10 @@ def check_against_log(
             Problem(workflow_id=workflow_id, seq=seq, event_id="", kind="checkpoint", detail=detail)
         )
 
-    signed_at: dict[str, list[tuple[Checkpoint, ChainHead]]] = {}
-    for checkpoint in checkpoints:
-        for workflow_id, head in checkpoint.heads.items():
-            signed_at.setdefault(workflow_id, []).append((checkpoint, head))
-    for workflow_id, history in sorted(signed_at.items()):
-        if only is not None and workflow_id != only:
-            continue
+    signed_at = log.signed
+    runs = sorted(signed_at) if only is None else [only] if only in signed_at else []
+    for workflow_id in runs:
+        history = signed_at[workflow_id]
         checkpoint, head = history[-1]
         chain = chains.get(workflow_id)
         if chain is None:
@@ -474,13 +525,13 @@ def check_against_log(
         signed_seq = signed_at[workflow_id][-1][1].seq if workflow_id in signed_at else 0
         for seq in sorted(s for s in chain.hashes if s > signed_seq):
             claimed = chain.recorded_at[seq]
-            later = [c for c in checkpoints if c.at > claimed + BACKDATE_MARGIN]
-            if later:
+            later = log.first_after(claimed + BACKDATE_MARGIN)
+            if later is not None:
                 report(
                     workflow_id,
                     seq,
                     f"seq {seq} says it was recorded at {format_timestamp(claimed)}, but "
-                    f"checkpoint {later[0].number} (at {format_timestamp(later[0].at)}) does "
+                    f"checkpoint {later.number} (at {format_timestamp(later.at)}) does "
                     "not hold it: backdated, or written behind the checkpoints' back",
                 )
                 break
@@ -515,18 +566,17 @@ class AnchorProof(BaseModel):
             raise ValueError("its inclusion proof does not lead to the checkpoint's signed root")
 
 
-def proof_for(checkpoints: Sequence[Checkpoint], workflow_id: str) -> AnchorProof | None:
+def proof_for(log: LogView, workflow_id: str) -> AnchorProof | None:
     """The proof from the latest checkpoint that signed this chain's head."""
-    for checkpoint in reversed(checkpoints):
-        head = checkpoint.heads.get(workflow_id)
-        if head is not None:
-            return AnchorProof(
-                workflow_id=workflow_id,
-                seq=head.seq,
-                hash=head.hash,
-                checkpoint=checkpoint.note,
-                leaf_index=sorted(checkpoint.heads).index(workflow_id),
-                tree_size=len(checkpoint.heads),
-                proof=[base64.b64encode(p).decode() for p in checkpoint.proof_for(workflow_id)],
-            )
-    return None
+    if workflow_id not in log.signed:
+        return None
+    checkpoint, head = log.signed[workflow_id][-1]
+    return AnchorProof(
+        workflow_id=workflow_id,
+        seq=head.seq,
+        hash=head.hash,
+        checkpoint=checkpoint.note,
+        leaf_index=checkpoint.order[workflow_id],
+        tree_size=len(checkpoint.heads),
+        proof=[base64.b64encode(p).decode() for p in checkpoint.proof_for(workflow_id)],
+    )

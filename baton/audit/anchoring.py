@@ -5,7 +5,7 @@ leaves its signed tombstones (see baton.audit.anchor for what is signed)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,9 +65,13 @@ class Anchors:
             )
         return cls(CheckpointLog(log_folder), CheckpointSigner.load_or_create(key_file).public)
 
-    def checkpoint(self, store: AuditStore, *, now: datetime) -> Checkpoint | None:
+    def checkpoint(
+        self, store: AuditStore, *, now: datetime, moved: Collection[str] | None = None
+    ) -> Checkpoint | None:
+        """A checkpoint of the heads that moved since the last one; ``moved`` names the
+        chains a writer knows it appended to, else every chain is looked at."""
         assert self.signer is not None, "a reader's anchors cannot sign"
-        return self.log.append(self.signer, store.heads(), now=now)
+        return self.log.append(self.signer, store.heads(moved), now=now)
 
     def tombstone_maker(
         self, *, by: str, reason: str, now: datetime
@@ -87,17 +91,21 @@ class Anchors:
         return made, make
 
     def proofs(self, workflow_ids: list[str]) -> list[AnchorProof]:
-        checkpoints, _ = self.log.read(self.public)
-        found = [proof_for(checkpoints, workflow_id) for workflow_id in workflow_ids]
+        log = self.log.view(self.public)
+        found = [proof_for(log, workflow_id) for workflow_id in workflow_ids]
         return [proof for proof in found if proof is not None]
 
     def verify(self, store: AuditStore, workflow_id: str | None = None) -> VerifyReport:
         """The store's own chain check, then the store against the signed checkpoints."""
-        report = store.verify(workflow_id)
-        checkpoints, broken = self.log.read(self.public)
+        return self.verify_each(store, [workflow_id] if workflow_id is not None else None)
+
+    def verify_each(self, store: AuditStore, workflow_ids: list[str] | None) -> VerifyReport:
+        """``verify`` over the runs ``workflow_ids`` (every run: None), with the log and
+        its tombstones read once for all of them."""
+        log = self.log.view(self.public)
         problems: list[Problem] = [
             Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=detail)
-            for detail in broken
+            for detail in log.problems
         ]
         try:
             stones = self.log.tombstones(self.public)
@@ -106,10 +114,15 @@ class Anchors:
             problems.append(
                 Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=str(err))
             )
-        problems += check_against_log(
-            store.chains(workflow_id), checkpoints, stones, only=workflow_id
-        )
-        return summarise(report.chains, report.records, [*report.problems, *problems])
+        chains = records = 0
+        runs: list[str | None] = list(workflow_ids) if workflow_ids is not None else [None]
+        for workflow_id in runs:
+            report = store.verify(workflow_id)
+            chains += report.chains
+            records += report.records
+            problems += report.problems
+            problems += check_against_log(store.chains(workflow_id), log, stones, only=workflow_id)
+        return summarise(chains, records, problems)
 
 
 def verify_export(path: Path, public: Ed25519PublicKey) -> VerifyReport:

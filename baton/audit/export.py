@@ -1376,7 +1376,12 @@ def _summary_section(
         ("Retries / failures", str(issues)),
         ("Total AI cost", _money(_total_cost(records))),
     ]
-    grid = _tag(
+    return _join([_cards(cards), _retention_block(records, min_retention_days)])
+
+
+def _cards(items: Sequence[tuple[str, str]]) -> _Safe:
+    """Figures as a row of cards: the value large, its label under it."""
+    return _tag(
         "div",
         _join(
             _tag(
@@ -1384,11 +1389,10 @@ def _summary_section(
                 _join([_tag("div", value, class_="value"), _tag("div", label, class_="label")]),
                 class_="card",
             )
-            for label, value in cards
+            for label, value in items
         ),
         class_="cards",
     )
-    return _join([grid, _retention_block(records, min_retention_days)])
 
 
 def _retention_block(records: Sequence[AuditRecord], min_retention_days: int | None) -> _Safe:

@@ -40,6 +40,7 @@ from baton.audit.export import (
     _DECISIONS,
     CheckStatus,
     _by_person,
+    _cards,
     _declared,
     _dl,
     _duration,
@@ -872,21 +873,6 @@ def _share(part: int, whole: int) -> str:
 
 def _figure(svg: _Safe, caption: str) -> _Safe:
     return _tag("figure", _join([svg, _tag("figcaption", caption)]), class_="chart")
-
-
-def _cards(items: Sequence[tuple[str, str]]) -> _Safe:
-    return _tag(
-        "div",
-        _join(
-            _tag(
-                "div",
-                _join([_tag("div", value, class_="value"), _tag("div", label, class_="label")]),
-                class_="card",
-            )
-            for label, value in items
-        ),
-        class_="cards",
-    )
 
 
 def _ids(workflow_ids: Sequence[str]) -> _Safe:

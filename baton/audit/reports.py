@@ -72,10 +72,12 @@ def write_report(
 
 def _verify(store: AuditStore, workflow_ids: list[str], anchors: Anchors | None) -> VerifyReport:
     """The runs' verification, one run at a time: only the problems are kept."""
+    if anchors is not None:
+        return anchors.verify_each(store, workflow_ids)
     chains = records = 0
     problems: list[Problem] = []
     for workflow_id in workflow_ids:
-        report = anchors.verify(store, workflow_id) if anchors else store.verify(workflow_id)
+        report = store.verify(workflow_id)
         chains += report.chains
         records += report.records
         problems += report.problems

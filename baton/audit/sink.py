@@ -112,7 +112,8 @@ class AuditSink:
         self.store = store or open_store(settings.url)
         self._anchors = settings.anchors(write=True)
         self._checkpointed_at = 0.0
-        self._written_since = False
+        # The chains appended to since the last checkpoint: only their heads are read.
+        self._moved: set[str] = set()
         self._run_ended = False
         # Set by an AuditConflict: from then on every write fails, until a person looks.
         self._stopped: AuditConflict | None = None
@@ -205,14 +206,14 @@ class AuditSink:
             else:
                 for count, done in waiting:
                     done.set_result(count)
-                self._written_since = True
+                self._moved.update(e.workflow_id for e in events)
                 self._run_ended |= any(e.event_type == "run.ended" for e in events)
                 if self._checkpoint_wait() == 0:
                     self._checkpoint()
 
     def _checkpoint_wait(self) -> float | None:
         """Seconds until a checkpoint is due; None when none is."""
-        if self._anchors is None or not self._written_since:
+        if self._anchors is None or not self._moved:
             return None
         since = time.monotonic() - self._checkpointed_at
         due_in = (self.CHECKPOINT_PAUSE if self._run_ended else self.CHECKPOINT_EVERY) - since
@@ -221,10 +222,11 @@ class AuditSink:
     def _checkpoint(self) -> None:
         assert self._anchors is not None
         self._checkpointed_at = time.monotonic()
-        self._written_since = self._run_ended = False
+        moved, self._moved, self._run_ended = self._moved, set(), False
         try:
-            self._anchors.checkpoint(self.store, now=datetime.now(UTC))
+            self._anchors.checkpoint(self.store, now=datetime.now(UTC), moved=moved)
         except Exception:
+            self._moved |= moved
             # The records are stored; the next checkpoint covers them. Loud, since
             # until then they are anchored by nothing outside the database.
             logger.exception("audit checkpoint failed; the next one will cover these records")

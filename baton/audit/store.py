@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,7 +76,7 @@ class AuditStore(Protocol):
 
     def verify(self, workflow_id: str | None = None) -> VerifyReport: ...
 
-    def heads(self) -> dict[str, ChainHead]: ...
+    def heads(self, workflow_ids: Collection[str] | None = None) -> dict[str, ChainHead]: ...
 
     def chains(self, workflow_id: str | None = None) -> dict[str, StoredChain]: ...
 
@@ -379,11 +379,21 @@ class _SqlAuditStore(ABC):
             chain.recorded_at[int(seq)] = self._from_db_time(recorded_at)
         return chains
 
-    def heads(self) -> dict[str, ChainHead]:
-        """Every chain's head as the store says now (what a checkpoint signs)."""
+    def heads(self, workflow_ids: Collection[str] | None = None) -> dict[str, ChainHead]:
+        """The chains' heads as the store says now (what a checkpoint signs): every
+        chain's, or those of ``workflow_ids``."""
+        select = "SELECT workflow_id, head_seq, head_hash FROM audit_chains"
         with self._transaction(write=False) as tx:
             self._require_schema(tx)
-            found = tx.rows("SELECT workflow_id, head_seq, head_hash FROM audit_chains")
+            if workflow_ids is None:
+                found = tx.rows(select)
+            else:
+                wanted = sorted(workflow_ids)
+                found = []
+                for start in range(0, len(wanted), _BATCH):
+                    chunk = wanted[start : start + _BATCH]
+                    marks = ", ".join("?" * len(chunk))
+                    found += tx.rows(f"{select} WHERE workflow_id IN ({marks})", chunk)
         return {str(r[0]): ChainHead(int(r[1]), str(r[2])) for r in found}
 
     def verify(self, workflow_id: str | None = None) -> VerifyReport:
