@@ -819,6 +819,31 @@ async def test_a_decision_or_stop_without_a_passkeys_signature_is_refused_by_the
     )
 
 
+async def test_a_gate_page_without_its_script_offers_no_button_that_would_send_unsigned(
+    browser: Browser,
+    inbox_url: str,
+    dev_client: Client,
+    dev_worker: Worker,
+    task_queue: str,
+) -> None:
+    """Clicked before the passkey script listens, a decision would go out
+    unsigned and be refused; so the buttons wait for the script."""
+    handle = await review_run(dev_client, task_queue)
+    scriptless = await browser.new_context(java_script_enabled=False)
+    page = await sign_in(scriptless, inbox_url + gate_path(handle.id, "review"), "sam")
+    for name in ("Approve", "Reject", "Request changes"):
+        await expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+    await page.get_by_text("Stop this run").click()
+    await expect(page.get_by_role("button", name="Stop the run")).to_be_disabled()
+    assert "turn on JavaScript for this page" in await page.locator("noscript").first.inner_html()
+    await scriptless.close()
+
+    with_script = await browser.new_context()
+    page = await sign_in(with_script, inbox_url + gate_path(handle.id, "review"), "sam")
+    await expect(page.get_by_role("button", name="Approve", exact=True)).to_be_enabled()
+    await with_script.close()
+
+
 async def test_a_passkey_registered_in_the_browser_signs_once_an_administrator_adds_it(
     context: BrowserContext, inbox_url: str, dev_client: Client, dev_worker: Worker, task_queue: str
 ) -> None:

@@ -147,4 +147,10 @@
       delete form.dataset.busy;
     }
   });
+
+  // The signed forms' buttons come disabled: sent before this script listens,
+  // a form would go out unsigned and be refused. From here on it listens.
+  for (const button of document.querySelectorAll("button[data-awaits-passkey-script]")) {
+    button.disabled = false;
+  }
 })();
