@@ -433,7 +433,7 @@ class GraphWorkflow:
         undone: list[str] = []
         while self._compensable:
             node, visit, output = self._compensable.pop()
-            self.trail.record("compensation.started", node=node.id, visit=visit)
+            self.trail.record("compensation.started", node=node.id, about=f"v{visit}", visit=visit)
             try:
                 result = await workflow.execute_activity(
                     node.compensate,  # type: ignore[arg-type]
@@ -445,7 +445,13 @@ class GraphWorkflow:
                 )
             except ActivityError as err:
                 message = f"compensating node '{node.id}' failed: {_root_message(err)}"
-                self.trail.record("compensation.failed", node=node.id, visit=visit, error=message)
+                self.trail.record(
+                    "compensation.failed",
+                    node=node.id,
+                    about=f"v{visit}",
+                    visit=visit,
+                    error=message,
+                )
                 if stop is not None:
                     stop.compensated, stop.compensation_failed = undone, message
                 raise ApplicationError(
@@ -456,6 +462,7 @@ class GraphWorkflow:
             self.trail.record(
                 "compensation.finished",
                 node=node.id,
+                about=f"v{visit}",
                 visit=visit,
                 output=result.model_dump(mode="json"),
             )
@@ -483,7 +490,13 @@ class GraphWorkflow:
         record.started_at = workflow.now()
         record.finished_at = None
         record.detail = ""
-        self.trail.record("node.started", node=node.id, kind=node.kind, visit=record.visits)
+        self.trail.record(
+            "node.started",
+            node=node.id,
+            about=f"v{record.visits}",
+            kind=node.kind,
+            visit=record.visits,
+        )
         if isinstance(node, Back):
             return self._take_back_edge(node, record)
         if node.when is not None:
@@ -525,6 +538,7 @@ class GraphWorkflow:
         self.trail.record(
             f"node.{status}",
             node=record.node,
+            about=f"v{record.visits}",
             visit=record.visits,
             output=output,
             detail=detail,
@@ -619,6 +633,7 @@ class GraphWorkflow:
         self.trail.record(
             "routing.decided",
             node=node.id,
+            about=f"v{record.visits}/planned",
             task=node.task,
             decision="planned",
             cascade=[t.name for t in plan.tiers],
@@ -658,12 +673,17 @@ class GraphWorkflow:
             self.trail.record(
                 "routing.decided",
                 node=node.id,
+                about=f"v{record.visits}/accepted",
                 decision="accepted below the minimum confidence: the cascade has no human tier",
                 attempt=attempt.index,
             )
             return value
         self.trail.record(
-            "routing.decided", node=node.id, decision="escalated to a person", why=escalation
+            "routing.decided",
+            node=node.id,
+            about=f"v{record.visits}/escalated",
+            decision="escalated to a person",
+            why=escalation,
         )
         return await self._ask_a_person(node, record, plan, escalation, best)
 
@@ -698,6 +718,7 @@ class GraphWorkflow:
                 self.trail.record(
                     "ai.inference",
                     node=node.id,
+                    about=f"v{record.visits}/attempt{attempt.index}",
                     actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
                     operation="chat",
                     task=node.task,
@@ -908,6 +929,7 @@ class GraphWorkflow:
         self.trail.record(
             "gate.opened",
             node=gate.gate,
+            about=f"r{gate.round}",
             roles=gate.roles,
             chain=gate.chain,
             sla_seconds=gate.sla.total_seconds() if gate.sla else None,
@@ -942,14 +964,25 @@ class GraphWorkflow:
         if gate.remind_at is not None and now >= gate.remind_at:
             gate.remind_at = None
             gate.reminders.append(Reminder(at=now, roles=list(gate.roles)))
-            self.trail.record("gate.reminded", node=gate.gate, roles=gate.roles, due_at=gate.due_at)
+            self.trail.record(
+                "gate.reminded",
+                node=gate.gate,
+                about=f"r{gate.round}",
+                roles=gate.roles,
+                due_at=gate.due_at,
+            )
             await self._notify(gate, "reminder", record)
             return
         if gate.chain:
             role = gate.escalate(now)
             record.detail = f"escalated to {role}"
             self.trail.record(
-                "gate.escalated", node=gate.gate, to_role=role, roles=gate.roles, due_at=gate.due_at
+                "gate.escalated",
+                node=gate.gate,
+                about=f"r{gate.round}/{role}",
+                to_role=role,
+                roles=gate.roles,
+                due_at=gate.due_at,
             )
             self._publish()
             await self._notify(gate, "escalation", record)
@@ -963,6 +996,7 @@ class GraphWorkflow:
             self.trail.record(
                 "gate.decided",
                 node=gate.gate,
+                about=f"r{gate.round}/sla",
                 actor=Actor(type="service", id=SLA_ACTOR),
                 outcome="reject",
                 comment=reason,
@@ -973,7 +1007,13 @@ class GraphWorkflow:
         else:
             gate.hold()
             record.detail = f"SLA chain exhausted; holding for {gate.hold_for} or the roles before"
-            self.trail.record("gate.escalated", node=gate.gate, holding=True, roles=gate.roles)
+            self.trail.record(
+                "gate.escalated",
+                node=gate.gate,
+                about=f"r{gate.round}/hold",
+                holding=True,
+                roles=gate.roles,
+            )
             self._publish()
             await self._notify(gate, "hold", record)
 
@@ -1006,7 +1046,11 @@ class GraphWorkflow:
             )
         except ActivityError as err:
             self.trail.record(
-                "gate.notice_failed", node=gate.gate, kind=kind, error=_root_message(err)
+                "gate.notice_failed",
+                node=gate.gate,
+                about=f"r{gate.round}/{kind}",
+                kind=kind,
+                error=_root_message(err),
             )
 
     def _resolve(self, inputs: Mapping[str, str]) -> dict[str, Any]:
@@ -1187,6 +1231,7 @@ class GraphWorkflow:
             self.trail.record(
                 "override",
                 node=decision.gate,
+                about=f"r{gate.round}/{decision.signature.nonce}",
                 actor=actor,
                 reason=accepted.comment,
                 ai_output=gate.shown.get("proposed", gate.shown.get("subject")),
@@ -1195,6 +1240,7 @@ class GraphWorkflow:
         self.trail.record(
             "gate.approval" if accepted.awaiting else "gate.decided",
             node=decision.gate,
+            about=f"r{gate.round}/{decision.signature.nonce}",
             actor=actor,
             channel=channel,
             outcome=accepted.outcome,
@@ -1324,6 +1370,7 @@ class GraphWorkflow:
         assert request.signature is not None
         self.trail.record(
             "run.stop_requested",
+            about=request.signature.nonce,
             actor=Actor(type="human", id=request.user, role=role),
             channel=channel,
             reason=request.reason,

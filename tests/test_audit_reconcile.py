@@ -104,6 +104,26 @@ async def test_reconcile_names_a_decision_and_an_attempt_missing_from_the_trail(
     )
 
 
+async def test_a_runs_own_events_are_named_by_what_they_record(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    """A counter shifted every later id when one trail call went missing, so the
+    store skipped real events as known. Ids named by meaning shift nothing."""
+    workflow_id = await reviewed_run(time_skipping_env.client, task_queue)
+    records = [r for r in trail(workflow_id) if f"{r.run_id}/w/" in r.event_id]
+    ids = {r.event_type: r.event_id.split("/w/", 1)[1] for r in records}
+
+    decided = next(r for r in records if r.event_type == "gate.decided")
+    nonce = decided.data["signature"]["nonce"]
+    assert ids["gate.decided"] == f"gate.decided/review/r1/{nonce}"
+    assert ids["gate.opened"] == "gate.opened/review/r1"
+    extracted = [r for r in records if r.event_type == "node.finished" and r.node == "extract"]
+    assert [r.event_id.split("/w/", 1)[1] for r in extracted] == ["node.finished/extract/v1"]
+    assert ids["run.started"] == "run.started"
+    assert ids["ai.inference"].startswith("ai.inference/extract/v1/attempt")
+    assert len({r.event_id for r in records}) == len(records)
+
+
 async def test_baton_audit_reconcile_reports_and_exits_non_zero(
     dev_server: EmbeddedServer,
     dev_client: Client,

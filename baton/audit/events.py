@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -153,16 +152,24 @@ def jsonable(value: Any) -> Any:
 VOLATILE_DATA: frozenset[str] = frozenset({"context", "started_at", "duration_ms"})
 
 
+# A run's own events have ids `<workflow id>/<run id>/w/<meaning>` (see baton.audit.trail).
+WORKFLOW_SIDE = "w"
+
+
+def is_workflow_side(event: AuditEvent) -> bool:
+    return event.event_id.startswith(f"{event.workflow_id}/{event.run_id}/{WORKFLOW_SIDE}/")
+
+
 def event_content(event: AuditEvent) -> str:
     """What an event says, as text, without its volatile parts: equal for an event
     and the record it was stored as, so that a re-sent event can be told from another
     event under the same id.
 
-    A run's own events (ids `<run>/w<n>`) are compared by what they are (type, node,
-    actor), not by their data: a run replayed after a lost worker may read the clock
-    differently (see CLOCKLESS_GATE_VIEW in baton.runner), while a dropped or added
-    trail call shifts the numbering and puts another kind of event under an id."""
-    workflow_side = re.fullmatch(r"w\d+", event.event_id.rsplit("/", 1)[-1]) is not None
+    A run's own events are compared by what they are (type, node, actor; their
+    ids name the visit, round or act), not by their data: a workflow task retried
+    after a lost worker reads the clock anew, and its events carry the readings
+    (see CLOCKLESS_GATE_VIEW in baton.runner)."""
+    workflow_side = is_workflow_side(event)
     fields = {
         name: getattr(event, name)
         for name in AuditEvent.model_fields

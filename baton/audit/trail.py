@@ -1,14 +1,19 @@
 """Workflow-side audit events and how they leave the sandbox.
 
 Workflow code may not do I/O, so events are buffered in the run and shipped by
-a local activity (`audit_flush`). Every event id is the run's id plus a
-sequence number that replay reproduces exactly, and the store ignores ids it
-already has: a flush retried after a crash, or re-run after a lost workflow
-task, adds nothing twice; a flush that never ran is re-run from history.
+a local activity (`audit_flush`). An event's id says what it records: the run,
+`w/`, the event type, the node, and what the caller names it by (a visit, a
+gate's round, a signed act's nonce, an attempt), numbered `#2`, `#3`... only
+when that meaning recurs. The store ignores ids it already has with the same
+content: a flush retried after a crash, or re-run after a lost workflow task,
+adds nothing twice; a flush that never ran is re-run from history. An event
+left out by a changed worker takes no other event's id with it, where a
+counter would have shifted every id after it onto other events.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -16,10 +21,19 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from baton.audit.events import Actor, AuditEvent, jsonable
+from baton.audit.events import WORKFLOW_SIDE, Actor, AuditEvent, jsonable
 
 FLUSH_ACTIVITY = "audit_flush"
 SHIP_BATCH = 100
+
+# Node names and nonces can come from a hostile sender (a refused act names any
+# gate it likes): an id keeps a short, plain form of them.
+_ID_PART_LIMIT = 64
+_NOT_ID_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def _id_part(text: str) -> str:
+    return _NOT_ID_SAFE.sub("_", text[:_ID_PART_LIMIT])
 
 
 class AuditBatch(BaseModel):
@@ -30,7 +44,7 @@ class Trail:
     """The run's audit events not yet shipped, and the task that ships them."""
 
     def __init__(self) -> None:
-        self._seq = 0
+        self._occurrences: dict[str, int] = {}
         self._pending: list[AuditEvent] = []
         self._closed = False
         self._ship_now = False
@@ -40,14 +54,22 @@ class Trail:
         event_type: str,
         *,
         node: str | None = None,
+        about: str = "",
         actor: Actor | None = None,
         **data: Any,
     ) -> None:
+        """Record an event. ``about`` names which one of its type on ``node``
+        this is (``v2`` for a node's second visit, ``r1/<nonce>`` for an act
+        in a gate's first round); it goes into the event's id."""
         info = workflow.info()
-        self._seq += 1
+        parts = (event_type, node or "", *about.split("/"))
+        meaning = "/".join(_id_part(part) for part in parts if part)
+        occurrence = self._occurrences.get(meaning, 0) + 1
+        self._occurrences[meaning] = occurrence
+        suffix = f"#{occurrence}" if occurrence > 1 else ""
         self._pending.append(
             AuditEvent(
-                event_id=f"{info.workflow_id}/{info.run_id}/w{self._seq}",
+                event_id=f"{info.workflow_id}/{info.run_id}/{WORKFLOW_SIDE}/{meaning}{suffix}",
                 workflow_id=info.workflow_id,
                 run_id=info.run_id,
                 process=info.workflow_type,
