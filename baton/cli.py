@@ -56,7 +56,7 @@ from baton.config import (
     load_run_config,
 )
 from baton.document_store import DocumentRef, decode_text, document_store
-from baton.gates import Decision, Outcome, StopRequest
+from baton.gates import Decision, Outcome, StopRequest, reasons_of
 from baton.keys import MissingKey, new_key
 from baton.routing import routing_table
 from baton.runner import RunStatus
@@ -714,9 +714,13 @@ def format_status(status: RunStatus) -> str:
     for record in status.nodes:
         line = f"  {record.node:<10} {record.status:<9}"
         if "confidence" in record.meta:
+            # A person who decided an escalated Ask sets a confidence, not a model.
+            by = record.meta.get("decided_by") or (
+                f"{record.meta.get('provider')}/{record.meta.get('model')}"
+            )
             line += (
-                f" {record.meta['provider']}/{record.meta['model']} confidence "
-                f"{record.meta['confidence']:.2f} ({record.meta['confidence_method']})"
+                f" {by} confidence "
+                f"{record.meta['confidence']:.2f} ({record.meta.get('confidence_method')})"
             )
         if record.detail:
             line += f" [{record.detail}]"
@@ -734,6 +738,7 @@ def format_status(status: RunStatus) -> str:
                 f"open gate {gate.gate}: waiting for {', '.join(gate.waiting_for())}; due {due}"
                 + ("; holding (SLA chain exhausted)" if gate.holding else "")
             )
+            lines += [f"  why: {reason}" for reason in reasons_of(gate.shown)]
             lines += [
                 f"  reminded {', '.join(r.roles)} at {r.at.isoformat()}" for r in gate.reminders
             ]

@@ -359,3 +359,12 @@ def stop_refusal(
 
 def stop_role(user: User, stop_roles: Collection[str]) -> str | None:
     return next((role for role in stop_roles if role in user.roles), None)
+
+
+def reasons_of(shown: Mapping[str, Any]) -> list[str]:
+    """Why a gate was opened, as it showed it: a list of reasons (a Gate's
+    ``why=``), or one (an escalated Ask's), or none (runs before either)."""
+    why = shown.get("why")
+    if isinstance(why, str):
+        return [why] if why else []
+    return [str(reason) for reason in why] if isinstance(why, list) else []

@@ -64,10 +64,12 @@ if typing.TYPE_CHECKING:
     from baton.runner import RunView
 
     Predicate = Callable[[RunView], bool]
+    Reasons = Callable[[RunView], Sequence[str]]
 else:
     # pydantic checks only that a predicate is callable; importing RunView
     # here would make the graph depend on the runner.
     Predicate = Callable[[Any], bool]
+    Reasons = Callable[[Any], Sequence[str]]
 
 
 class Node(BaseModel):
@@ -254,10 +256,16 @@ class Gate(Node):
     waits, ``"reject"`` rejects. A gate never approves by itself.
 
     ``changes_to`` lets a reviewer request changes: the run goes back to that
-    node and through the gate again, at most ``max_changes`` times."""
+    node and through the gate again, at most ``max_changes`` times.
+
+    ``why`` states, in sentences a reviewer reads, each reason the run came to
+    the gate (a failed check, a confidence below its threshold, a missing
+    field); they are shown with the subject, so they are part of what the
+    decider signs, and the trail, status and reports carry them."""
 
     role: str
     subject: str | None = None
+    why: Reasons | None = None
     sla: timedelta | None = None
     remind_at: float | None = Field(default=0.5, gt=0, lt=1)
     escalate_to: tuple[str, ...] = ()

@@ -194,6 +194,11 @@ class Attempt(BaseModel):
     cost_usd: float = 0.0
     errors: list[str] = Field(default_factory=list)
     output: dict[str, Any] | None = None
+    notes: list[str] = Field(
+        default_factory=list, description="What the model said about its answer"
+    )
+    response_id: str = Field(default="", description="The provider's id of its response")
+    finish_reason: str = Field(default="", description="Why the model stopped: stop, length, ...")
     started_at: datetime
     finished_at: datetime
 

@@ -59,6 +59,7 @@ from baton.gates import (
 )
 from baton.graph import INPUT, AnyNode, Ask, Back, Gate, Graph, Retry, Step, parse_ref
 from baton.llm import AskAnswer, AskRequest
+from baton.llm.prompt import prompt_version
 from baton.routing import (
     HUMAN,
     Attempt,
@@ -92,6 +93,12 @@ FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestEr
 # but in two when the run went live.
 CLOCKLESS_GATE_VIEW = "gate-view-without-clock"
 _CLOCK_FIELDS = frozenset({"started_at", "finished_at"})
+# A gate shows why the run came to it (the node's `why=`) and model attempts
+# show their provider's notes. Both are part of what a decider signs, so runs
+# started before this change keep the view they were decided on; taken in the
+# first activation for the reason given above.
+GATE_STATES_WHY = "gate-states-why"
+_ATTEMPT_FACTS_SINCE_WHY = frozenset({"notes", "response_id", "finish_reason"})
 
 NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed"]
 RunState = Literal["starting", "running", "waiting", "completed", "rejected", "stopped", "failed"]
@@ -197,6 +204,19 @@ class RunView:
     def confidence(self, node_id: str) -> float:
         return float(self.meta(node_id).get("confidence", 0.0))
 
+    def confidence_method(self, node_id: str) -> str:
+        return str(self.meta(node_id).get("confidence_method") or "an unnamed method")
+
+    def notes(self, node_id: str) -> list[str]:
+        """What the model that answered an Ask node said about its answer
+        (the offline rules name the fields they could not find)."""
+        answered = [
+            a
+            for a in self.meta(node_id).get("attempts", [])
+            if a.outcome in ("accepted", "accepted_below_minimum", "low_confidence")
+        ]
+        return list(answered[-1].notes) if answered else []
+
     def visits(self, node_id: str) -> int:
         return self._records[node_id].visits
 
@@ -226,6 +246,7 @@ class GraphWorkflow:
         self._nonces: set[str] = set()
         self.trail = Trail()
         self._clockless_view = False
+        self._states_why = False
 
     async def execute(self, raw_input: Any) -> RunResult:
         """Run the graph for ``raw_input``, the process input as sent. It is
@@ -233,6 +254,7 @@ class GraphWorkflow:
         a start its requester did not sign, fails the run at once with the
         reason, instead of failing its workflow task for ever."""
         self._clockless_view = workflow.patched(CLOCKLESS_GATE_VIEW)
+        self._states_why = workflow.patched(GATE_STATES_WHY)
         # Whatever the starter set is published already (baton.client.start_run
         # sets the process and "running"), so the first state needs no upsert.
         self._published = {
@@ -722,6 +744,10 @@ class GraphWorkflow:
                     actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
                     operation="chat",
                     task=node.task,
+                    prompt={
+                        "name": node.task,
+                        "version": _prompt_version(node.instructions, node.output),
+                    },
                     **attempt.model_dump(),
                     min_confidence=plan.route.min_confidence,
                 )
@@ -801,6 +827,9 @@ class GraphWorkflow:
             "cost_usd": option.candidate.cost_usd(answer.input_tokens, answer.output_tokens),
             "errors": problems,
             "output": answer.output,
+            "notes": answer.notes,
+            "response_id": answer.response_id,
+            "finish_reason": answer.finish_reason,
             "finished_at": workflow.now(),
         }
         return attempt.model_copy(update=answered), value
@@ -840,9 +869,7 @@ class GraphWorkflow:
             "task": node.task,
             "why": reason,
             "inputs": self._resolve(node.inputs),
-            "attempts": _shown_attempts(attempts)
-            if self._clockless_view
-            else [a.model_dump(mode="json") for a in attempts],
+            "attempts": self._shown_attempts(attempts),
             "proposed": None if best is None else best[1],
         }
         record.meta["escalated"] = reason
@@ -864,14 +891,27 @@ class GraphWorkflow:
         assert best is not None
         return best[1]
 
+    def _shown_attempts(self, attempts: list[Attempt]) -> list[dict[str, Any]]:
+        """Model attempts as a gate shows them: without their times (see
+        CLOCKLESS_GATE_VIEW), and in runs started before GATE_STATES_WHY
+        without what that change added."""
+        hidden: set[str] = set()
+        if self._clockless_view:
+            hidden |= _CLOCK_FIELDS
+        if not self._states_why:
+            hidden |= _ATTEMPT_FACTS_SINCE_WHY
+        return [a.model_dump(mode="json", exclude=hidden) for a in attempts]
+
     async def _run_gate(self, node: Gate, record: NodeRecord) -> Any:
         shown = self._resolve(node.inputs)
         if node.subject is not None:
             subject = self._records[node.subject]
             meta = dict(subject.meta)
-            if "attempts" in meta and self._clockless_view:
-                meta["attempts"] = _shown_attempts(meta["attempts"])
+            if "attempts" in meta:
+                meta["attempts"] = self._shown_attempts(meta["attempts"])
             shown["subject"] = {"node": node.subject, "output": subject.output, **meta}
+        if node.why is not None and self._states_why:
+            shown["why"] = list(node.why(self._view()))
         four_eyes = node.four_eyes
         if four_eyes is not None and four_eyes.when is not None:
             four_eyes = four_eyes if four_eyes.when(self._view()) else None
@@ -1439,6 +1479,11 @@ def _error_type(err: BaseException) -> str | None:
 
 
 @cache
+def _prompt_version(instructions: str, output: type[BaseModel]) -> str:
+    return prompt_version(instructions, _json_schema(output))
+
+
+@cache
 def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
     # Built once per model, not per attempt: it is the same on every run.
     return model.model_json_schema()
@@ -1450,11 +1495,6 @@ def _schema_problems(model: type[BaseModel], output: dict[str, Any]) -> list[str
     except ValidationError as err:
         return _problems(err, "answer")
     return []
-
-
-def _shown_attempts(attempts: list[Attempt]) -> list[dict[str, Any]]:
-    """Model attempts as a gate shows them: without their times (see CLOCKLESS_GATE_VIEW)."""
-    return [a.model_dump(mode="json", exclude=set(_CLOCK_FIELDS)) for a in attempts]
 
 
 def _more_confident(a: Attempt, b: Attempt) -> bool:

@@ -74,10 +74,12 @@ def model_call_span(request: AskRequest) -> Iterator[Span]:
 
 
 def record_answer(span: Span, answer: AskAnswer) -> None:
+    finish_reasons = [answer.finish_reason] if answer.finish_reason else []
     span.set_attributes(
         {
             "gen_ai.response.model": answer.model,
             "gen_ai.response.id": answer.response_id,
+            "gen_ai.response.finish_reasons": finish_reasons,
             "gen_ai.usage.input_tokens": answer.input_tokens,
             "gen_ai.usage.output_tokens": answer.output_tokens,
             "baton.confidence": answer.confidence,

@@ -12,8 +12,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
+from baton.audit.events import AuditRecord
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
+from baton.cli import format_status
 from baton.client import (
     DecisionRefused,
     StartError,
@@ -33,6 +35,11 @@ from workflows.document_intake import DocumentIntake, IntakeRequest
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
+FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
+
+
+def trail(workflow_id: str) -> list[AuditRecord]:
+    return open_store(AuditSettings.from_env().url).records(workflow_id)
 
 
 async def start(
@@ -93,6 +100,47 @@ async def test_doubtful_document_waits_for_review_then_approval_enters_it(
     attributes = await search_attributes(client, handle.id)
     assert attributes.get(search.STATUS.name) == "completed"
     assert not attributes.get(search.PENDING_ROLES.name)
+
+
+async def test_a_reviewer_is_told_every_reason_the_run_is_at_review(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    """The gate said "Validation findings: None." and a confidence of 0.66, not
+    the 0.8 threshold nor the fields the extractor could not find."""
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, MISSING_TOTAL)
+    status = await settled(client, handle.id)
+
+    why = status.gates[0].shown["why"]
+    confidence = status.gates[0].shown["subject"]["confidence"]
+    assert why == [
+        "check failed: total is missing (missing_field)",
+        f"extraction confidence {confidence:.2f} is below the threshold 0.80 "
+        "(measured by rules_coverage)",
+        "the extractor could not find: total",
+    ]
+    assert f"  why: {why[1]}" in format_status(status).splitlines()
+    (opened,) = [r for r in trail(handle.id) if r.event_type == "gate.opened"]
+    assert opened.data["shown"]["why"] == why
+    # What the reviewer was shown is what a decision signs: the reasons included.
+    await decide(client, handle.id, approve())
+    (decided,) = [r for r in trail(handle.id) if r.event_type == "gate.decided"]
+    assert decided.data["shown"]["why"] == why
+
+
+async def test_four_eyes_is_a_reason_of_its_own(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, FOUR_EYES)
+    status = await settled(client, handle.id)
+
+    output = status.gates[0].shown["subject"]["output"]
+    assert (output["total"], output["currency"]) == ("13336.4", "USD")
+    assert status.gates[0].roles == ["reviewer", "controller"]
+    assert status.gates[0].shown["why"] == [
+        "the total 13,336.40 USD is at or above 10,000: two people approve it"
+    ]
 
 
 async def test_rejection_ends_the_run_without_entering_anything(

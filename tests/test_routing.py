@@ -3,6 +3,7 @@ HTTP server, inside document intake on Temporal's time-skipping server."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton import search
+from baton.audit.events import AuditRecord
+from baton.audit.sink import AuditSettings
+from baton.audit.store import open_store
 from baton.client import decide, run_status
 from baton.config import ConfigError, RunConfig, load_routing
 from baton.gates import Decision
@@ -44,6 +48,10 @@ async def start(
 ) -> WorkflowHandle[Any, RunResult]:
     WORKER_CONFIG.config = run_config
     return await start_intake(client, queue, DOC)
+
+
+def trail(workflow_id: str) -> list[AuditRecord]:
+    return open_store(AuditSettings.from_env().url).records(workflow_id)
 
 
 async def attempts_of(client: Client, workflow_id: str) -> list[dict[str, Any]]:
@@ -82,6 +90,11 @@ async def test_clean_answer_is_accepted_with_logprob_confidence_and_cost(
     assert body["response_format"]["type"] == "json_schema"
     assert "ACME Industrial Suppl" in body["messages"][1]["content"], "the document text is sent"
     assert llm.count("claude-strong") == 0
+    (inference,) = [r for r in trail(handle.id) if r.event_type == "ai.inference"]
+    assert inference.data["response_id"].startswith("chatcmpl-")
+    assert inference.data["finish_reason"] == "stop"
+    assert inference.data["prompt"]["name"] == "extract_fields"
+    assert re.fullmatch(r"1\.[0-9a-f]{12}", inference.data["prompt"]["version"])
 
 
 async def test_off_schema_answer_is_repaired_by_the_same_model(
@@ -145,6 +158,15 @@ async def test_cheap_model_stays_invalid_and_the_strong_model_succeeds(
     assert attempts[2]["confidence_method"] == "self_reported"
     tool_call = llm.requests_for("claude-strong")[0].body
     assert tool_call["tool_choice"] == {"type": "tool", "name": "record_answer"}
+    inferences = [r.data for r in trail(handle.id) if r.event_type == "ai.inference"]
+    assert [(i["tier"], i["finish_reason"]) for i in inferences] == [
+        ("cheap", "stop"),
+        ("cheap", "stop"),
+        ("strong", "tool_use"),
+    ]
+    assert inferences[2]["response_id"].startswith("msg_")
+    # One wording asked every tier: the version names the question, not the model.
+    assert len({i["prompt"]["version"] for i in inferences}) == 1
     status = await run_status(time_skipping_env.client, handle.id)
     assert status.cost_usd == pytest.approx(sum(a["cost_usd"] for a in attempts))
 

@@ -114,7 +114,7 @@ def test_an_escalated_ask_shows_its_inputs_attempts_and_proposal() -> None:
     assert review.output == {"a": 1}
     assert (review.systems, review.confidence) == (["openai/m1"], 0.4)
     assert review.details == {"file_name": "x.txt"}
-    assert review.why == "confidence 0.40 below 0.80"
+    assert review.why == ["confidence 0.40 below 0.80"]
 
 
 def test_after_a_reviewers_approval_a_four_eyes_gate_waits_only_for_controllers() -> None:
@@ -544,6 +544,14 @@ async def test_a_reviewer_approves_with_her_passkey_and_the_run_goes_on(
         "Confidence 0.79, measured by rules_coverage"
     )
     await expect(page.locator("ul.findings")).to_contain_text("total is missing")
+    why = page.get_by_role("region", name="Why it is at review").get_by_role("listitem")
+    await expect(why).to_have_text(
+        [
+            "check failed: total is missing (missing_field)",
+            "extraction confidence 0.79 is below the threshold 0.80 (measured by rules_coverage)",
+            "the extractor could not find: total",
+        ]
+    )
     attempts = page.locator("table.attempts")
     await expect(attempts).to_contain_text("offline / rules-extract_fields-v1")
     await expect(attempts).to_contain_text("accepted")

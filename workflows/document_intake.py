@@ -34,17 +34,39 @@ def large_amount(run: RunView) -> bool:
     return document is not None and document.total is not None and document.total >= limit
 
 
-def needs_review(run: RunView) -> bool:
-    """Review when any check failed, the extraction is not confident enough,
-    or the amount is large."""
+def review_reasons(run: RunView) -> list[str]:
+    """Why a person reviews this document: every failed check, an extraction
+    not confident enough (with its threshold and method, and the fields the
+    extractor could not find), a large amount. None: it is entered as read."""
+    reasons: list[str] = []
     report = run.get("validate", ValidationReport)
+    if report is None:
+        reasons.append("the checks did not run")
+    else:
+        reasons += [f"check failed: {f.message} ({f.code})" for f in report.findings]
     threshold = run.config.threshold("review_min_confidence", 0.8)
-    return (
-        report is None
-        or not report.ok
-        or run.confidence("extract") < threshold
-        or large_amount(run)
-    )
+    confidence = run.confidence("extract")
+    if confidence < threshold:
+        reasons.append(
+            f"extraction confidence {confidence:.2f} is below the threshold {threshold:.2f} "
+            f"(measured by {run.confidence_method('extract')})"
+        )
+        missing = [
+            n.removeprefix("missing: ") for n in run.notes("extract") if n.startswith("missing: ")
+        ]
+        if missing:
+            reasons.append(f"the extractor could not find: {'; '.join(missing)}")
+    if large_amount(run):
+        document = run.get("extract", ExtractedDocument)
+        assert document is not None and document.total is not None
+        limit = run.config.threshold("four_eyes_min_total", 10_000)
+        amount = " ".join(filter(None, (f"{document.total:,.2f}", document.currency)))
+        reasons.append(f"the total {amount} is at or above {limit:,g}: two people approve it")
+    return reasons
+
+
+def needs_review(run: RunView) -> bool:
+    return bool(review_reasons(run))
 
 
 GRAPH = Graph(
@@ -92,6 +114,7 @@ GRAPH = Graph(
             "review",
             role="reviewer",
             when=needs_review,
+            why=review_reasons,
             subject="extract",
             inputs={"document": "load.document", "findings": "validate.findings"},
             sla=hours(24),

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from baton.audit.anchor import AnchorProof
 from baton.audit.events import AuditRecord
 from baton.audit.verify import Problem, VerifyReport
+from baton.gates import reasons_of
 
 # -- JSONL -----------------------------------------------------------------------------------
 
@@ -533,7 +534,8 @@ def _shown_rows(key: str, value: Any) -> list[list[object]]:
     if key == "attempts" and isinstance(value, list):
         return [["Model attempts", _attempts_cell(value)]]
     if key == "why":
-        return [["Why a person decides", value]]
+        reasons = reasons_of({"why": value})
+        return [["Why a person decides", _tag("ul", _join(_tag("li", r) for r in reasons))]]
     return [[key, _value_cell(value)]]
 
 

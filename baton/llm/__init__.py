@@ -48,6 +48,9 @@ class AskAnswer(BaseModel):
     provider: str
     model: str
     response_id: str = ""
+    finish_reason: str = Field(
+        default="", description="Why the model stopped, as the provider says: stop, length, ..."
+    )
     input_tokens: int = 0
     output_tokens: int = 0
     notes: list[str] = Field(default_factory=list)

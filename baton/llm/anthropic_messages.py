@@ -71,6 +71,7 @@ class AnthropicMessages:
             provider=self.name,
             model=message.model or request.model,
             response_id=message.id,
+            finish_reason=message.stop_reason or "",
             input_tokens=message.usage.input_tokens,
             output_tokens=message.usage.output_tokens,
         )

@@ -31,6 +31,7 @@ def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
         confidence_method=extraction.method,
         provider="offline",
         model=f"rules-extract_fields-v{RULES_VERSION}",
+        finish_reason="stop",
         notes=notes,
     )
 

@@ -66,6 +66,7 @@ class OpenAIChat:
             provider=self.name,
             model=response.model or request.model,
             response_id=response.id,
+            finish_reason=choice.finish_reason or "",
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
         )

@@ -3,6 +3,7 @@ providers put the same question and judge replies the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -10,6 +11,20 @@ from baton.llm import AskRequest
 
 CONFIDENCE_FIELD = "confidence"
 ANSWER_FIELD = "answer"
+# Raised whenever `prompt` or `answer_schema` words the question differently, so
+# that the trail tells answers to one wording from answers to another.
+PROMPT_TEMPLATE = 1
+
+
+def prompt_version(instructions: str, output_schema: dict[str, Any]) -> str:
+    """The version of what a task asks: the template, the node's instructions
+    and the schema of its answer, digested (recorded in `ai.inference`)."""
+    asked = json.dumps(
+        {"template": PROMPT_TEMPLATE, "instructions": instructions, "schema": output_schema},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return f"{PROMPT_TEMPLATE}.{hashlib.sha256(asked.encode()).hexdigest()[:12]}"
 
 
 def answer_schema(output_schema: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from baton.gates import GateState
+from baton.gates import GateState, reasons_of
 
 OUTCOME_LABELS = {
     "approve": "Approved",
@@ -87,7 +87,8 @@ class Review:
     attempts: list[dict[str, Any]]
     findings: list[str]
     task: str | None
-    why: str | None
+    # Each reason the run is at this gate (an escalated Ask gives one).
+    why: list[str]
     details: dict[str, Any] = field(default_factory=dict)
     # The document the gate shows by reference (baton.document_store); the
     # inbox reads its text from the store for the signed-in reviewer.
@@ -140,7 +141,7 @@ def review_of(shown: Mapping[str, Any]) -> Review:
         attempts=attempts,
         findings=[_finding(f) for f in shown.get("findings") or []],
         task=shown.get("task") or subject.get("task"),
-        why=shown.get("why"),
+        why=reasons_of(shown),
         details=details,
     )
 
