@@ -3,8 +3,10 @@
 It starts the embedded Temporal server (unless one already answers at
 TEMPORAL_ADDRESS) and a worker, starts one run per sample, and plays the
 reviewer: runs that stop at the review gate are decided by a named user
-through the same `decide` update the CLI uses. Then it prints each run's
-outcome and Web UI link, and stops what it started unless asked to keep it.
+through the same `decide` update the CLI uses, and a supervisor stops the
+run whose document talks to the AI. Then it prints each run's outcome, Web
+UI link and audit report, writes the period report, and stops what it
+started unless asked to keep it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
 from baton.accounts import add_key
+from baton.audit.period import write_period_report
 from baton.audit.reports import describe, write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import build_input, connect, decide_in_turn, run_status, start_run
+from baton.client import build_input, connect, decide_in_turn, run_status, start_run, stop_run
 from baton.codec import ensure_payload_key
 from baton.config import DIRECTORY_ENV, Settings, directory_path
-from baton.gates import Decision, Outcome
+from baton.gates import Decision, GateState, Outcome, StopRequest
 from baton.keys import Signer
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, port_is_open, stop_requested, ui_codec_endpoint
@@ -33,10 +37,14 @@ from baton.server import EmbeddedServer, port_is_open, stop_requested, ui_codec_
 REQUESTER = "mailroom"
 REVIEWER = "rita"
 CONTROLLER = "vera"
+SUPERVISOR = "sam"
 # The demo reviewer sends back what no one could enter (no text, not a known
 # document type, too little read to trust); anything else a person can fix.
 REJECT_WHEN = {"unreadable", "unknown_type"}
 REJECT_BELOW_CONFIDENCE = 0.5
+# A document that tries to instruct the AI is a matter for a supervisor: the
+# run is stopped, and whatever it had done is undone.
+STOP_WHEN = {"suspected_instructions"}
 
 
 async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> int:
@@ -63,11 +71,14 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         await server.start()
         settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
-    signers = local_identities(settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER), via="demo")
+    signers = local_identities(
+        settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER, SUPERVISOR), via="demo"
+    )
     # Made once, in the data dir: every payload of the demo's runs is encrypted with it.
     ensure_payload_key(settings.data_dir)
     try:
         client = await connect(settings)
+        started = datetime.now(UTC)
         async with build_worker(client, task_queue=settings.task_queue):
             handles = []
             for path in files:
@@ -102,6 +113,17 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}\n"
                     f"    audit report {report_path}: {describe(report)}"
                 )
+            period_path = settings.data_dir / "reports" / "period-document_intake.html"
+            period = write_period_report(
+                store,
+                period_path,
+                process=DocumentIntake.graph.name,
+                since=started - timedelta(minutes=1),
+            )
+            print(
+                f"\nperiod report {period_path}: {period.runs} runs; "
+                f"`baton audit report --process document_intake --since DATE` writes it again"
+            )
             # What `baton audit verify` checks: the chains and the signed checkpoints.
             anchors = audit.anchors(write=False)
             everything = anchors.verify(store) if anchors else store.verify()
@@ -150,33 +172,45 @@ async def _review_and_finish(
     review_note = "review skipped: checks passed, confident extraction"
     if status.state == "waiting":
         review = next(g for g in status.gates if g.decision is None)
-        codes = {f["code"] for f in review.shown.get("findings") or []}
-        confidence = float(review.shown.get("subject", {}).get("confidence", 0.0))
-        unusable = bool(codes & REJECT_WHEN) or confidence < REJECT_BELOW_CONFIDENCE
-        outcome: Outcome = "reject" if unusable else "approve"
-        reasons = [*sorted(codes), f"confidence {confidence:.2f}"]
-        comment = ", ".join(reasons)
-        large = "large amount: a second approval (four-eyes)"
-        accepted = await decide_in_turn(
-            client,
-            workflow_id,
-            [
-                Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
-                Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
-            ],
-            signers,
-        )
-        review_note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
-        if len(accepted) > 1:
-            review_note += f"; {CONTROLLER} (controller) approved too: {large}"
+        review_note = await _act_on(client, workflow_id, review, signers)
     try:
         result = await client.get_workflow_handle(workflow_id, result_type=RunResult).result()
     except WorkflowFailureError as err:
         return f"FAILED: {err.cause}"
-    if result.outcome == "rejected":
-        return f"rejected; {review_note}"
+    if result.outcome in ("rejected", "stopped"):
+        return f"{result.outcome}; {review_note}"
     entry = result.outputs.get("enter") or {}
     return f"entered as ERP #{entry.get('entry_id')}; {review_note}"
+
+
+async def _act_on(
+    client: Client, workflow_id: str, review: GateState, signers: Mapping[str, Signer]
+) -> str:
+    """Decide or stop the run at ``review`` as the demo's people would; says what they did."""
+    codes = {f["code"] for f in review.shown.get("findings") or []}
+    if codes & STOP_WHEN:
+        reason = "the document tells the AI to pay a new account: held for a fraud check"
+        request = StopRequest(user=SUPERVISOR, reason=reason)
+        stopped = await stop_run(client, workflow_id, request, signers[SUPERVISOR])
+        return f"{stopped.user} ({stopped.role}) stopped it: {reason}"
+    confidence = float(review.shown.get("subject", {}).get("confidence", 0.0))
+    unusable = bool(codes & REJECT_WHEN) or confidence < REJECT_BELOW_CONFIDENCE
+    outcome: Outcome = "reject" if unusable else "approve"
+    comment = ", ".join([*sorted(codes), f"confidence {confidence:.2f}"])
+    large = "large amount: a second approval (four-eyes)"
+    accepted = await decide_in_turn(
+        client,
+        workflow_id,
+        [
+            Decision(gate=review.gate, user=REVIEWER, outcome=outcome, comment=comment),
+            Decision(gate=review.gate, user=CONTROLLER, outcome="approve", comment=large),
+        ],
+        signers,
+    )
+    note = f"{REVIEWER} (reviewer) chose {outcome}: {comment}"
+    if len(accepted) > 1:
+        note += f"; {CONTROLLER} (controller) approved too: {large}"
+    return note
 
 
 async def _until_settled(client: Client, workflow_id: str) -> RunStatus:

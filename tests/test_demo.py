@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,11 @@ def plaintext_in(files: list[Path], markers: list[str]) -> list[str]:
         data = path.read_bytes() if path.exists() else b""
         found += [f"{path.name}: {m}" for m in markers if m.encode() in data]
     return found
+
+
+def read_as_text(page: Path) -> str:
+    """An HTML page as a reader sees it: tags dropped, entities read, spaces folded."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.read_text())).split())
 
 
 def database_files(path: Path) -> list[Path]:
@@ -62,7 +69,27 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
     assert report["letter-unknown-type.txt"].startswith(
         "    rejected; rita (reviewer) chose reject"
     )
+    assert report["invoice-quillon-new-account.txt"] == (
+        "    stopped; sam (supervisor) stopped it: the document tells the AI to pay a new "
+        "account: held for a fraud check"
+    )
     assert f"http://localhost:{port + 1000}/namespaces/default/workflows/" in out.stdout
+    # Each run's audit report, as an auditor reads it: who approved, who stopped, and why.
+    html_of = {
+        line: Path(lines[i + 3].split("audit report ", 1)[1].rsplit(": chain", 1)[0])
+        for i, line in enumerate(lines)
+        if line in samples
+    }
+    four_eyes = read_as_text(html_of["invoice-brightline-bl-88317.txt"])
+    assert "rita (reviewer) approved gate “review” (round 1): approval 1 of 2" in four_eyes
+    assert "vera (controller) approved gate “review”" in four_eyes
+    assert "why: the total 13,336.40 USD is at or above 10,000: two people approve it" in four_eyes
+    stopped = read_as_text(html_of["invoice-quillon-new-account.txt"])
+    assert "sam (supervisor) stopped the run through the update channel" in stopped
+    assert "why: check failed: the document speaks to an AI, not to a person" in stopped
+    period = data / "reports" / "period-document_intake.html"
+    assert f"period report {period}: {len(samples)} runs" in out.stdout
+    assert period.read_text().count("<svg") >= 4, "the period report draws its charts"
     assert (data / "temporal.db").exists() and (data / "erp.sqlite").exists()
     readable_by_others = [
         f"{path.relative_to(data)} {path.stat().st_mode & 0o777:o}"

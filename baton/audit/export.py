@@ -1692,8 +1692,12 @@ def _gate_opened_summary(record: AuditRecord) -> str:
     roles = ", ".join(str(r) for r in data.get("roles") or []) or "?"
     needed = int(_number(data.get("approvals_needed")) or 1)
     due = _parse_time(data.get("due_at"))
-    return f"waits for {roles}; {needed} approval(s) needed" + (
-        f"; due {_time(due)}" if due else ""
+    shown = data.get("shown")
+    reasons = reasons_of(shown) if isinstance(shown, Mapping) else []
+    return (
+        f"waits for {roles}; {needed} approval(s) needed"
+        + (f"; due {_time(due)}" if due else "")
+        + (f"; why: {'; '.join(reasons)}" if reasons else "")
     )
 
 
