@@ -119,8 +119,7 @@ async def test_a_four_eyes_run_shows_both_approvers_refusals_in_words_and_causal
     assert "party Brightline Software LLC" in rita and "total 13336.4" in rita
     assert "Confidence 1.00 (rules_coverage)" in rita
     assert (
-        "Why a person decides the total 13,336.40 USD is at or above 10,000: "
-        "two people approve it"
+        "Why a person decides the total 13,336.40 USD is at or above 10,000: two people approve it"
     ) in rita
     assert "The same view as the act at seq" in vera
 
