@@ -20,6 +20,7 @@ from baton.document_store import (
     document_store,
 )
 from baton.gates import GateDecision
+from baton.idempotency import idempotency_key
 from baton.injection import suspected_instructions
 from systems.erp import DocumentRegister
 
@@ -225,9 +226,10 @@ async def validate_document(request: ValidateRequest) -> ValidationReport:
 
 @activity.defn
 def enter_document(request: EnterRequest) -> EntryReceipt:
-    """Write the document to the register, once per run and node visit."""
-    info = activity.info()
-    key = f"{info.workflow_id}/{info.activity_id}"
+    """Write the document to the register, once per run and node visit: a
+    retry finds the earlier entry, another document under the same key fails
+    (IdempotencyConflict) instead of being dropped."""
+    key = idempotency_key()
     entry = DocumentRegister().enter(
         idempotency_key=key, document=request.document.model_dump(mode="json")
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,11 +31,22 @@ _kept = _Kept()
 
 
 class SqliteSystem:
-    """A system on one SQLite file in WAL mode, its schema created on first use."""
+    """A system on one SQLite file in WAL mode, its schema created on first use.
 
-    def __init__(self, path: Path, schema: str) -> None:
+    ``migrate`` brings a file made by an earlier version up to ``schema``
+    (``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was); it
+    runs after the schema on every new connection, so it must be a no-op on
+    a current file and safe against another connection migrating at once."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self.path = path.resolve()
         self._schema = schema
+        self._migrate = migrate
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -62,5 +73,31 @@ class SqliteSystem:
         db.execute("PRAGMA journal_mode=WAL")
         with db:
             db.executescript(self._schema)
+        if self._migrate is not None:
+            self._migrate(db)
         _kept.connections[self.path] = (self.path.stat().st_ino, db)
         return db
+
+
+def add_column(
+    db: sqlite3.Connection,
+    table: str,
+    column: str,
+    declaration: str,
+    backfill: Callable[[sqlite3.Connection], None],
+) -> None:
+    """Add ``column`` to ``table`` of an older file and fill it for the rows
+    already there, in one write transaction. Checked again once the write
+    lock is held: two workers opening the same old file at once must not
+    both add it."""
+
+    def missing() -> bool:
+        return column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+    if not missing():
+        return
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        if missing():
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            backfill(db)

@@ -1,9 +1,11 @@
 """A small ERP document register on SQLite: the system of record that
 document intake writes to.
 
-Every write carries an idempotency key; writing the same key again returns
-the first entry instead of adding a second one, so a retried or resumed
-activity never posts twice.
+Every write carries an idempotency key and the hash of its document;
+writing the same key with the same document again returns the first entry
+instead of adding a second one, so a retried or resumed activity never posts
+twice, and the same key with another document is an IdempotencyConflict
+(systems.keyed), never a silent "done".
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from systems.database import SqliteSystem, data_file
+from systems.database import SqliteSystem, add_column, data_file
+from systems.keyed import payload_sha256, write_once
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key TEXT NOT NULL UNIQUE,
+    -- NULL only between adding the column to an older file and filling it (_migrate).
+    payload_sha256 TEXT,
     doc_type TEXT NOT NULL,
     number TEXT,
     party TEXT,
@@ -43,35 +48,51 @@ class Entry:
     created: bool
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Files written before entries carried a hash get the column, filled
+    from each entry's stored document: a key an in-flight run wrote then is
+    compared like any other when its step is retried."""
+
+    def backfill(db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT entry_id, payload FROM documents").fetchall()
+        db.executemany(
+            "UPDATE documents SET payload_sha256 = ? WHERE entry_id = ?",
+            [(payload_sha256(json.loads(payload)), entry_id) for entry_id, payload in rows],
+        )
+
+    add_column(db, "documents", "payload_sha256", "TEXT", backfill)
+
+
 def default_path() -> Path:
     return data_file("BATON_ERP_DB", "erp.sqlite")
 
 
 class DocumentRegister(SqliteSystem):
     def __init__(self, path: Path | None = None) -> None:
-        super().__init__(path or default_path(), SCHEMA)
+        super().__init__(path or default_path(), SCHEMA, _migrate)
 
     def enter(self, *, idempotency_key: str, document: dict[str, Any]) -> Entry:
+        """Enter ``document`` once under ``idempotency_key``; raises
+        IdempotencyConflict when the key already holds another document."""
         with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO documents (idempotency_key, doc_type, number, party, currency,"
-                " total, payload) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (idempotency_key) DO NOTHING",
-                (
-                    idempotency_key,
-                    document.get("doc_type"),
-                    document.get("number"),
-                    document.get("party"),
-                    document.get("currency"),
-                    None if document.get("total") is None else str(document["total"]),
-                    json.dumps(document, sort_keys=True, default=str),
-                ),
+            written = write_once(
+                db,
+                system="ERP document register",
+                table="documents",
+                key=idempotency_key,
+                payload=document,
+                values={
+                    "doc_type": document.get("doc_type"),
+                    "number": document.get("number"),
+                    "party": document.get("party"),
+                    "currency": document.get("currency"),
+                    "total": None if document.get("total") is None else str(document["total"]),
+                    "payload": json.dumps(document, sort_keys=True, default=str),
+                },
             )
-            created = cursor.rowcount == 1
-            row = db.execute(
-                "SELECT entry_id FROM documents WHERE idempotency_key = ?", (idempotency_key,)
-            ).fetchone()
-        return Entry(entry_id=row[0], idempotency_key=idempotency_key, created=created)
+        return Entry(
+            entry_id=written.row_id, idempotency_key=idempotency_key, created=written.created
+        )
 
     def void(self, entry_id: int, reason: str) -> str:
         """Void an entry (entries are never deleted); voiding it again keeps

@@ -52,9 +52,21 @@ def test_passages_addressed_to_an_ai_are_found_and_quoted() -> None:
     ]
 
 
+# The demo's one document written to talk to the AI; every other reads as plain business.
+SPEAKS_TO_THE_AI = "invoice-quillon-new-account.txt"
+
+
 @pytest.mark.parametrize("sample", sorted(SAMPLES.iterdir()), ids=lambda p: p.name)
-def test_no_sample_document_reads_as_instructions(sample: Path) -> None:
-    assert suspected_instructions(sample.read_text(errors="replace")) == []
+def test_only_the_sample_written_to_instruct_the_ai_reads_as_instructions(sample: Path) -> None:
+    found = suspected_instructions(sample.read_text(errors="replace"))
+    if sample.name != SPEAKS_TO_THE_AI:
+        assert found == []
+        return
+    assert [f.split(":", 1)[0] for f in found] == [
+        "address to an AI",
+        "payment to a new account",
+        "dictated approval",
+    ]
 
 
 async def held_for_review(env: WorkflowEnvironment, queue: str, document: Path) -> list[str]:

@@ -72,6 +72,9 @@ CLEAN: dict[str, Expected] = {
         2547.60,
         4,
     ),
+    "invoice-quillon-new-account.txt": Expected(
+        "invoice", "QOI-2026-0457", "Quillon Office Interiors B.V.", "EUR", "2026-03-18", 5616.82, 3
+    ),
 }
 
 REVIEW = {

@@ -1,0 +1,201 @@
+"""Accounts payable activities: look up the vendor, purchase order and goods
+receipts, check for duplicates, match, record the invoice, pay it exactly
+once and reconcile the payment.
+
+Lookups return ``None`` for what is not there (an unknown vendor or PO is a
+business exception for a person to review, not an error); writes are keyed
+by baton.idempotency, so a retried or resumed step finds its earlier write.
+The rules themselves are pure (activities.matching, activities.payables_policy).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.matching import find_duplicates, invoice_number_key, match_invoice, reconcile
+from activities.payables_models import (
+    DuplicateReport,
+    GoodsReceipt,
+    MatchReport,
+    PayableInvoice,
+    Payment,
+    PriorInvoice,
+    PurchaseOrder,
+    ReconciliationReport,
+    RecordedInvoice,
+    Vendor,
+)
+from activities.payables_policy import Tolerances
+from baton.idempotency import idempotency_key, run_key_prefix
+from systems.ledger import InvoiceLedger, Payments
+from systems.purchasing import GoodsReceipts, PurchaseOrders, VendorMaster
+
+
+class VendorQuery(BaseModel):
+    vat_id: str | None = None
+    name: str | None = Field(default=None, description="Used when the VAT id finds nobody")
+
+
+class VendorLookup(BaseModel):
+    vendor: Vendor | None = None
+
+
+class PoQuery(BaseModel):
+    po_number: str | None = None
+
+
+class PoLookup(BaseModel):
+    purchase_order: PurchaseOrder | None = None
+
+
+class ReceiptQuery(BaseModel):
+    po_number: str
+
+
+class ReceiptList(BaseModel):
+    receipts: list[GoodsReceipt] = Field(default_factory=list)
+
+
+class DuplicateQuery(BaseModel):
+    invoice: PayableInvoice
+    window_days: int = Field(ge=0)
+
+
+class MatchRequest(BaseModel):
+    invoice: PayableInvoice
+    vendor: Vendor
+    purchase_order: PurchaseOrder | None = None
+    receipts: list[GoodsReceipt] = Field(default_factory=list)
+    tolerances: Tolerances
+
+
+class RecordRequest(BaseModel):
+    invoice: PayableInvoice
+    match: MatchReport = Field(description="Its lines say which PO line each quantity goes to")
+
+
+class InvoiceRecorded(BaseModel):
+    invoice_id: int
+    idempotency_key: str
+    created: bool = Field(description="False when an earlier attempt had already recorded it")
+
+
+class PaymentRequest(BaseModel):
+    invoice_id: int
+    released_by: str = Field(description="The person who released the payment")
+
+
+class PaymentReceipt(BaseModel):
+    payment: Payment
+    idempotency_key: str
+    created: bool = Field(description="False when an earlier attempt had already paid")
+
+
+class ReconcileRequest(BaseModel):
+    invoice_id: int
+
+
+@activity.defn
+def look_up_vendor(query: VendorQuery) -> VendorLookup:
+    found = VendorMaster().find(vat_id=query.vat_id, name=query.name)
+    return VendorLookup(vendor=None if found is None else Vendor.model_validate(found))
+
+
+@activity.defn
+def look_up_purchase_order(query: PoQuery) -> PoLookup:
+    found = PurchaseOrders().get(query.po_number) if query.po_number else None
+    return PoLookup(purchase_order=None if found is None else PurchaseOrder.model_validate(found))
+
+
+@activity.defn
+def look_up_receipts(query: ReceiptQuery) -> ReceiptList:
+    """The goods received on the order so far; asked again when a receipt
+    the run waited for has arrived."""
+    rows = GoodsReceipts().for_order(query.po_number)
+    return ReceiptList(receipts=[GoodsReceipt.model_validate(row) for row in rows])
+
+
+@activity.defn
+def check_duplicates(query: DuplicateQuery) -> DuplicateReport:
+    """The vendor's invoices in the ledger, this run's own record left out
+    (a resumed run must not find itself), through activities.matching."""
+    own = run_key_prefix()
+    earlier = [
+        PriorInvoice.model_validate(row)
+        for row in InvoiceLedger().for_vendor(query.invoice.vendor_id)
+        if not row["idempotency_key"].startswith(own)
+    ]
+    return find_duplicates(query.invoice, earlier, query.window_days)
+
+
+@activity.defn
+async def match_lines(request: MatchRequest) -> MatchReport:
+    return match_invoice(
+        request.invoice,
+        request.vendor,
+        request.purchase_order,
+        request.receipts,
+        request.tolerances,
+    )
+
+
+@activity.defn
+def record_invoice(request: RecordRequest) -> InvoiceRecorded:
+    """Record the invoice once per run and node visit, and what it bills of
+    each PO line, so the next invoice is matched net of it."""
+    key = idempotency_key()
+    written = InvoiceLedger().record(
+        idempotency_key=key,
+        invoice=request.invoice.model_dump(mode="json"),
+        number_key=invoice_number_key(request.invoice.number),
+        allocations=[
+            {"line_no": line.po_line, "quantity": str(line.quantity)}
+            for line in request.match.lines
+            if line.po_line is not None
+        ],
+    )
+    return InvoiceRecorded(invoice_id=written.row_id, idempotency_key=key, created=written.created)
+
+
+@activity.defn
+def pay_invoice(request: PaymentRequest) -> PaymentReceipt:
+    """Pay once per run and node visit: a retry after a crash finds the
+    payment and returns it. The account is the vendor master's (Payments.pay
+    takes none from the caller)."""
+    key = idempotency_key()
+    payments = Payments()
+    written = payments.pay(
+        idempotency_key=key, invoice_id=request.invoice_id, released_by=request.released_by
+    )
+    [row] = [
+        p for p in payments.for_invoice(request.invoice_id) if p["payment_id"] == written.row_id
+    ]
+    return PaymentReceipt(
+        payment=Payment.model_validate(row), idempotency_key=key, created=written.created
+    )
+
+
+@activity.defn
+def reconcile_invoice(request: ReconcileRequest) -> ReconciliationReport:
+    invoice = InvoiceLedger().get(request.invoice_id)
+    if invoice is None:
+        raise ApplicationError(
+            f"the ledger has no invoice #{request.invoice_id} to reconcile",
+            type="UnknownInvoice",
+            non_retryable=True,
+        )
+    vendor = VendorMaster().get(invoice["vendor_id"])
+    if vendor is None:
+        raise ApplicationError(
+            f"vendor {invoice['vendor_id']} of invoice #{request.invoice_id} is not in the "
+            "vendor master",
+            type="UnknownVendor",
+            non_retryable=True,
+        )
+    return reconcile(
+        RecordedInvoice.model_validate(invoice),
+        [Payment.model_validate(p) for p in Payments().for_invoice(request.invoice_id)],
+        Vendor.model_validate(vendor),
+    )
