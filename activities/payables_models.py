@@ -70,6 +70,47 @@ class InvoiceLine(BaseModel):
     )
 
 
+DocumentKind = Literal["invoice", "credit_note"]
+
+
+class ExtractedLine(InvoiceLine):
+    """A line as the extraction read it. The description stays as printed,
+    item code included: the matcher finds the PO line by the code among its
+    words."""
+
+    item_code: str | None = Field(
+        default=None, description="The item code the description starts with, if it has one"
+    )
+
+
+class ExtractedInvoice(BaseModel):
+    """What the AP extraction reads off an invoice or credit note, before
+    the vendor is looked up. ``None`` (or no lines) for what the document
+    does not state: nothing is guessed. On a credit note the amounts are
+    negative, however the document signs them, because the matcher and the
+    ledger tell a credit by its sign; quantities stay as written."""
+
+    kind: DocumentKind | None = None
+    vendor_name: str | None = None
+    vendor_vat_id: str | None = Field(
+        default=None, description="The vendor's VAT id, without spaces, dots or dashes"
+    )
+    number: str | None = Field(default=None, description="The invoice or credit note number")
+    issue_date: date | None = None
+    due_date: date | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217")
+    po_number: str | None = None
+    iban: str | None = Field(
+        default=None,
+        description="The account printed on the document, without spaces: compared with the "
+        "vendor master, never paid to",
+    )
+    lines: list[ExtractedLine] = Field(default_factory=list)
+    subtotal: Decimal | None = None
+    tax: Decimal | None = None
+    total: Decimal | None = Field(default=None, description="Gross; negative on a credit note")
+
+
 class PayableInvoice(BaseModel):
     """An invoice or credit note from a known vendor, as extracted and
     looked up: what duplicate check, matching and recording take."""

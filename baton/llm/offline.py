@@ -13,31 +13,48 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from baton.llm import AskAnswer, AskRequest, UnknownTaskError
-from baton.llm.offline_documents import extract_document_fields
+from baton.llm.offline_documents import DocumentExtraction, extract_document_fields
+from baton.llm.offline_invoices import InvoiceExtraction, extract_invoice
 
 RULES_VERSION = "1"
 _RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
 
 
-def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
-    extraction = extract_document_fields(str(inputs.get("text") or ""))
+def _answer(
+    task: str, output: dict[str, Any], extraction: DocumentExtraction | InvoiceExtraction
+) -> AskAnswer:
+    # One shape for every rules task, so a reviewer reads any of them the
+    # same way: what was refused, matched and missing, then any doubts.
     notes = [f"refused: {extraction.refused}"] if extraction.refused else []
     notes.append(f"matched: {', '.join(extraction.matched) or 'nothing'}")
     if extraction.missing:
         notes.append(f"missing: {', '.join(extraction.missing)}")
+    if isinstance(extraction, InvoiceExtraction):
+        notes += extraction.warnings
     return AskAnswer(
-        output=extraction.fields,
+        output=output,
         confidence=extraction.confidence,
         confidence_method=extraction.method,
         provider="offline",
-        model=f"rules-extract_fields-v{RULES_VERSION}",
+        model=f"rules-{task}-v{RULES_VERSION}",
         finish_reason="stop",
         notes=notes,
     )
 
 
+def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
+    extraction = extract_document_fields(str(inputs.get("text") or ""))
+    return _answer("extract_fields", extraction.fields, extraction)
+
+
+def _extract_invoice(inputs: dict[str, Any]) -> AskAnswer:
+    extraction = extract_invoice(str(inputs.get("text") or ""))
+    return _answer("extract_invoice", extraction.invoice.model_dump(mode="json"), extraction)
+
+
 TASKS: dict[str, Callable[[dict[str, Any]], AskAnswer]] = {
     "extract_fields": _extract_fields,
+    "extract_invoice": _extract_invoice,
 }
 
 

@@ -73,9 +73,10 @@ Limits
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -175,13 +176,17 @@ def _split_cells(line: str, line_no: int) -> list[_Cell]:
     return cells
 
 
-def _layout(text: str) -> list[list[_Cell]]:
+# A text's lines, each split into its cells (what the label rules read).
+Layout = list[list[_Cell]]
+
+
+def split_layout(text: str) -> Layout:
     # Tabs are expanded so that column positions line up the way they print.
     lines = text.expandtabs(8).splitlines()
     return [_split_cells(line, index) for index, line in enumerate(lines)]
 
 
-def _label(pattern: str) -> re.Pattern[str]:
+def label_pattern(pattern: str) -> re.Pattern[str]:
     # Labels must end at a word boundary so "Due" never matches "Duet".
     return re.compile(rf"(?:{pattern})(?![^\W_])", re.IGNORECASE)
 
@@ -210,6 +215,13 @@ def parse_amount(text: str) -> float | None:
     ("1,234.50" and "1.234,50" are both 1234.5); a lone comma followed by three
     digits groups thousands ("2,500"), otherwise it is a decimal comma ("0,85").
     """
+    number = amount_text(text)
+    return None if number is None else float(number)
+
+
+def amount_text(text: str) -> str | None:
+    """The number ``parse_amount`` reads, as plain decimal text ("-1234.50"),
+    for callers that need it exact (``Decimal``) rather than a float."""
     cleaned = text.strip()
     for marker in (*_CURRENCY_SYMBOLS, *_CURRENCY_CODES):
         cleaned = cleaned.replace(marker, "")
@@ -218,8 +230,11 @@ def parse_amount(text: str) -> float | None:
     cleaned = cleaned.strip("()")
     if not _PLAIN_NUMBER.fullmatch(cleaned):
         return None
-    value = float(_normalise_separators(cleaned))
-    return -value if negative else value
+    number = _normalise_separators(cleaned)
+    if negative:
+        # "(-5)" negates twice, as float arithmetic did.
+        return number[1:] if number.startswith("-") else f"-{number}"
+    return number
 
 
 def _normalise_separators(number: str) -> str:
@@ -237,15 +252,22 @@ def _normalise_separators(number: str) -> str:
     return number
 
 
-def _money_values(text: str) -> list[float]:
-    """Amounts in ``text`` that look like money: cents, or a currency marker."""
-    values: list[float] = []
+def money_matches(text: str) -> Iterator[re.Match[str]]:
+    """Stretches of ``text`` that look like money: cents, or a currency
+    marker. The number is the match's group ``num``."""
     for match in _MONEY.finditer(text):
         has_marker = bool(match.group("pre") or match.group("post"))
         if has_marker or _CENTS.search(match.group("num")):
-            amount = parse_amount(match.group("num"))
-            if amount is not None:
-                values.append(amount)
+            yield match
+
+
+def _money_values(text: str) -> list[float]:
+    """Amounts in ``text`` that look like money: cents, or a currency marker."""
+    values: list[float] = []
+    for match in money_matches(text):
+        amount = parse_amount(match.group("num"))
+        if amount is not None:
+            values.append(amount)
     return values
 
 
@@ -347,7 +369,7 @@ def _alnum_tokens(text: str) -> list[str]:
     return [token for token in text.split() if any(char.isalnum() for char in token)]
 
 
-def _readability(text: str) -> float:
+def text_readability(text: str) -> float:
     """Share of alphanumeric tokens that look like language, numbers or codes."""
     tokens = _alnum_tokens(text)
     if not tokens:
@@ -363,16 +385,20 @@ _HEADING = re.compile(
     r"(?:\s*(?:number|no\.?|#)?\s*[:#]?\s*(?P<id>(?=[\w\-/.]*\d)[A-Za-z0-9][\w\-/.]*))?",
     re.IGNORECASE,
 )
-_QUALIFIER = r"\s*(?:number|num\b\.?|no\b\.?|#|id\b)"
-_NUMBER_LABELS: dict[DocType, re.Pattern[str]] = {
-    "invoice": _label(rf"(?:tax\s+)?invoice{_QUALIFIER}|inv\.?{_QUALIFIER}"),
-    "receipt": _label(rf"receipt{_QUALIFIER}|(?:trans(?:action)?|txn|ticket){_QUALIFIER}"),
-    "purchase_order": _label(rf"(?:p\.?\s?o\.?|purchase\s+order){_QUALIFIER}|order{_QUALIFIER}"),
+NUMBER_QUALIFIER = r"\s*(?:number|num\b\.?|no\b\.?|#|id\b)"
+NUMBER_LABELS: dict[DocType, re.Pattern[str]] = {
+    "invoice": label_pattern(rf"(?:tax\s+)?invoice{NUMBER_QUALIFIER}|inv\.?{NUMBER_QUALIFIER}"),
+    "receipt": label_pattern(
+        rf"receipt{NUMBER_QUALIFIER}|(?:trans(?:action)?|txn|ticket){NUMBER_QUALIFIER}"
+    ),
+    "purchase_order": label_pattern(
+        rf"(?:p\.?\s?o\.?|purchase\s+order){NUMBER_QUALIFIER}|order{NUMBER_QUALIFIER}"
+    ),
 }
 # "Order No" also appears on receipts and invoices, so it is not evidence of type.
 _TYPE_LABELS: dict[DocType, re.Pattern[str]] = {
-    **_NUMBER_LABELS,
-    "purchase_order": _label(rf"(?:p\.?\s?o\.?|purchase\s+order){_QUALIFIER}"),
+    **NUMBER_LABELS,
+    "purchase_order": label_pattern(rf"(?:p\.?\s?o\.?|purchase\s+order){NUMBER_QUALIFIER}"),
 }
 _KNOWN_TYPES: tuple[DocType, ...] = ("invoice", "receipt", "purchase_order")
 _KIND_TO_TYPE: dict[str, DocType] = {
@@ -382,7 +408,7 @@ _KIND_TO_TYPE: dict[str, DocType] = {
 }
 
 
-def _heading_type(cell: _Cell) -> tuple[DocType, str | None] | None:
+def heading_type(cell: _Cell) -> tuple[DocType, str | None] | None:
     match = _HEADING.fullmatch(cell.text)
     if match is None:
         return None
@@ -393,7 +419,7 @@ def _heading_type(cell: _Cell) -> tuple[DocType, str | None] | None:
 def _detect_type(layout: list[list[_Cell]]) -> DocType:
     scores: dict[DocType, int] = dict.fromkeys(_KNOWN_TYPES, 0)
     for cell in (cell for row in layout for cell in row):
-        heading = _heading_type(cell)
+        heading = heading_type(cell)
         if heading:
             scores[heading[0]] += 3
         for doc_type, pattern in _TYPE_LABELS.items():
@@ -411,67 +437,72 @@ def _detect_type(layout: list[list[_Cell]]) -> DocType:
 _ID_TOKEN = re.compile(r"[A-Za-z0-9][\w\-/.]*")
 
 
-def _value_after(layout: list[list[_Cell]], cell: _Cell, end: int) -> str | None:
-    """The value a label at ``cell[:end]`` introduces: same cell, next cell, or below."""
+def _value_after(
+    layout: list[list[_Cell]], cell: _Cell, end: int, after: _Cell | None
+) -> str | None:
+    """The value a label at ``cell[:end]`` introduces: same cell, next cell
+    (``after``), or below."""
     rest = cell.text[end:].lstrip(" :#.-\u2013\t")
     if rest:
         return rest
-    row = layout[cell.line]
-    after = [other for other in row if other.col > cell.col]
-    if after and not after[0].text.endswith(":"):
-        return after[0].text
+    if after and not after.text.endswith(":"):
+        return after.text
     for below in layout[cell.line + 1 : cell.line + 3]:
         if below:
             return min(below, key=lambda other: abs(other.col - cell.col)).text
     return None
 
 
-def _labelled_values(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> list[str]:
+def labelled_values(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> list[str]:
     values: list[str] = []
-    for cell in (cell for row in layout for cell in row):
-        match = pattern.match(cell.text)
-        if match:
-            value = _value_after(layout, cell, match.end())
-            if value:
-                values.append(value)
+    for row in layout:
+        for index, cell in enumerate(row):
+            match = pattern.match(cell.text)
+            if match:
+                # The next cell is handed over, not looked up: a search of
+                # the row per label made a row of many labels quadratic.
+                after = row[index + 1] if index + 1 < len(row) else None
+                value = _value_after(layout, cell, match.end(), after)
+                if value:
+                    values.append(value)
     return values
 
 
-def _identifier(value: str) -> str | None:
+def leading_identifier(value: str) -> str | None:
     match = _ID_TOKEN.match(value)
     if match is None or not any(char.isdigit() for char in match.group(0)):
         return None
     return match.group(0).rstrip(".-/")
 
 
-def _extract_number(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
+def extract_number(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
     types = _KNOWN_TYPES if doc_type == "unknown" else (doc_type,)
     for candidate_type in types:
-        for value in _labelled_values(layout, _NUMBER_LABELS[candidate_type]):
-            identifier = _identifier(value)
+        for value in labelled_values(layout, NUMBER_LABELS[candidate_type]):
+            identifier = leading_identifier(value)
             if identifier:
                 return identifier
     # A heading can carry the number itself: "INVOICE # BL-88317".
     for cell in (cell for row in layout for cell in row):
-        heading = _heading_type(cell)
+        heading = heading_type(cell)
         if heading and heading[1] and heading[0] in types:
             return heading[1].rstrip(".-/")
     return None
 
 
-_ISSUE_DATE_LABEL = _label(
+ISSUE_DATE_LABEL = label_pattern(
     r"(?:invoice|issue|order|po|p\.o\.|receipt|document|transaction)?\s*date"
     r"(?:\s+of\s+issue)?|date\s+of\s+issue|issued(?:\s+on)?|dated"
 )
-_DUE_DATE_LABEL = _label(
+DUE_DATE_LABEL = label_pattern(
     r"(?:payment\s+)?due(?:\s+date|\s+by|\s+on)?|pay(?:ment)?\s+by"
     r"|deliver(?:y)?\s+(?:date|by)|required\s+by"
 )
 _RAW_DATE_MAX = 40
 
 
-def _labelled_date(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str | None:
-    for value in _labelled_values(layout, pattern):
+def labelled_date(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str | None:
+    for value in labelled_values(layout, pattern):
         # A value without a single digit ("Due: on receipt") is not a date at
         # all, not even a malformed one worth surfacing.
         if any(char.isdigit() for char in value):
@@ -481,11 +512,11 @@ def _labelled_date(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str |
     return None
 
 
-def _first_unlabelled_date(layout: list[list[_Cell]]) -> str | None:
+def first_unlabelled_date(layout: list[list[_Cell]]) -> str | None:
     # Receipts often print the date with no label; a due or delivery date must
     # not be mistaken for it, so lines carrying those labels are skipped.
     for row in layout:
-        if any(_DUE_DATE_LABEL.match(cell.text) for cell in row):
+        if any(DUE_DATE_LABEL.match(cell.text) for cell in row):
             continue
         for cell in row:
             match = _find_date(cell.text)
@@ -498,17 +529,17 @@ def _first_unlabelled_date(layout: list[list[_Cell]]) -> str | None:
 
 # A colon or a cell of its own is required: prose such as "From April on..."
 # must not name the party.
-_SELLER_LABEL = _label(
+_SELLER_LABEL = label_pattern(
     r"(?:from|vendor|supplier|seller|merchant|issued\s+by|sold\s+by|billed\s+by|payee)"
     r"(?:\s*:|$)"
 )
-_SUPPLIER_LABEL = _label(r"(?:vendor|supplier|seller)(?:\s*:|$)")
+_SUPPLIER_LABEL = label_pattern(r"(?:vendor|supplier|seller)(?:\s*:|$)")
 _LETTERHEAD_LINES = 8
 _CONTACT = re.compile(r"@|www\.|https?://|\b(?:tel|phone|fax)\b", re.IGNORECASE)
 
 
 def _party_from_label(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str | None:
-    for value in _labelled_values(layout, pattern):
+    for value in labelled_values(layout, pattern):
         name = value.split(",", 1)[0].strip()
         if any(char.isalpha() for char in name):
             return name
@@ -538,12 +569,12 @@ def _letterhead(layout: list[list[_Cell]]) -> str | None:
         if _money_values(" ".join(cell.text for cell in row)):
             continue
         name = row[0].text.split(",", 1)[0].strip()
-        if _heading_type(row[0]) is None and _looks_like_name(name):
+        if heading_type(row[0]) is None and _looks_like_name(name):
             return name
     return None
 
 
-def _extract_party(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
+def extract_party(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
     if doc_type == "purchase_order":
         # A PO's letterhead is the buyer's; only a labelled supplier is the party.
         return _party_from_label(layout, _SUPPLIER_LABEL)
@@ -552,13 +583,13 @@ def _extract_party(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
 
 # ----------------------------------------------------------------------- currency
 
-_CURRENCY_LABEL = _label(r"currency")
+_CURRENCY_LABEL = label_pattern(r"currency")
 _CODE_WORD = re.compile(r"(?<![A-Za-z])(EUR|USD|GBP)(?![A-Za-z])")
 _BRACKETED_SYMBOL = re.compile(r"\(\s*(US\$|[€$£])\s*\)")
 
 
-def _extract_currency(text: str, layout: list[list[_Cell]]) -> str | None:
-    for value in _labelled_values(layout, _CURRENCY_LABEL):
+def extract_currency(text: str, layout: list[list[_Cell]]) -> str | None:
+    for value in labelled_values(layout, _CURRENCY_LABEL):
         code = _CODE_WORD.search(value.upper())
         if code:
             return code.group(1)
@@ -584,11 +615,11 @@ _NOT_A_PLAIN_TOTAL = (
     r"(?!\s*(?:excl|ex\b|ex\.|before|net|vat|tax|qty|quantity|items?|units?"
     r"|discount|savings|hours?|weight))"
 )
-_AMOUNT_LABELS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
+AMOUNT_LABELS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     (
         "total",
         3,
-        _label(
+        label_pattern(
             r"grand\s+total|total\s+(?:amount\s+)?due|amount\s+due|balance\s+due"
             r"|amount\s+payable|total\s+payable|total\s+to\s+pay|(?:invoice|order)\s+total"
             r"|total\s+incl(?:\.|uding|usive)?"
@@ -597,7 +628,7 @@ _AMOUNT_LABELS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     (
         "subtotal",
         2,
-        _label(
+        label_pattern(
             r"sub[\s-]?total|net\s+(?:total|amount)|total\s+net"
             r"|total\s+(?:excl\.?|excluding|ex\.?|before)(?:\s+(?:vat|tax))?"
             r"|amount\s+before\s+tax"
@@ -606,50 +637,59 @@ _AMOUNT_LABELS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     (
         "tax",
         2,
-        _label(
+        label_pattern(
             r"(?:total\s+|incl(?:\.|uded|uding)?\s+|plus\s+)?"
             r"(?:sales\s+tax|vat|tax|gst|hst|tva|mwst|btw|iva)"
             r"(?!\s*(?:no\b|no\.|number|reg|id\b|#|registration|invoice|exempt|rate\b))"
         ),
     ),
-    ("total", 1, _label(rf"total(?:\s+amount)?{_NOT_A_PLAIN_TOTAL}")),
+    ("total", 1, label_pattern(rf"total(?:\s+amount)?{_NOT_A_PLAIN_TOTAL}")),
 )
 
 
+Value = TypeVar("Value")
+
+
 @dataclass(frozen=True)
-class _Amount:
+class LabelledAmount(Generic[Value]):
+    """The amount a totals label (AMOUNT_LABELS) introduces, and where."""
+
     field: str
     priority: int
     line: int
-    value: float
+    value: Value
 
 
-def _line_amounts(row: list[_Cell], line: str) -> list[_Amount]:
+def labelled_amounts(
+    row: list[_Cell], line: str, values: Callable[[str], list[Value]]
+) -> list[LabelledAmount[Value]]:
+    """The amounts on the totals labels of ``row``: each the last of
+    ``values`` on the label's stretch of ``line``, up to the next label."""
     hits: list[tuple[int, int, str, int]] = []
     for cell in row:
-        for field, priority, pattern in _AMOUNT_LABELS:
+        for field, priority, pattern in AMOUNT_LABELS:
             match = pattern.match(cell.text)
             if match:
                 hits.append((cell.col, cell.col + match.end(), field, priority))
                 break
-    amounts: list[_Amount] = []
+    amounts: list[LabelledAmount[Value]] = []
     for index, (_, label_end, field, priority) in enumerate(hits):
         stop = hits[index + 1][0] if index + 1 < len(hits) else len(line)
-        values = _money_values(line[label_end:stop])
-        if values:
-            amounts.append(_Amount(field, priority, row[0].line, values[-1]))
+        found = values(line[label_end:stop])
+        if found:
+            amounts.append(LabelledAmount(field, priority, row[0].line, found[-1]))
     return amounts
 
 
-def _all_amounts(layout: list[list[_Cell]], lines: list[str]) -> list[_Amount]:
-    amounts: list[_Amount] = []
+def _all_amounts(layout: list[list[_Cell]], lines: list[str]) -> list[LabelledAmount[float]]:
+    amounts: list[LabelledAmount[float]] = []
     for row, line in zip(layout, lines, strict=True):
         if row and _parse_item(row) is None:
-            amounts.extend(_line_amounts(row, line))
+            amounts.extend(labelled_amounts(row, line, _money_values))
     return amounts
 
 
-def _pick(amounts: list[_Amount], field: str) -> float | None:
+def pick_amount(amounts: list[LabelledAmount[Value]], field: str) -> Value | None:
     # Highest-priority label wins; among equals the last one, because the
     # figure that closes a totals block is the one that counts.
     candidates = [amount for amount in amounts if amount.field == field]
@@ -776,7 +816,7 @@ def _parse_item(row: list[_Cell]) -> dict[str, Any] | None:
     letters = sum(1 for char in description if char.isalpha())
     if not (unit_price.money and amount.money) or letters < 2:
         return None
-    if any(pattern.match(description) for _, _, pattern in _AMOUNT_LABELS):
+    if any(pattern.match(description) for _, _, pattern in AMOUNT_LABELS):
         return None
     return {
         "description": description,
@@ -786,7 +826,9 @@ def _parse_item(row: list[_Cell]) -> dict[str, Any] | None:
     }
 
 
-def _extract_line_items(layout: list[list[_Cell]], amounts: list[_Amount]) -> list[dict[str, Any]]:
+def _extract_line_items(
+    layout: list[list[_Cell]], amounts: list[LabelledAmount[float]]
+) -> list[dict[str, Any]]:
     # Items live above the totals block; below it are payments, change, notes.
     totals_lines = [a.line for a in amounts if a.field in ("subtotal", "total")]
     end = min(totals_lines) if totals_lines else len(layout)
@@ -855,23 +897,23 @@ def extract_document_fields(text: str) -> DocumentExtraction:
             refused=f"a line of {longest:,} characters: the rules read documents laid out in "
             f"lines of at most {MAX_LINE_CHARS:,}; a person has to read this one",
         )
-    layout = _layout(text)
+    layout = split_layout(text)
     lines = text.expandtabs(8).splitlines()
     doc_type = _detect_type(layout)
     amounts = _all_amounts(layout, lines)
     fields: dict[str, Any] = {
         "doc_type": doc_type,
-        "number": _extract_number(layout, doc_type),
-        "issue_date": _labelled_date(layout, _ISSUE_DATE_LABEL) or _first_unlabelled_date(layout),
-        "due_date": _labelled_date(layout, _DUE_DATE_LABEL),
-        "party": _extract_party(layout, doc_type),
-        "currency": _extract_currency(text, layout),
+        "number": extract_number(layout, doc_type),
+        "issue_date": labelled_date(layout, ISSUE_DATE_LABEL) or first_unlabelled_date(layout),
+        "due_date": labelled_date(layout, DUE_DATE_LABEL),
+        "party": extract_party(layout, doc_type),
+        "currency": extract_currency(text, layout),
         "line_items": _extract_line_items(layout, amounts),
-        "subtotal": _pick(amounts, "subtotal"),
-        "tax": _pick(amounts, "tax"),
-        "total": _pick(amounts, "total"),
+        "subtotal": pick_amount(amounts, "subtotal"),
+        "tax": pick_amount(amounts, "tax"),
+        "total": pick_amount(amounts, "total"),
     }
-    readability = round(_readability(text), 4)
+    readability = round(text_readability(text), 4)
     confidence, matched, missing = _score(doc_type, _found(fields), readability)
     return DocumentExtraction(
         fields=fields,
