@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
@@ -12,14 +11,12 @@ from baton.audit.reconcile import (
     RECONCILE_ACTIVITY,
     ReconcileRequest,
     ReconcileSummary,
-    finding_events,
     reconcile,
+    record_findings,
 )
 from baton.audit.sink import AuditSettings, AuditSink
 from baton.audit.store import open_store
 from baton.audit.trail import FLUSH_ACTIVITY, AuditBatch
-
-logger = logging.getLogger(__name__)
 
 
 class AuditFlush:
@@ -39,8 +36,8 @@ class AuditFlush:
 @activity.defn(name=RECONCILE_ACTIVITY)
 async def reconcile_trail(request: ReconcileRequest) -> ReconcileSummary:
     """One pass over the runs started in the window. Each run that differs is an
-    alert (a warning in the worker's log, where alerting watches) and a finding
-    recorded in the trail's own findings chain."""
+    alert (an error in the worker's log, where alerting watches, and a span event),
+    and each run's result is recorded in its findings chain (see record_findings)."""
     from workflows import PROCESSES
 
     settings = AuditSettings.from_env()
@@ -52,15 +49,13 @@ async def reconcile_trail(request: ReconcileRequest) -> ReconcileSummary:
         since=now - timedelta(days=request.window_days),
         processes=list(PROCESSES),
     )
+    record_findings(
+        store,
+        results,
+        pass_id=activity.info().workflow_run_id or "",
+        at=now,
+        retention_days=settings.retention_days,
+        anchors=settings.anchors(write=True),
+    )
     differing = [r for r in results if r.differences]
-    for result in differing:
-        logger.warning(
-            "audit trail differs from Temporal's history for %s: %s",
-            result.workflow_id,
-            "; ".join(result.differences),
-        )
-    info = activity.info()
-    findings = finding_events(differing, pass_id=info.workflow_run_id or "", at=now)
-    if findings:
-        store.append(findings, retention_days=settings.retention_days)
     return ReconcileSummary(runs=len(results), differing=[r.workflow_id for r in differing])

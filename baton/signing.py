@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ED25519_PREFIX = "ed25519:"
 Method = Literal["ed25519", "passkey"]
-Action = Literal["start", "decide", "stop"]
+# A retention override (baton.audit.retention) is an act too, bound to no run.
+Action = Literal["start", "decide", "stop", "retention_override"]
 # authenticatorData flags (WebAuthn Level 2, 6.1): user present, user verified.
 _USER_PRESENT = 0x01
 _USER_VERIFIED = 0x04

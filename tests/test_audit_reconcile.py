@@ -4,16 +4,30 @@ that lacks what Temporal's history shows the run did."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton.audit.events import AuditRecord
-from baton.audit.reconcile import FINDINGS_CHAIN, SCHEDULE_ID, ReconcileSummary, reconcile
+from baton.audit.period import started_at, write_period_report
+from baton.audit.reconcile import (
+    SCHEDULE_ID,
+    ReconcileSummary,
+    findings_chain,
+    reconcile,
+    record_findings,
+)
+from baton.audit.reports import write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import _SQLITE_SCHEMA, open_store
 from baton.cli import main
@@ -22,6 +36,7 @@ from baton.gates import Decision
 from baton.server import EmbeddedServer
 from tests.conftest import SAMPLES
 from tests.helpers import eventually, settled, start_intake
+from tests.test_audit_period import section, text
 
 FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
@@ -136,7 +151,7 @@ async def test_baton_audit_reconcile_reports_and_exits_non_zero(
     workflow_id = await reviewed_run(dev_client, task_queue)
     # In a thread: the CLI runs its own event loop.
     assert await asyncio.to_thread(main, ["audit", "reconcile", workflow_id]) == 0
-    assert "the trail agrees" in capsys.readouterr().out
+    assert "the trail agrees; 1 new finding(s) recorded" in capsys.readouterr().out
 
     delete_records(workflow_id, event_type="gate.decided")
 
@@ -144,6 +159,10 @@ async def test_baton_audit_reconcile_reports_and_exits_non_zero(
     out = capsys.readouterr().out
     assert f"{workflow_id}: DIFFERS" in out
     assert "history delivered 1 decide act(s) by update; the trail records 0" in out
+    # Each pass is in the trail, for the reports: it agreed, then it differed.
+    found = trail(findings_chain(workflow_id))
+    assert [f.event_type for f in found] == ["audit.reconciled", "audit.reconcile_difference"]
+    assert all(f.run_id.startswith("cli-") and f.data["history"] == "closed" for f in found)
 
 
 async def test_a_schedule_reconciles_and_records_what_differs(
@@ -174,17 +193,20 @@ async def test_a_schedule_reconciles_and_records_what_differs(
         (pass_id,) = await eventually(started, bool)
         handle = dev_client.get_workflow_handle(pass_id, result_type=ReconcileSummary)
         summary = await handle.result()
+        pass_run = (await handle.describe()).run_id
     finally:
         await schedule.delete()
 
     assert differs in summary.differing and agrees not in summary.differing
-    findings = trail(FINDINGS_CHAIN)
-    (finding,) = [f for f in findings if f.data["run"] == differs]
+    (finding,) = trail(findings_chain(differs))
     assert finding.event_type == "audit.reconcile_difference"
+    assert finding.data["run"] == differs and finding.run_id == pass_run
     assert (
         "history delivered 1 decide act(s) by update; the trail records 0"
         in (finding.data["differences"])
     )
+    (agreed,) = trail(findings_chain(agrees))
+    assert agreed.event_type == "audit.reconciled" and agreed.data["differences"] == []
 
 
 def test_an_attempt_that_started_and_never_ended_is_named() -> None:
@@ -219,3 +241,80 @@ def test_an_attempt_that_started_and_never_ended_is_named() -> None:
         "activity extract#1.1 attempt 1 started and never ended: its worker was lost, and "
         "Temporal ran it again"
     ]
+
+
+async def test_a_difference_is_an_alert_and_a_finding_in_both_reports(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = time_skipping_env.client
+    differs = await reviewed_run(client, task_queue)
+    agrees = await reviewed_run(client, task_queue)
+    never = await reviewed_run(client, task_queue)
+    audit = AuditSettings.from_env()
+    store = open_store(audit.url)
+    delete_records(differs, event_type="gate.decided")
+    results = [
+        *await reconcile(client, store, workflow_id=differs),
+        *await reconcile(client, store, workflow_id=agrees),
+    ]
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    now = datetime.now(UTC)
+
+    def a_pass(pass_id: str) -> list[str]:
+        with provider.get_tracer("test").start_as_current_span(pass_id):
+            recorded = record_findings(
+                store,
+                results,
+                pass_id=pass_id,
+                at=now,
+                retention_days=audit.retention_days,
+                anchors=audit.anchors(write=True),
+            )
+        return [r.workflow_id for r in recorded]
+
+    with caplog.at_level(logging.ERROR, logger="baton.audit"):
+        assert a_pass("pass-1") == [findings_chain(differs), findings_chain(agrees)]
+        # The same result again is not recorded again, but it is an alert on every pass.
+        assert a_pass("pass-2") == []
+
+    lost = "history delivered 1 decide act(s) by update; the trail records 0"
+    alerts = [r for r in caplog.records if r.name == "baton.audit.reconcile"]
+    assert [r.levelno for r in alerts] == [logging.ERROR, logging.ERROR]
+    assert differs in alerts[0].getMessage() and lost in alerts[0].getMessage()
+    for span in spans.get_finished_spans():
+        (event,) = span.events
+        assert event.name == "baton.audit.reconcile_difference"
+        assert event.attributes is not None and event.attributes["baton.workflow_id"] == differs
+
+    runs = [differs, agrees, never]
+    out = tmp_path / "runs.html"
+    write_report(store, runs, out, fmt="html", anchors=audit.anchors(write=True))
+    page = out.read_text(encoding="utf-8")
+    told = {run: text(part) for run, part in zip(runs, page.split('class="run"')[1:], strict=True)}
+    assert "Reconciled with Temporal DIFFERS" in told[differs]
+    assert f"closed DIFFERS {lost}" in told[differs] and "pass-1" in told[differs]
+    assert "Reconciled with Temporal agrees" in told[agrees] and "closed agrees —" in told[agrees]
+    assert "Not reconciled yet: no pass of `baton audit reconcile`" in told[never]
+
+    starts = [started_at(store.records(run)) for run in runs]
+    stats = write_period_report(
+        store,
+        tmp_path / "period.html",
+        process="document_intake",
+        since=min(starts) - timedelta(hours=1),
+        until=max(starts) + timedelta(hours=1),
+    )
+    assert (stats.reconcile_agrees, stats.not_reconciled) == (1, 1)
+    (difference,) = stats.reconcile_differs
+    assert (difference.workflow_id, difference.pass_id) == (differs, "pass-1")
+    assert lost in difference.differences
+    summary = text(section((tmp_path / "period.html").read_text(encoding="utf-8"), "reconcile"))
+    assert "Reconcile: 1 run(s) differ from Temporal's history" in summary
+    assert "Reconciled 2 of 3 run(s) Agree with Temporal 1 Differ 1 Not reconciled yet 1" in summary
+    assert f"{differs} " in summary and lost in summary

@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from baton.audit.anchor import Tombstone
 from baton.audit.events import (
@@ -29,11 +31,15 @@ from baton.audit.events import (
     AuditEvent,
     AuditRecord,
     canonical_json,
+    fold,
+    format_timestamp,
     jsonable,
     record_hash,
     redact,
     seal,
 )
+from baton.audit.export import export_jsonl
+from baton.audit.sink import AuditSettings
 from baton.audit.store import _PG_SCHEMA as PG_SCHEMA
 from baton.audit.store import _SQLITE_SCHEMA as SQLITE_SCHEMA
 from baton.audit.store import (
@@ -45,7 +51,11 @@ from baton.audit.store import (
     SqliteAuditStore,
     open_store,
 )
-from baton.audit.verify import ChainHead
+from baton.audit.verify import COLUMNS, ChainHead, StoredRow, verify_chain
+from baton.client import decide_in_turn
+from baton.gates import Decision
+from tests.conftest import SAMPLES
+from tests.helpers import settled, start_intake
 
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 GUARD_TABLES = [
@@ -220,7 +230,7 @@ def test_record_fields_and_retention(backend: Backend) -> None:
     backend.clock.now = T0 + timedelta(minutes=5)
     backend.store.append(make_events("wf-1", 1), retention_days=183)
     (record,) = backend.store.records("wf-1")
-    assert record.schema_version == 2
+    assert record.schema_version == 3
     assert record.recorded_at == T0 + timedelta(minutes=5)
     assert record.retain_until == record.recorded_at + timedelta(days=183)
     assert record.occurred_at == T0
@@ -301,7 +311,8 @@ def test_verify_names_a_record_whose_column_was_edited(backend: Backend) -> None
     backend.tamper("UPDATE audit_records SET node = 'approve' WHERE seq = 2")
     (problem,) = backend.store.verify().problems
     assert (problem.seq, problem.event_id, problem.kind) == (2, "wf-1:1", "edited")
-    assert "column node" in problem.detail
+    # The column is the record's one copy of its node: the hash no longer holds.
+    assert problem.detail == "content no longer matches its record_hash"
 
 
 def test_verify_names_a_deleted_record(backend: Backend) -> None:
@@ -596,3 +607,278 @@ def test_a_conflicting_event_stops_the_audit_writer(tmp_path: Path) -> None:
         sink.write(make_events("wf-2", 1))
     assert [r.data["amount"] for r in sink.store.records("wf-1")] == [100]
     assert sink.store.records("wf-2") == []
+
+
+# -- values stored once ------------------------------------------------------------------------
+
+PROPOSAL = {
+    "number": "INV-1043",
+    "party": "Acme Industrial Supplies GmbH",
+    "line_items": [{"description": f"item {i}", "amount": 100 + i} for i in range(8)],
+}
+
+
+def proposal_events(workflow_id: str, *, at: datetime = T0) -> list[AuditEvent]:
+    """One proposal as a run's trail repeats it: the AI's answer, the node's output, what
+    the reviewer was shown (nested in more), and the reviewer's decision over it."""
+    shown = {"subject": {"output": PROPOSAL, "model": "m"}, "why": ["total missing"]}
+    kinds = [
+        ("ai.inference", {"output": PROPOSAL, "unique": unique_text(workflow_id)}),
+        ("node.finished", {"output": PROPOSAL}),
+        ("gate.opened", {"shown": shown}),
+        ("gate.decided", {"shown": shown, "outcome": "approve"}),
+    ]
+    return [
+        AuditEvent(
+            event_id=f"{workflow_id}:{i}",
+            workflow_id=workflow_id,
+            run_id="run-1",
+            process="invoice",
+            event_type=kind,
+            occurred_at=at + timedelta(seconds=i),
+            data=data,
+        )
+        for i, (kind, data) in enumerate(kinds)
+    ]
+
+
+def unique_text(workflow_id: str) -> str:
+    return f"{workflow_id} alone says this. " * 8
+
+
+def key_of(value: Any) -> str:
+    """The SHA-256 a value is stored under (of its text, the large values in it referred to)."""
+    return str(json.loads(fold({"v": value}).text)["v"]["$value"])
+
+
+def stored_values(backend: Backend) -> dict[str, str]:
+    return {bytes(k).hex(): v for k, v in backend.sql("SELECT * FROM audit_values", ())}
+
+
+def test_a_value_is_stored_once_for_every_record_and_run_that_holds_it(backend: Backend) -> None:
+    backend.store.append(proposal_events("wf-1") + proposal_events("wf-2"), retention_days=30)
+
+    stored = [str(row[0]) for row in backend.sql("SELECT record_json FROM audit_records", ())]
+    values = stored_values(backend)
+    stored += values.values()
+    # Eight records over two runs, one copy of the proposal, referred to by its hash.
+    for part in ("Acme Industrial Supplies GmbH", '"item 3"', "total missing"):
+        assert sum(text.count(part) for text in stored) == 1, part
+    for key, text in values.items():
+        assert hashlib.sha256(text.encode()).hexdigest() == key
+    # Readers see every record as it was appended.
+    for workflow_id in ("wf-1", "wf-2"):
+        records = backend.store.records(workflow_id)
+        assert [r.data for r in records] == [e.data for e in proposal_events(workflow_id)]
+        assert all(r.record_hash == record_hash(r) for r in records)
+    assert backend.store.verify().ok
+
+
+def test_data_that_looks_like_a_reference_stays_what_it_was(backend: Backend) -> None:
+    backend.store.append(proposal_events("wf-1"), retention_days=30)
+    other_runs_value = key_of(PROPOSAL)
+    hostile: dict[str, Any] = {
+        "output": {"$value": other_runs_value},
+        "nested": [{"$literal": ["$value", other_runs_value]}, {"$value": 1}],
+        "long": {"$value": "x" * 300},
+    }
+    event = AuditEvent(
+        event_id="h-1", workflow_id="wf-h", event_type="node.finished", occurred_at=T0, data=hostile
+    )
+    backend.store.append([event], retention_days=30)
+
+    (record,) = backend.store.records("wf-h")
+    assert record.data == hostile  # not the other run's proposal
+    assert backend.store.verify().ok
+
+
+def test_verify_names_a_value_that_was_altered(backend: Backend) -> None:
+    backend.store.append(proposal_events("wf-1") + proposal_events("wf-2"), retention_days=30)
+    digest = key_of(PROPOSAL)
+    lowered = stored_values(backend)[digest].replace("INV-1043", "INV-9999")
+    backend.tamper(
+        "UPDATE audit_values SET value_json = ? WHERE sha256 = ?", (lowered, bytes.fromhex(digest))
+    )
+
+    report = backend.store.verify()
+    found = {(p.workflow_id, p.seq, p.event_id, p.kind) for p in report.problems}
+    # Every record that shows the proposal, in both runs, directly or inside what was shown.
+    assert found == {
+        (w, seq, f"{w}:{seq - 1}", "value_edited") for w in ("wf-1", "wf-2") for seq in (1, 2, 3, 4)
+    }
+    shown = next(p for p in report.problems if p.seq == 3)
+    assert "data.shown.subject.output" in shown.detail and digest[:12] in shown.detail
+
+
+def test_verify_names_a_value_that_was_deleted(backend: Backend) -> None:
+    backend.store.append(proposal_events("wf-1"), retention_days=30)
+    digest = key_of(PROPOSAL)
+    backend.tamper("DELETE FROM audit_values WHERE sha256 = ?", (bytes.fromhex(digest),))
+
+    report = backend.store.verify("wf-1")
+    assert [(p.seq, p.event_id, p.kind) for p in report.problems] == [
+        (seq, f"wf-1:{seq - 1}", "value_missing") for seq in (1, 2, 3, 4)
+    ]
+    assert "data.output" in report.problems[0].detail
+    # The record still reads, the missing value left as its reference.
+    assert backend.store.records("wf-1")[0].data["output"] == {"$value": digest}
+
+
+def test_the_database_refuses_to_change_or_drop_a_referenced_value(backend: Backend) -> None:
+    backend.store.append(proposal_events("wf-1"), retention_days=30)
+    key = bytes.fromhex(key_of(PROPOSAL))
+    for statement in (
+        "UPDATE audit_values SET value_json = '{}' WHERE sha256 = ?",
+        "DELETE FROM audit_values WHERE sha256 = ?",
+        "DELETE FROM audit_refs WHERE sha256 = ?",
+    ):
+        with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match=r"append-only|refers"):
+            backend.sql(statement, (key,))
+
+
+def test_purge_removes_the_values_no_remaining_run_refers_to(backend: Backend) -> None:
+    old = T0 - timedelta(days=400)
+    backend.clock.now = old
+    backend.store.append(proposal_events("old", at=old), retention_days=183)
+    backend.store.append(proposal_events("held", at=old), retention_days=183)
+    backend.store.hold("held", by="ada", reason="matter 7", now=old)
+    backend.clock.now = T0
+    backend.store.append(proposal_events("new")[:2], retention_days=183)
+    unique = {run: key_of(unique_text(run)) for run in ("old", "held", "new")}
+    shared = key_of(PROPOSAL)
+    assert set(unique.values()) | {shared} <= set(stored_values(backend))
+
+    backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=stone)
+    assert backend.store.records("old") == []
+    left = set(stored_values(backend))
+    assert unique["old"] not in left
+    assert {unique["held"], unique["new"], shared} <= left
+
+    backend.store.release("held")
+    backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=stone)
+    left = set(stored_values(backend))
+    assert unique["held"] not in left
+    # What was shown at the held run's gate went with it; the proposal stays for "new".
+    assert shared in left and unique["new"] in left
+    assert len(left) == len(
+        {d for r in backend.sql("SELECT sha256 FROM audit_refs", ()) for d in [bytes(r[0]).hex()]}
+    )
+    assert backend.store.verify().ok
+
+
+def test_records_stored_before_version_3_still_read_and_verify(backend: Backend) -> None:
+    """Version 2 kept the whole record as JSON beside its columns, and no values apart."""
+    backend.store.append(make_events("wf-0", 1), retention_days=30)  # makes the tables
+    events = proposal_events("wf-1")
+    backend.sql("INSERT INTO audit_chains VALUES ('wf-1', 0, '')", ())
+    prev = ""
+    for seq, event in enumerate(events[:2], start=1):
+        record = AuditRecord(
+            **event.model_dump(),
+            schema_version=2,
+            seq=seq,
+            prev_hash=prev,
+            record_hash="",
+            recorded_at=T0,
+            retain_until=T0 + timedelta(days=30),
+        )
+        record = record.model_copy(update={"record_hash": record_hash(record)})
+        stamps = (record.occurred_at, record.recorded_at, record.retain_until)
+        times: list[object] = (
+            [format_timestamp(t) for t in stamps] if backend.name == "sqlite" else list(stamps)
+        )
+        backend.sql(
+            "INSERT INTO audit_records (seq, event_id, workflow_id, run_id, process, event_type,"
+            " node, occurred_at, recorded_at, retain_until, prev_hash, record_hash, record_json)"
+            " VALUES (?, ?, 'wf-1', 'run-1', 'invoice', ?, NULL, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                record.event_id,
+                record.event_type,
+                *times,
+                prev,
+                record.record_hash,
+                record.model_dump_json(),
+            ),
+        )
+        backend.sql(
+            "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE workflow_id = 'wf-1'",
+            (seq, record.record_hash),
+        )
+        prev = record.record_hash
+    backend.store.append(events[2:], retention_days=30)  # the chain goes on in version 3
+
+    records = backend.store.records("wf-1")
+    assert [r.schema_version for r in records] == [2, 2, 3, 3]
+    assert [r.data for r in records] == [e.data for e in events]
+    assert backend.store.verify().ok
+    backend.tamper("UPDATE audit_records SET node = 'approve' WHERE seq = 2")
+    (problem,) = backend.store.verify().problems
+    assert (problem.seq, problem.kind) == (2, "edited") and "column node" in problem.detail
+
+
+async def test_a_reviewed_runs_store_holds_one_copy_of_the_proposal(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    """The AI's answer is in its attempt, in ai.inference, in what the reviewer was shown
+    at the gate and in the decision; the validated proposal in the node's output, in what
+    was shown, and in the input of the activities after it. The store keeps each once."""
+    client = time_skipping_env.client
+    handle = await start_intake(client, task_queue, SAMPLES / "invoice-missing-total.txt")
+    await settled(client, handle.id)
+    await decide_in_turn(
+        client, handle.id, [Decision(gate="review", user="rita", outcome="approve")]
+    )
+    assert (await handle.result()).outcome == "completed"
+
+    store = open_store(AuditSettings.from_env().url)
+    assert isinstance(store, SqliteAuditStore)
+    records = store.records(handle.id)
+    (inference,) = [r for r in records if r.event_type == "ai.inference"]
+    (opened,) = [r for r in records if r.event_type == "gate.opened"]
+    (decided,) = [r for r in records if r.event_type == "gate.decided"]
+    proposal = next(r for r in records if r.event_type == "node.finished" and r.node == "extract")
+    shown = opened.data["shown"]["subject"]
+    assert shown["attempts"][0]["output"] == inference.data["output"]
+    assert shown["output"] == proposal.data["output"] == decided.data["shown"]["subject"]["output"]
+
+    with sqlite3.connect(store.path) as conn:
+        kept = [str(row[0]) for row in conn.execute("SELECT record_json FROM audit_records")]
+        kept += [str(row[0]) for row in conn.execute("SELECT value_json FROM audit_values")]
+    for answer in (inference.data["output"], proposal.data["output"]):
+        key = key_of(answer)
+        assert sum(text.count(key) for text in kept) >= 3, "referred to from several places"
+        assert sum(text.count(stored_text(answer)) for text in kept) == 1
+    assert store.verify(handle.id).ok
+
+
+def stored_text(value: Any) -> str:
+    """A value's text as the store keeps it: its large parts by reference."""
+    folded = fold({"v": value})
+    return folded.values[key_of(value)]
+
+
+def test_an_export_holds_the_values_in_full_and_verifies_on_its_own(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """As `baton audit verify --file` checks a JSONL export: no store, no value table."""
+    backend.store.append(proposal_events("wf-1"), retention_days=30)
+    out = tmp_path / "wf-1.jsonl"
+    export_jsonl(backend.store.records("wf-1"), out)
+    lines = out.read_text().splitlines()
+    assert '"$value"' not in out.read_text()
+    assert all("Acme Industrial Supplies GmbH" in line for line in lines)
+
+    def problems(lines: list[str]) -> list[tuple[int, str]]:
+        records = [AuditRecord.model_validate_json(line) for line in lines]
+        rows = [
+            StoredRow(r.seq, {c: getattr(r, c) for c in COLUMNS}, line)
+            for r, line in zip(records, lines, strict=True)
+        ]
+        head = ChainHead(records[-1].seq, records[-1].record_hash)
+        return [(p.seq, p.kind) for p in verify_chain("wf-1", rows, head)]
+
+    assert problems(lines) == []
+    # The proposal as the reviewer was shown it, changed in the export only.
+    lines[2] = lines[2].replace("INV-1043", "INV-9999")
+    assert problems(lines) == [(3, "edited")]

@@ -423,6 +423,23 @@ class CheckpointLog:
             found[stone.workflow_id] = stone
         return found
 
+    def write_retention_override(self, override_id: str, text: str) -> None:
+        """Retention overrides go to the log too (baton.audit.retention), written once:
+        a store that lost one, or gained one behind the log's back, is found out."""
+        folder = self.folder / "retention-overrides"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = hashlib.sha256(override_id.encode()).hexdigest()[:32]
+        with open(folder / f"{name}.json", "x", encoding="utf-8") as out:
+            out.write(text)
+
+    def retention_overrides(self) -> dict[str, str]:
+        """The log's retention overrides as written, by file name: checked by the caller."""
+        folder = self.folder / "retention-overrides"
+        return {
+            path.name: path.read_text(encoding="utf-8")
+            for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])
+        }
+
 
 @dataclass(frozen=True)
 class LogView:

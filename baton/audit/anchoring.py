@@ -1,14 +1,16 @@
 """The audit store and its checkpoint log together: how the sink anchors what it
-wrote, how `baton audit verify` checks a store against the anchors, and how a purge
-leaves its signed tombstones (see baton.audit.anchor for what is signed)."""
+wrote, how `baton audit verify` checks a store against the anchors, how a purge
+leaves its signed tombstones, and how a retention override is kept in both (see
+baton.audit.anchor and baton.audit.retention for what is signed)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -21,8 +23,9 @@ from baton.audit.anchor import (
     check_against_log,
     proof_for,
 )
-from baton.audit.events import AuditRecord
+from baton.audit.events import AuditRecord, format_timestamp
 from baton.audit.export import read_export
+from baton.audit.retention import RetentionOverride, authorise, latest, parse
 from baton.audit.store import AuditStore
 from baton.audit.verify import (
     COLUMNS,
@@ -33,8 +36,22 @@ from baton.audit.verify import (
     summarise,
     verify_chain,
 )
+from baton.config import DirectoryEntry
 
 PUBLIC_KEY_ENV = "BATON_AUDIT_CHECKPOINT_PUBLIC_KEY"
+
+
+@dataclass
+class _Overrides:
+    """The retention overrides of the store and of the log that hold, by id, and what is
+    wrong with the rest and with the one against the other."""
+
+    held: dict[str, RetentionOverride] = field(default_factory=dict)
+    logged: dict[str, RetentionOverride] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def report(self, kind: Literal["edited", "checkpoint"], detail: str) -> None:
+        self.problems.append(Problem(workflow_id="", seq=0, event_id="", kind=kind, detail=detail))
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,83 @@ class Anchors:
 
         return made, make
 
+    def record_retention_override(
+        self,
+        store: AuditStore,
+        override: RetentionOverride,
+        directory: Mapping[str, DirectoryEntry],
+        *,
+        now: datetime,
+    ) -> RetentionOverride:
+        """Check ``override`` (signed by its user: see retention.authorise), stamp and
+        countersign it, and keep it in the log and then the store. Raises OverrideRefused
+        naming what does not hold; nothing is kept then."""
+        signer = self.signer
+        assert signer is not None, "a reader's anchors cannot sign"
+        authorise(override, directory)
+        stamped = override.model_copy(update={"recorded_at": format_timestamp(now), "note": ""})
+        kept = stamped.model_copy(update={"note": signer.sign_note(stamped.statement())})
+        # The log first, as for tombstones: a crash between leaves an override only the log
+        # holds, which lowers nothing (see retention_override_in_effect) and verify names.
+        self.log.write_retention_override(kept.override_id, kept.model_dump_json())
+        store.record_retention_override(kept)
+        return kept
+
+    def retention_override_in_effect(self, store: AuditStore) -> RetentionOverride | None:
+        """The latest retention override, if the store and the log hold it alike. Raises
+        ValueError when they do not: an override deleted from the store (a later one that
+        raised the floor again, say) must not let an earlier one back into effect."""
+        found = self._overrides(store)
+        last = latest([*found.held.values(), *found.logged.values()])
+        if last is None:
+            return None
+        if found.held.get(last.override_id) != found.logged.get(last.override_id):
+            raise ValueError(
+                f"the latest retention override ({last.describe()}) is not the same in the "
+                f"audit store and in the checkpoint log {self.log.folder}: `baton audit "
+                "verify` names what differs; until then the retention floor is not lowered"
+            )
+        return last
+
+    def _overrides(self, store: AuditStore) -> _Overrides:
+        found = _Overrides()
+        stored = store.retention_overrides()
+        for override_id, text in sorted(stored.items()):
+            override = parse(text)
+            why = override if isinstance(override, str) else override.problem(self.public)
+            if why is not None:
+                found.report("edited", f"retention override {override_id} in the store: {why}")
+            elif isinstance(override, RetentionOverride):
+                found.held[override_id] = override
+        for name, text in self.log.retention_overrides().items():
+            override = parse(text)
+            why = override if isinstance(override, str) else override.problem(self.public)
+            if why is not None:
+                found.report("checkpoint", f"the checkpoint log's retention override {name}: {why}")
+            elif isinstance(override, RetentionOverride):
+                found.logged[override.override_id] = override
+        for override_id, override in found.logged.items():
+            if override_id not in stored:
+                found.report(
+                    "checkpoint",
+                    f"retention override {override_id} ({override.describe()}) is in the "
+                    "checkpoint log but not in the store: deleted, or its recording was cut short",
+                )
+            elif override_id in found.held and found.held[override_id] != override:
+                found.report(
+                    "edited",
+                    f"retention override {override_id} in the store differs from the "
+                    "checkpoint log's copy",
+                )
+        for override_id, override in found.held.items():
+            if override_id not in found.logged:
+                found.report(
+                    "checkpoint",
+                    f"retention override {override_id} ({override.describe()}) is in the "
+                    "store but not in the checkpoint log: recorded behind the log's back",
+                )
+        return found
+
     def proofs(self, workflow_ids: list[str]) -> list[AnchorProof]:
         log = self.log.view(self.public)
         found = [proof_for(log, workflow_id) for workflow_id in workflow_ids]
@@ -107,6 +201,7 @@ class Anchors:
             Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=detail)
             for detail in log.problems
         ]
+        problems += self._overrides(store).problems
         try:
             stones = self.log.tombstones(self.public)
         except ValueError as err:

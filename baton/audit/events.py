@@ -5,14 +5,24 @@ this module owns (not pydantic's serialiser), so a record written today still ve
 a library upgrade changes how datetimes or floats are printed. Records of schema version 1
 left `recorded_at` out of the hash, so it could be backdated unseen; they still verify under
 their own rule.
+
+From schema version 3 a record's large values are stored once and referenced by hash (see
+`fold`): the AI's output is in its attempt, in the node's output and in what the reviewer
+was shown, and the same configuration is in every run. The hash covers the references, so a
+record's hash does not change with where its values are kept, and each value is checked by
+its own hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -20,7 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from baton.audit.detectors import DETECTORS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {
@@ -47,6 +57,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "run.ended",
         "config.snapshot",
         "audit.reconcile_difference",
+        "audit.reconciled",
     }
 )
 """The event types Baton emits. `event_type` stays a free string so that an older store
@@ -129,16 +140,20 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# allow_nan=False: NaN is not JSON, and PostgreSQL or another verifier would reject it.
+# One encoder for every call: json.dumps with options builds a new one each time, which
+# was a third of folding a record's data.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_json_default,
+)
+
+
 def canonical_json(value: object) -> str:
-    # allow_nan=False: NaN is not JSON, and PostgreSQL or another verifier would reject it.
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_json_default,
-    )
+    return _CANONICAL.encode(value)
 
 
 def jsonable(value: Any) -> Any:
@@ -148,7 +163,8 @@ def jsonable(value: Any) -> Any:
 
 # What may differ between two honest writes of one event: when and where it was written.
 # A local activity re-run after its worker was lost, or a flush retried on another
-# worker, sends the same event with these changed, and the first write stands.
+# worker, sends the same event with these changed, and the first write stands. Activity
+# events stored before schema version 3 also carry started_at (their occurred_at again).
 VOLATILE_DATA: frozenset[str] = frozenset({"context", "started_at", "duration_ms"})
 
 
@@ -181,8 +197,190 @@ def event_content(event: AuditEvent) -> str:
 
 
 def record_hash(record: AuditRecord) -> str:
+    """The hash of a record as read, its values in full. From version 3 that is the hash of
+    the record as stored, large values by reference (`fold`); before, of the record as is."""
+    if record.schema_version < 3:
+        return stored_hash(record)
+    envelope = record.model_dump(mode="python", exclude={*HASHED_EXCLUDE, "data"})
+    return _sha256(_with_data(envelope, fold(record.data).text))
+
+
+def stored_hash(record: AuditRecord) -> str:
+    """The hash of a record whose data is as the store keeps it (references not resolved):
+    what the store's verification recomputes."""
     fields = record.model_dump(mode="python", exclude=set(hashed_exclude(record.schema_version)))
-    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+    return _sha256(canonical_json(fields))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _with_data(fields: Mapping[str, Any], data_text: str) -> str:
+    """canonical_json of `fields` plus "data", whose canonical text is given: put in its
+    sorted place, between the members before "data" and those after."""
+    parts = [
+        canonical_json({k: v for k, v in fields.items() if k < "data"})[1:-1],
+        f'"data":{data_text}',
+        canonical_json({k: v for k, v in fields.items() if k > "data"})[1:-1],
+    ]
+    return "{" + ",".join(part for part in parts if part) + "}"
+
+
+# -- values stored once ------------------------------------------------------------------------
+
+VALUE_MIN_CHARS = 128
+"""A value in a record's data (at any depth) whose canonical JSON has at least this many
+characters is stored once and referenced. Part of version 3's hash rule (the hash covers the
+references), so another threshold would be another schema version. Measured on the sample
+runs (store bytes per run): 96, 256 and 512 all cost more than 128 (160 about the same),
+which takes in the redaction stamp every record carries (130-170 characters) and the
+document reference a run repeats; a reference is 77 characters and a row."""
+
+# A version-3 record's JSON in the store holds these; its other fields are columns only.
+# Seq is in both: a record moved to another place in its chain still says where it was.
+STORED_IN_JSON: tuple[str, ...] = ("actor", "data", "schema_version", "seq")
+
+_CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
+_MARKER_KEYS = ("$value", "$literal")
+# How those keys print in canonical JSON: inside a string value the quotes are escaped, so
+# text without these holds no dict keyed by them.
+_MARKERS = tuple(f"{json.dumps(key)}:" for key in _MARKER_KEYS)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """An event's data as a version-3 record stores it."""
+
+    text: str  # canonical JSON of the data, each large value a {"$value": "<sha256>"}
+    values: dict[str, str]  # the canonical JSON of each value referenced, by its SHA-256
+
+
+def fold(data: Mapping[str, Any]) -> Folded:
+    """`data` (plain JSON values) with every value of VALUE_MIN_CHARS or more replaced by a
+    reference to its canonical JSON, innermost first: a value inside a larger one is kept
+    once however many records and values hold it (the AI's output in its attempt, in the
+    node's output, in what the reviewer was shown). The data's own keys stay in the record.
+
+    A dict whose only key is "$value" or "$literal" is stored as {"$literal": [key, value]},
+    so that no data, hostile or not, can pose as a reference."""
+    values: dict[str, str] = {}
+    members = ",".join(f"{encode_basestring(k)}:{_fold(data[k], values)}" for k in sorted(data))
+    return Folded("{" + members + "}", values)
+
+
+def _fold(value: Any, values: dict[str, str]) -> str:
+    if isinstance(value, str):
+        text = encode_basestring(value)
+    elif not isinstance(value, dict | list | tuple):
+        # What json prints for these, without an encoder call each: most of a large
+        # value's members are small numbers, booleans and nulls.
+        if value is None or value is True or value is False:
+            return _CONSTANTS[value]
+        if type(value) is int or (type(value) is float and math.isfinite(value)):
+            return repr(value)
+        return canonical_json(value)
+    else:
+        text = canonical_json(value)
+        if len(text) < VALUE_MIN_CHARS and not any(marker in text for marker in _MARKERS):
+            return text
+        if isinstance(value, dict):
+            members = [(key, _fold(value[key], values)) for key in sorted(value)]
+            if len(members) == 1 and members[0][0] in _MARKER_KEYS:
+                ((key, inner),) = members
+                text = f'{{"$literal":[{encode_basestring(key)},{inner}]}}'
+            else:
+                text = "{" + ",".join(f"{encode_basestring(k)}:{v}" for k, v in members) + "}"
+        else:
+            text = "[" + ",".join(_fold(item, values) for item in value) + "]"
+    if len(text) < VALUE_MIN_CHARS:
+        return text
+    digest = _sha256(text)
+    values[digest] = text
+    return f'{{"$value":"{digest}"}}'
+
+
+def references(value: Any) -> list[tuple[str, str]]:
+    """Each reference in stored data, as (where, SHA-256): "where" names the key path."""
+    found: list[tuple[str, str]] = []
+    _collect(value, "", found)
+    return found
+
+
+def _collect(value: Any, path: str, found: list[tuple[str, str]]) -> None:
+    # Only containers are visited: most members are scalars, and a call each was most of
+    # the time of reading a record back.
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key == "$value" and isinstance(inner, str):
+                found.append((path, inner))
+                return
+            if key == "$literal" and _is_literal(inner):
+                value = {inner[0]: inner[1]}
+        for key, inner in value.items():
+            if isinstance(inner, dict | list):
+                _collect(inner, f"{path}.{key}" if path else key, found)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            if isinstance(inner, dict | list):
+                _collect(inner, f"{path}[{index}]", found)
+
+
+# A reference as `fold` prints it.
+_REFERENCE = re.compile(r'\{"\$value":"([0-9a-f]{64})"\}')
+
+
+def referenced_in(text: str) -> set[str]:
+    """The SHA-256 of each value that stored JSON, as the store writes it, refers to."""
+    return set(_REFERENCE.findall(text))
+
+
+def thawer(values: Mapping[str, str]) -> Callable[[str], Any]:
+    """What reads stored JSON back in full: references replaced by their `values`, escapes
+    undone. A reference to a value not in `values` stays as it is (verification names it),
+    and so does one to a value that holds itself (possible only in a tampered store).
+
+    The parser hands over each object once it is complete, innermost first, so a value is
+    resolved where it is found and nothing else is visited in Python; one decoder serves
+    every record read together."""
+    active: set[str] = set()
+
+    def resolve(obj: dict[str, Any]) -> Any:
+        if len(obj) != 1:
+            return obj
+        ((key, inner),) = obj.items()
+        if key == "$value" and isinstance(inner, str):
+            stored = values.get(inner)
+            if stored is None or inner in active:
+                return obj
+            active.add(inner)
+            try:
+                return decoder.decode(stored)
+            finally:
+                active.discard(inner)
+        if key == "$literal" and _is_literal(inner):
+            return {inner[0]: inner[1]}
+        return obj
+
+    decoder = json.JSONDecoder(object_hook=resolve)
+    return decoder.decode
+
+
+def _is_literal(inner: Any) -> bool:
+    return isinstance(inner, list) and len(inner) == 2 and isinstance(inner[0], str)
+
+
+# -- sealing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A record ready for the store."""
+
+    record: AuditRecord  # its data in full, as readers see it
+    stored: str  # the JSON the store keeps beside the columns: STORED_IN_JSON, data folded
+    values: dict[str, str]  # the values it references, by SHA-256
 
 
 def seal(
@@ -193,16 +391,32 @@ def seal(
     recorded_at: datetime,
     retain_until: datetime,
 ) -> AuditRecord:
-    """Turn an event into the next record of its chain.
+    """Turn an event into the next record of its chain: `sealed(...).record`."""
+    return sealed(
+        event, seq=seq, prev_hash=prev_hash, recorded_at=recorded_at, retain_until=retain_until
+    ).record
 
-    The event's data is encoded once: the canonical text both yields the
-    plain JSON values stored and goes into the hash as it is (encoding it
-    three times was most of an append's time). The hash equals
-    `record_hash` of the result, which verification recomputes."""
+
+def sealed(
+    event: AuditEvent,
+    *,
+    seq: int,
+    prev_hash: str,
+    recorded_at: datetime,
+    retain_until: datetime,
+) -> Sealed:
+    """Turn an event into the next record of its chain, as the store keeps it.
+
+    The event's data is encoded once and folded once: the folded text goes into the hash
+    and the stored JSON as it is (encoding it three times was most of an append's time).
+    The hash equals `record_hash` of the record, which verification recomputes."""
     data_text = canonical_json(to_jsonable_python(event.data))
+    data = json.loads(data_text)
+    folded = fold(data) if len(data_text) >= VALUE_MIN_CHARS or "$" in data_text else None
+    folded_text = data_text if folded is None else folded.text
     record = AuditRecord(
         **event.model_dump(exclude={"data"}),
-        data=json.loads(data_text),
+        data=data,
         seq=seq,
         prev_hash=prev_hash,
         record_hash="",
@@ -210,16 +424,13 @@ def seal(
         retain_until=retain_until,
     )
     envelope = record.model_dump(mode="python", exclude={*HASHED_EXCLUDE, "data"})
-    # canonical_json of the whole record, with the data's text put in its
-    # sorted place: the members before "data", "data", the members after.
-    parts = [
-        canonical_json({k: v for k, v in envelope.items() if k < "data"})[1:-1],
-        f'"data":{data_text}',
-        canonical_json({k: v for k, v in envelope.items() if k > "data"})[1:-1],
-    ]
-    hashed = "{" + ",".join(part for part in parts if part) + "}"
-    digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()
-    return record.model_copy(update={"record_hash": digest})
+    digest = _sha256(_with_data(envelope, folded_text))
+    stored = _with_data({k: envelope[k] for k in STORED_IN_JSON if k != "data"}, folded_text)
+    return Sealed(
+        record=record.model_copy(update={"record_hash": digest}),
+        stored=stored,
+        values={} if folded is None else folded.values,
+    )
 
 
 class RedactionPolicy(BaseModel):

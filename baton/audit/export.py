@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from baton.audit.anchor import AnchorProof
 from baton.audit.events import AuditRecord
+from baton.audit.reconcile import ReconcileStatus, reconcile_status
+from baton.audit.retention import DEFAULT_RETENTION_DAYS, RetentionOverride
 from baton.audit.verify import Problem, VerifyReport
 from baton.gates import reasons_of
 
@@ -1367,6 +1369,7 @@ def _summary_section(
     records: Sequence[AuditRecord],
     runs: Sequence[Sequence[AuditRecord]],
     min_retention_days: int | None,
+    retention_override: RetentionOverride | None,
 ) -> _Safe:
     oversight = sum(len(_oversight_acts(run)) for run in runs)
     inferences = sum(1 for r in records if r.event_type == "ai.inference")
@@ -1378,7 +1381,7 @@ def _summary_section(
         ("Retries / failures", str(issues)),
         ("Total AI cost", _money(_total_cost(records))),
     ]
-    return _join([_cards(cards), _retention_block(records, min_retention_days)])
+    return _join([_cards(cards), _retention_block(records, min_retention_days, retention_override)])
 
 
 def _cards(items: Sequence[tuple[str, str]]) -> _Safe:
@@ -1397,7 +1400,11 @@ def _cards(items: Sequence[tuple[str, str]]) -> _Safe:
     )
 
 
-def _retention_block(records: Sequence[AuditRecord], min_retention_days: int | None) -> _Safe:
+def _retention_block(
+    records: Sequence[AuditRecord],
+    min_retention_days: int | None,
+    retention_override: RetentionOverride | None,
+) -> _Safe:
     if not records:
         return _Safe("")
     oldest = min(records, key=lambda r: r.occurred_at)
@@ -1415,8 +1422,22 @@ def _retention_block(records: Sequence[AuditRecord], min_retention_days: int | N
             else "not stated for this export",
         ),
     ]
+    if min_retention_days is not None:
+        facts.append(("Retention override", retention_override_text(retention_override)))
     dl = _dl(facts)
     return _section("Retention", dl, id_="retention")
+
+
+def retention_override_text(override: RetentionOverride | None) -> str:
+    """The override that lets the configured retention go below the floor, in words."""
+    if override is None:
+        return f"none: the floor of {DEFAULT_RETENTION_DAYS} days applies"
+    return (
+        f"the floor of {DEFAULT_RETENTION_DAYS} days is lowered to {override.days} days by "
+        f"{override.by} ({override.role}), recorded "
+        f"{_time(datetime.fromisoformat(override.recorded_at))}, signed by them and "
+        f"countersigned with the checkpoint key; why: {_quote(override.reason)}"
+    )
 
 
 def _models_table(records: Sequence[AuditRecord]) -> _Safe:
@@ -1501,16 +1522,23 @@ def _section(title: str, body: object, *, id_: str = "") -> _Safe:
 # -- one run ---------------------------------------------------------------------------------
 
 
-def _run_section(run: Sequence[AuditRecord], problems: Sequence[Problem], index: int) -> _Safe:
-    """One run, ``run`` in causal order."""
+def _run_section(
+    run: Sequence[AuditRecord],
+    problems: Sequence[Problem],
+    index: int,
+    findings: Sequence[AuditRecord],
+) -> _Safe:
+    """One run, ``run`` in causal order; ``findings``: its reconcile findings, oldest first."""
     acts = _oversight_acts(run)
     checks = run_checks(run)
     parts: list[object] = [
         _tag("h2", f"Run {index}: {run[0].workflow_id}"),
-        _dl(_run_facts(run, problems, checks), class_="facts"),
+        _dl(_run_facts(run, problems, checks, findings), class_="facts"),
         _tag("h3", "Checks"),
         _checks_table(checks),
         _problem_table(problems) if problems else "",
+        _tag("h3", "Reconciliation with Temporal's history"),
+        _reconcile_section(findings),
         _tag("h3", "Path taken"),
         _run_path(run),
         _tag("h3", f"Human oversight: {len(acts)} act(s), in the order they happened"),
@@ -1533,7 +1561,10 @@ def _run_section(run: Sequence[AuditRecord], problems: Sequence[Problem], index:
 
 
 def _run_facts(
-    run: Sequence[AuditRecord], problems: Sequence[Problem], checks: Sequence[Check]
+    run: Sequence[AuditRecord],
+    problems: Sequence[Problem],
+    checks: Sequence[Check],
+    findings: Sequence[AuditRecord],
 ) -> list[tuple[str, object]]:
     started = next((r for r in run if r.event_type == "run.started"), None)
     ended = next((r for r in reversed(run) if r.event_type == "run.ended"), None)
@@ -1554,8 +1585,63 @@ def _run_facts(
         ("Records", f"{len(run)} (seq {min(seqs)} to {max(seqs)})"),
         ("Chain", chain),
         ("Checks", _checks_verdict(checks)),
+        ("Reconciled with Temporal", _reconcile_pill(reconcile_status(findings))),
         ("AI cost", _money(_total_cost(run))),
     ]
+
+
+_RECONCILE_PILLS: dict[ReconcileStatus, tuple[str, str]] = {
+    "agrees": ("agrees", "good"),
+    "differs": ("DIFFERS", "bad"),
+    "not reconciled": ("not reconciled yet", "none"),
+}
+# What Temporal's history was when a pass looked (baton.audit.reconcile.History).
+_HISTORY_STATES = {"open": "running", "closed": "closed", "gone": "no longer kept"}
+
+
+def _reconcile_pill(status: ReconcileStatus) -> _Safe:
+    return _pill(*_RECONCILE_PILLS[status])
+
+
+def _reconcile_section(findings: Sequence[AuditRecord]) -> _Safe:
+    if not findings:
+        return _muted(
+            "Not reconciled yet: no pass of `baton audit reconcile` (by hand or on its "
+            "schedule) has compared this run's trail with Temporal's history."
+        )
+    rows = []
+    for finding in findings:
+        history = str(finding.data.get("history"))
+        differences = [str(d) for d in finding.data.get("differences") or []]
+        notes = [str(n) for n in finding.data.get("notes") or []]
+        result = (
+            _pill("not compared", "none")
+            if history == "gone"
+            else _reconcile_pill("differs" if differences else "agrees")
+        )
+        said = [*differences, *(f"note: {n}" for n in notes)]
+        rows.append(
+            [
+                _time(finding.occurred_at),
+                finding.run_id,
+                _HISTORY_STATES.get(history, history),
+                result,
+                _tag("ul", _join(_tag("li", line) for line in said)) if said else "—",
+            ]
+        )
+    note = _muted(
+        "Each pass compares the trail with Temporal's own history of the run: every "
+        "completed activity attempt, every decide and stop act delivered, how the run "
+        "closed. A pass records its result when it differs from the one before, so a row "
+        "stands until the next row. A difference means the trail lacks, or adds, something "
+        "Temporal saw happen."
+    )
+    table = _table(
+        ["Reconciled at", "Pass", "Temporal's history", "Result", "Differences and notes"],
+        rows,
+        class_="reconcile",
+    )
+    return _join([table, note])
 
 
 def _checks_verdict(checks: Sequence[Check]) -> _Safe:
@@ -1869,6 +1955,8 @@ def export_html(
     mermaid: str | None = None,
     path_taken: Sequence[str] = (),
     min_retention_days: int | None = None,
+    retention_override: RetentionOverride | None = None,
+    reconciliations: Mapping[str, Sequence[AuditRecord]] | None = None,
     generated_at: datetime | None = None,
 ) -> None:
     """Write one self-contained HTML report over the given runs (one section per run).
@@ -1876,7 +1964,10 @@ def export_html(
     `report` should be the verification of the same chains: a run with no problem in it is
     shown as verified. `path_taken` highlights a path on the process graph; with a single run
     and no path given, that run's own recorded path is used. `min_retention_days` is shown as
-    the configured minimum; `generated_at` pins the stamp for reproducible files.
+    the configured minimum, with `retention_override` when one lets it go below the floor.
+    `reconciliations` holds each run's reconcile findings (its findings chain, oldest
+    first); a run with none is shown as not reconciled yet. `generated_at` pins the stamp
+    for reproducible files.
     """
     runs = _runs(records)
     if not path_taken and len(runs) == 1:
@@ -1894,11 +1985,16 @@ def export_html(
             ),
             _scope_section(records, runs),
             _verification_section(report),
-            _summary_section(records, runs, min_retention_days),
+            _summary_section(records, runs, min_retention_days, retention_override),
             _section("Models used (all runs)", _models_table(records), id_="models"),
             _graph_section(mermaid, path_taken, runs),
             *(
-                _run_section(run, problems_by_run.get(run[0].workflow_id, []), i)
+                _run_section(
+                    run,
+                    problems_by_run.get(run[0].workflow_id, []),
+                    i,
+                    (reconciliations or {}).get(run[0].workflow_id, []),
+                )
                 for i, run in enumerate(runs, start=1)
             ),
             _tag(

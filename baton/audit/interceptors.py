@@ -80,7 +80,6 @@ class _AuditedActivity(ActivityInboundInterceptor):
                     "activity_id": info.activity_id,
                     "attempt": info.attempt,
                     "local": info.is_local,
-                    "started_at": started_at,
                     **data,
                 },
             )

@@ -5,7 +5,8 @@ period (AI Act Art. 12 logging, Art. 14 human oversight, Art. 26(5) the deployer
 monitoring): how many runs went through on their own and how many a person reviewed, how
 often reviewers agreed with the AI, how fast they decided (an automation-bias signal, Art.
 14(4)(b)), how often a gate's SLA ran out, what the models cost and how sure they were,
-which per-run checks failed, and whether every run's hash chain verifies.
+which per-run checks failed, whether every run's hash chain verifies, and whether each
+run's trail was reconciled with Temporal's history and agreed.
 
 Runs are read from the store one at a time and reduced to a small `RunSummary`, so a period
 of 10,000 runs never holds more than one run's records. Summaries fold into `PeriodStats`
@@ -58,8 +59,11 @@ from baton.audit.export import (
     _time,
     _who,
     causal_order,
+    retention_override_text,
     run_checks,
 )
+from baton.audit.reconcile import ReconcileStatus, findings_chain, reconcile_status
+from baton.audit.retention import RetentionOverride
 from baton.audit.store import AuditStore
 from baton.audit.verify import Problem, VerifyReport
 
@@ -122,6 +126,15 @@ class Inference:
     output_tokens: int
 
 
+class ReconcileDifference(BaseModel):
+    """What the last pass that compared a run with Temporal's history found missing."""
+
+    workflow_id: str
+    at: datetime
+    pass_id: str
+    differences: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """What the period report needs of one run: a few hundred bytes instead of its records."""
@@ -140,6 +153,9 @@ class RunSummary:
     store_problems: tuple[Problem, ...]
     risk_classes: tuple[str, ...]
     purposes: tuple[str, ...]
+    reconciled: ReconcileStatus = "not reconciled"
+    # Set when ``reconciled`` is "differs".
+    difference: ReconcileDifference | None = None
 
 
 def started_at(run: Sequence[AuditRecord]) -> datetime:
@@ -150,13 +166,18 @@ def started_at(run: Sequence[AuditRecord]) -> datetime:
 
 
 def summarise_run(
-    records: Sequence[AuditRecord], verification: VerifyReport, *, as_of: datetime
+    records: Sequence[AuditRecord],
+    verification: VerifyReport,
+    *,
+    as_of: datetime,
+    findings: Sequence[AuditRecord] = (),
 ) -> RunSummary:
-    """One run's records (any order) and its chain verification, reduced. ``as_of`` is
-    when a gate still open counts as late or not."""
+    """One run's records (any order), its chain verification and its reconcile findings
+    (oldest first), reduced. ``as_of`` is when a gate still open counts as late or not."""
     run = causal_order(records)
     workflow_id = run[0].workflow_id
     visits = [_gate_visit(run, index, _closed_at(run, as_of)) for index in _gate_openings(run)]
+    reconciled = reconcile_status(findings)
     return RunSummary(
         workflow_id=workflow_id,
         started_at=started_at(run),
@@ -170,6 +191,18 @@ def summarise_run(
         store_problems=tuple(p for p in verification.problems if p.workflow_id != workflow_id),
         risk_classes=tuple(_declared(run, "risk_class")),
         purposes=tuple(_declared(run, "intended_purpose")),
+        reconciled=reconciled,
+        difference=_difference(workflow_id, findings) if reconciled == "differs" else None,
+    )
+
+
+def _difference(workflow_id: str, findings: Sequence[AuditRecord]) -> ReconcileDifference:
+    last = next(f for f in reversed(findings) if f.data.get("history") != "gone")
+    return ReconcileDifference(
+        workflow_id=workflow_id,
+        at=last.occurred_at,
+        pass_id=last.run_id,
+        differences=[str(d) for d in last.data.get("differences") or []],
     )
 
 
@@ -390,6 +423,11 @@ class PeriodStats(BaseModel):
     chains_verified: int
     chain_findings: list[ChainFinding]
     store_problems: list[Problem]
+    reconcile_agrees: int = 0
+    reconcile_differs: list[ReconcileDifference] = []
+    not_reconciled: int = 0
+    min_retention_days: int | None = None
+    retention_override: RetentionOverride | None = None
 
     def runs_by(self, disposition: Disposition) -> int:
         return sum(week.runs.get(disposition, 0) for week in self.volume)
@@ -455,6 +493,8 @@ class _Tally:
     store_problems: dict[tuple[str, str], Problem] = field(default_factory=dict)
     risk_classes: dict[str, None] = field(default_factory=dict)
     purposes: dict[str, None] = field(default_factory=dict)
+    reconciled: Counter[ReconcileStatus] = field(default_factory=Counter)
+    differences: list[ReconcileDifference] = field(default_factory=list)
 
     def add(self, run: RunSummary) -> None:
         self.runs += 1
@@ -469,6 +509,9 @@ class _Tally:
             self.models.setdefault(key, ModelWeek(week=key[0], model=key[1])).add(inference)
         self._add_checks(run)
         self._add_chain(run)
+        self.reconciled[run.reconciled] += 1
+        if run.difference is not None:
+            self.differences.append(run.difference)
 
     def _add_gates(self, run: RunSummary) -> None:
         for gate in run.gates:
@@ -518,8 +561,11 @@ def period_stats(
     generated_at: datetime,
     fast_seconds: float = DEFAULT_FAST_SECONDS,
     fast_share_flag: float = DEFAULT_FAST_SHARE,
+    min_retention_days: int | None = None,
+    retention_override: RetentionOverride | None = None,
 ) -> PeriodStats:
-    """Fold run summaries, one at a time, into the period's figures."""
+    """Fold run summaries, one at a time, into the period's figures; the retention
+    settings are stated as they are."""
     tally = _Tally(fast_seconds=fast_seconds)
     for run in runs:
         tally.add(run)
@@ -555,6 +601,11 @@ def period_stats(
         chains_verified=tally.verified,
         chain_findings=tally.findings,
         store_problems=list(tally.store_problems.values()),
+        reconcile_agrees=tally.reconciled["agrees"],
+        reconcile_differs=tally.differences,
+        not_reconciled=tally.reconciled["not reconciled"],
+        min_retention_days=min_retention_days,
+        retention_override=retention_override,
     )
 
 
@@ -607,13 +658,14 @@ def period_runs(
     verify: Callable[[str], VerifyReport] | None = None,
 ) -> Iterator[RunSummary]:
     """The summaries of the runs of ``process`` that started in [since, until), read from
-    the store and verified one run at a time (``verify``: the store's own chain check
-    unless another is given)."""
+    the store with their reconcile findings and verified one run at a time (``verify``:
+    the store's own chain check unless another is given)."""
     check = verify or store.verify
     for workflow_id in store.workflow_ids(process=process, since=since):
         records = store.records(workflow_id)
         if records and since <= started_at(records) < until:
-            yield summarise_run(records, check(workflow_id), as_of=as_of)
+            findings = store.records(findings_chain(workflow_id))
+            yield summarise_run(records, check(workflow_id), as_of=as_of, findings=findings)
 
 
 def write_period_report(
@@ -627,6 +679,8 @@ def write_period_report(
     fast_share_flag: float = DEFAULT_FAST_SHARE,
     generated_at: datetime | None = None,
     verify: Callable[[str], VerifyReport] | None = None,
+    min_retention_days: int | None = None,
+    retention_override: RetentionOverride | None = None,
 ) -> PeriodStats:
     """Write the period report of ``process`` to ``out``; ``until`` (exclusive) defaults
     to now. Raises LookupError when no run of the process started in the period."""
@@ -643,6 +697,8 @@ def write_period_report(
         generated_at=now,
         fast_seconds=fast_seconds,
         fast_share_flag=fast_share_flag,
+        min_retention_days=min_retention_days,
+        retention_override=retention_override,
     )
     if not stats.runs:
         raise LookupError(
@@ -947,6 +1003,57 @@ def _integrity(stats: PeriodStats) -> _Safe:
     return _section("Chain integrity", _join([banner, table]), id_="integrity")
 
 
+def _reconciliation(stats: PeriodStats) -> _Safe:
+    title = "Reconciliation with Temporal's history"
+    differing = len(stats.reconcile_differs)
+    reconciled = stats.reconcile_agrees + differing
+    facts = [
+        ("Reconciled", f"{reconciled:,} of {stats.runs:,} run(s)"),
+        ("Agree with Temporal", f"{stats.reconcile_agrees:,}"),
+        ("Differ", f"{differing:,}"),
+        ("Not reconciled yet", f"{stats.not_reconciled:,}"),
+    ]
+    note = _muted(
+        "Each pass of `baton audit reconcile` (by hand or on its schedule) compares a run's "
+        "trail with Temporal's own history of it; a run counts by what the last pass that "
+        "compared it found. A difference means the trail lacks, or adds, something "
+        "Temporal saw happen: the per-run report shows every pass."
+    )
+    if not differing:
+        return _section(title, _join([_dl(facts), note]), id_="reconcile")
+    rows = [
+        [
+            finding.workflow_id,
+            _time(finding.at),
+            finding.pass_id,
+            _tag("ul", _join(_tag("li", d) for d in finding.differences)),
+        ]
+        for finding in stats.reconcile_differs
+    ]
+    banner = _tag(
+        "div",
+        _join(
+            [
+                _tag("strong", f"Reconcile: {differing} run(s) differ from Temporal's history"),
+                _tag("span", " — each was an alert where the pass ran (worker or command)."),
+            ]
+        ),
+        class_="banner fail",
+    )
+    table = _table(["Workflow", "Reconciled at", "Pass", "Differences"], rows, class_="problems")
+    return _section(title, _join([banner, _dl(facts), table, note]), id_="reconcile")
+
+
+def _retention(stats: PeriodStats) -> _Safe:
+    if stats.min_retention_days is None:
+        return _Safe("")
+    facts = [
+        ("Configured minimum", f"{stats.min_retention_days} days"),
+        ("Retention override", retention_override_text(stats.retention_override)),
+    ]
+    return _section("Retention", _dl(facts), id_="retention")
+
+
 def _headline(stats: PeriodStats) -> _Safe:
     flagged = sum(1 for r in stats.reviewers if r.flagged)
     return _cards(
@@ -1238,6 +1345,7 @@ def render_period_html(stats: PeriodStats) -> str:
             header,
             _scope(stats),
             _integrity(stats),
+            _reconciliation(stats),
             _headline(stats),
             _volume(stats),
             _agreement(stats),
@@ -1245,6 +1353,7 @@ def render_period_html(stats: PeriodStats) -> str:
             _sla(stats),
             _models(stats),
             _checks(stats),
+            _retention(stats),
             _tag(
                 "footer",
                 "Generated by Baton from its append-only audit store, one run at a time. "

@@ -14,15 +14,24 @@ insider deleting a record before the run's checkpoint) shows up as a difference:
 Histories live only as long as the namespace keeps them, so reconcile runs well
 inside that retention period: `baton audit reconcile --since`, or on a Temporal
 Schedule (`--schedule`).
+
+Each pass is recorded in the trail itself: a run's result goes to the run's own findings
+chain (`baton-audit-reconcile/<workflow id>`) whenever it is not what that chain last said,
+so the reports show when a run was reconciled and what was found, and a run that differs
+is an alert (an error on the `baton.audit` logger and an event on the current span) on
+every pass until it is looked into.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
+from opentelemetry import trace
 from pydantic import BaseModel, Field
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
@@ -31,6 +40,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from baton.audit.events import Actor, AuditEvent, AuditRecord
 from baton.audit.store import AuditStore
+
+if TYPE_CHECKING:
+    from baton.audit.anchoring import Anchors
+
+logger = logging.getLogger(__name__)
+
+# What Temporal's history was when a run was compared: still running, closed, or no longer
+# kept (then nothing was compared).
+History = Literal["open", "closed", "gone"]
 
 # The records a run makes of each kind of act, by act and channel.
 ACT_RECORDS = {
@@ -50,10 +68,20 @@ class RunReconciliation:
     workflow_id: str
     differences: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    history: History = "open"
 
     @property
     def ok(self) -> bool:
         return not self.differences
+
+    def finding(self) -> dict[str, Any]:
+        """The data of the record a pass makes of this result."""
+        return {
+            "run": self.workflow_id,
+            "history": self.history,
+            "differences": self.differences,
+            "notes": self.notes,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,7 @@ def history_facts(events: Sequence[HistoryEvent]) -> HistoryFacts:
 def compare(
     workflow_id: str, facts: HistoryFacts, records: Sequence[AuditRecord]
 ) -> RunReconciliation:
-    found = RunReconciliation(workflow_id)
+    found = RunReconciliation(workflow_id, history="open" if facts.close is None else "closed")
     if not records:
         found.differences.append("the trail holds no record of this run at all")
         return found
@@ -174,7 +202,7 @@ async def reconcile(
     if workflow_id is not None:
         ids = [workflow_id]
     else:
-        ids = store.workflow_ids(since=since)
+        ids = [w for w in store.workflow_ids(since=since) if not is_findings_chain(w)]
         if processes:
             types = " OR ".join(f"WorkflowType = '{p}'" for p in processes)
             query = f"({types})"
@@ -189,7 +217,7 @@ async def reconcile(
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            result = RunReconciliation(run)
+            result = RunReconciliation(run, history="gone")
             result.notes.append(
                 "Temporal no longer holds its history (past the namespace's retention, or "
                 "another namespace): not compared"
@@ -205,8 +233,8 @@ async def reconcile(
 RECONCILE_WORKFLOW = "audit_reconcile"
 RECONCILE_ACTIVITY = "reconcile_trail"
 SCHEDULE_ID = "baton-audit-reconcile"
-# The chain the scheduled passes record their differences in (one record per run that
-# differs), so that the findings are in the trail itself, checkpointed like the rest.
+# Where the passes record their results: one chain per run reconciled, named after it, so
+# a report finds a run's findings at once, and a purge takes them with the run's age.
 FINDINGS_CHAIN = "baton-audit-reconcile"
 
 
@@ -219,21 +247,84 @@ class ReconcileSummary(BaseModel):
     differing: list[str] = Field(default_factory=list)
 
 
-def finding_events(
-    results: Sequence[RunReconciliation], *, pass_id: str, at: datetime
+def findings_chain(workflow_id: str) -> str:
+    """The chain that holds the reconcile findings about run ``workflow_id``."""
+    return f"{FINDINGS_CHAIN}/{workflow_id}"
+
+
+def is_findings_chain(workflow_id: str) -> bool:
+    # The bare name: where passes before per-run chains recorded their differences.
+    return workflow_id == FINDINGS_CHAIN or workflow_id.startswith(f"{FINDINGS_CHAIN}/")
+
+
+def record_findings(
+    store: AuditStore,
+    results: Sequence[RunReconciliation],
+    *,
+    pass_id: str,
+    at: datetime,
+    retention_days: int,
+    anchors: Anchors | None,
 ) -> list[AuditEvent]:
-    return [
-        AuditEvent(
-            event_id=f"{FINDINGS_CHAIN}/{pass_id}/{result.workflow_id}",
-            workflow_id=FINDINGS_CHAIN,
-            run_id=pass_id,
-            process=RECONCILE_WORKFLOW,
-            event_type="audit.reconcile_difference",
-            occurred_at=at,
-            node=None,
-            actor=Actor(type="service", id=RECONCILE_ACTIVITY),
-            data={"run": result.workflow_id, "differences": result.differences},
+    """Alert on every run that differs, and record each run's result in its findings
+    chain unless that chain's last record says the same already (a run agreeing on every
+    pass adds nothing after its first); then checkpoint what was recorded, as the sink
+    does with what it writes. Returns the records made."""
+    span = trace.get_current_span()
+    events: list[AuditEvent] = []
+    for result in results:
+        if result.differences:
+            logger.error(
+                "audit trail differs from Temporal's history for %s (reconcile pass %s): %s",
+                result.workflow_id,
+                pass_id,
+                "; ".join(result.differences),
+            )
+            span.add_event(
+                "baton.audit.reconcile_difference",
+                {
+                    "baton.workflow_id": result.workflow_id,
+                    "baton.reconcile.pass_id": pass_id,
+                    "baton.reconcile.differences": result.differences,
+                },
+            )
+        chain = findings_chain(result.workflow_id)
+        earlier = store.records(chain)
+        if earlier and earlier[-1].data == result.finding():
+            continue
+        events.append(
+            AuditEvent(
+                # Numbered in the chain too: a retried pass that finds otherwise records
+                # its second answer beside the first, not as a conflicting copy of it.
+                event_id=f"{chain}/{pass_id}/{len(earlier) + 1}",
+                workflow_id=chain,
+                run_id=pass_id,
+                process=RECONCILE_WORKFLOW,
+                event_type=(
+                    "audit.reconcile_difference" if result.differences else "audit.reconciled"
+                ),
+                occurred_at=at,
+                node=None,
+                actor=Actor(type="service", id=RECONCILE_ACTIVITY),
+                data=result.finding(),
+            )
         )
-        for result in results
-        if result.differences
-    ]
+    if events:
+        store.append(events, retention_days=retention_days)
+        if anchors is not None:
+            # Stamped now, not at the pass's start: checkpoints follow each other in time.
+            moved = {e.workflow_id for e in events}
+            anchors.checkpoint(store, now=datetime.now(UTC), moved=moved)
+    return events
+
+
+ReconcileStatus = Literal["agrees", "differs", "not reconciled"]
+
+
+def reconcile_status(findings: Sequence[AuditRecord]) -> ReconcileStatus:
+    """Where a run stands by its findings chain (oldest first): what the last pass that
+    compared it found; none did (or only found its history gone): not reconciled."""
+    compared = [f for f in findings if f.data.get("history") != "gone"]
+    if not compared:
+        return "not reconciled"
+    return "differs" if compared[-1].data.get("differences") else "agrees"

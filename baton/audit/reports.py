@@ -11,6 +11,8 @@ from typing import Literal
 from baton.audit.anchoring import Anchors
 from baton.audit.events import AuditRecord
 from baton.audit.export import export_html, export_jsonl
+from baton.audit.reconcile import findings_chain, is_findings_chain
+from baton.audit.retention import RetentionOverride
 from baton.audit.store import AuditStore
 from baton.audit.verify import Problem, VerifyReport, summarise
 
@@ -26,7 +28,8 @@ def select_runs(
 ) -> list[str]:
     if workflow_id:
         return [workflow_id]
-    return store.workflow_ids(process=process, since=since)
+    # Reconcile findings are shown with the runs they are about, not as runs of their own.
+    return [w for w in store.workflow_ids(process=process, since=since) if not is_findings_chain(w)]
 
 
 def write_report(
@@ -37,10 +40,13 @@ def write_report(
     fmt: Format,
     mermaid_for: Callable[[str], str | None] = lambda process: None,
     min_retention_days: int | None = None,
+    retention_override: RetentionOverride | None = None,
     anchors: Anchors | None = None,
 ) -> VerifyReport:
     """Write the runs' records to ``out``; returns their verification (against the
-    signed checkpoints too, with ``anchors``, whose proofs a JSONL export carries)."""
+    signed checkpoints too, with ``anchors``, whose proofs a JSONL export carries). The
+    HTML report shows each run's reconcile findings, and the retention override in
+    effect, if the retention configured needs one."""
     if not workflow_ids:
         raise LookupError("no audited runs match; check the workflow id, --process or --since")
     report = _verify(store, workflow_ids, anchors)
@@ -66,6 +72,8 @@ def write_report(
         title=title,
         mermaid=mermaid_for(processes[0]) if len(processes) == 1 else None,
         min_retention_days=min_retention_days,
+        retention_override=retention_override,
+        reconciliations={w: store.records(findings_chain(w)) for w in workflow_ids},
     )
     return report
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,12 +24,11 @@ from baton.audit.anchor import log_path, signer_path
 from baton.audit.anchoring import PUBLIC_KEY_ENV, Anchors
 from baton.audit.detectors import Scrubber
 from baton.audit.events import AuditEvent, RedactionPolicy, redact_values, salt_id
+from baton.audit.retention import DEFAULT_RETENTION_DAYS, RetentionOverride, floor_refusal
 from baton.audit.store import AuditConflict, AuditStore, open_store
 from baton.config import ConfigError, Settings, config_path, read_toml
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_RETENTION_DAYS = 183  # the AI Act's six months (Art. 19, 26(6))
 
 
 @dataclass(frozen=True)
@@ -44,33 +43,57 @@ class AuditSettings:
     # The checkpoint key and log, outside the store (baton.audit.anchor); None: unanchored.
     checkpoint_key: Path | None = None
     checkpoint_log: Path | None = None
+    # The signed override that lets the retention above go below the floor, if one must.
+    retention_override: RetentionOverride | None = None
 
     @classmethod
-    def from_env(cls, settings: Settings | None = None) -> AuditSettings:
+    def from_env(
+        cls, settings: Settings | None = None, *, enforce_floor: bool = True
+    ) -> AuditSettings:
+        """Read the settings; a retention below the floor is refused unless a signed
+        override in the store allows it. ``enforce_floor=False`` only where the floor does
+        not matter and the command must run whatever the file asks: recording an override
+        (the file may ask for less already) and verifying (which finds a lost override)."""
         settings = settings or Settings.from_env()
         path = config_path()
         table = read_toml(path, "").get("audit", {}) if path.exists() else {}
         url = os.environ.get("BATON_AUDIT_URL") or (
             f"sqlite:///{(settings.data_dir / 'audit.db').resolve()}"
         )
-        retention = int(table.get("retention_days", DEFAULT_RETENTION_DAYS))
-        floor = int(table.get("min_retention_days", DEFAULT_RETENTION_DAYS))
-        for name, days in (("retention_days", retention), ("min_retention_days", floor)):
-            if days < DEFAULT_RETENTION_DAYS:
-                raise ConfigError(
-                    f"[audit] {name} = {days} in {path}: the AI Act asks logs to be kept at "
-                    f"least six months, so Baton keeps at least {DEFAULT_RETENTION_DAYS} days; "
-                    "raise it"
-                )
-        return cls(
+        audit = cls(
             url=url,
             salt=os.environ.get("BATON_AUDIT_SALT") or _local_salt(settings.data_dir),
             redact_fields=tuple(table.get("redact", ())),
-            retention_days=retention,
-            min_retention_days=floor,
+            retention_days=int(table.get("retention_days", DEFAULT_RETENTION_DAYS)),
+            min_retention_days=int(table.get("min_retention_days", DEFAULT_RETENTION_DAYS)),
             checkpoint_key=signer_path(settings.data_dir),
             checkpoint_log=log_path(settings.data_dir),
         )
+        lowered = min(audit.retention_days, audit.min_retention_days) < DEFAULT_RETENTION_DAYS
+        return audit._below_floor(path) if enforce_floor and lowered else audit
+
+    def _below_floor(self, path: Path) -> AuditSettings:
+        """These settings, with the override that allows their retention below the floor;
+        ConfigError naming the fix when none does."""
+        try:
+            in_effect = self._override_in_effect()
+        except ValueError as err:
+            raise ConfigError(f"[audit] retention in {path} is below the floor; {err}") from None
+        for name, days in (
+            ("retention_days", self.retention_days),
+            ("min_retention_days", self.min_retention_days),
+        ):
+            if days < DEFAULT_RETENTION_DAYS and (in_effect is None or days < in_effect.days):
+                raise ConfigError(floor_refusal(name, days, str(path), in_effect))
+        return replace(self, retention_override=in_effect)
+
+    def _override_in_effect(self) -> RetentionOverride | None:
+        try:
+            anchors = self.anchors(write=False)
+            return anchors.retention_override_in_effect(open_store(self.url)) if anchors else None
+        except LookupError:
+            # No checkpoint key or no store yet: nothing was ever recorded, no override either.
+            return None
 
     def anchors(self, *, write: bool) -> Anchors | None:
         if self.checkpoint_key is None or self.checkpoint_log is None:

@@ -5,23 +5,40 @@ a replay without duplicating anything. Seq and prev_hash are assigned inside one
 transaction that holds the chain head, which is what makes concurrent appenders (threads or
 processes) produce one gap-free chain. A connection is opened per operation: the store is
 then safe to share between threads and cheap to hand to forked processes.
+
+A record (schema version 3) is kept once: its envelope in columns, the rest as JSON, and
+each large value once for the whole store in `audit_values`, keyed by its SHA-256, with a
+row in `audit_refs` for every chain that refers to it, so that a purge can tell which values
+no remaining chain needs. Readers get the values in full.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from baton.audit.anchor import StoredChain, Tombstone
-from baton.audit.events import AuditEvent, AuditRecord, event_content, format_timestamp, seal
+from baton.audit.events import (
+    AuditEvent,
+    AuditRecord,
+    event_content,
+    format_timestamp,
+    referenced_in,
+    references,
+    sealed,
+    thawer,
+)
+from baton.audit.retention import RetentionOverride
 from baton.audit.verify import (
     COLUMNS,
     ChainHead,
@@ -93,6 +110,10 @@ class AuditStore(Protocol):
 
     def release(self, workflow_id: str) -> bool: ...
 
+    def record_retention_override(self, override: RetentionOverride) -> None: ...
+
+    def retention_overrides(self) -> dict[str, str]: ...
+
 
 def open_store(url: str, *, clock: Clock | None = None) -> AuditStore:
     """`sqlite:///relative.db`, `sqlite:////absolute/path.db` (SQLAlchemy's convention), or a
@@ -108,11 +129,13 @@ def open_store(url: str, *, clock: Clock | None = None) -> AuditStore:
 
 
 class _Tx(Protocol):
-    """The two things the shared logic needs from a transaction; SQL uses `?` placeholders."""
+    """What the shared logic needs from a transaction; SQL uses `?` placeholders."""
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
     def run(self, sql: str, params: Sequence[object] = ()) -> int: ...
+
+    def many(self, sql: str, params: Sequence[Sequence[object]]) -> None: ...
 
 
 _ROW_COLUMNS = ", ".join(("seq", *COLUMNS, "record_json"))
@@ -124,6 +147,25 @@ _CHAIN_AGE = (
     "SELECT workflow_id FROM audit_records GROUP BY workflow_id"
     " HAVING MAX(occurred_at) < ? AND MAX(recorded_at) < ? AND MAX(retain_until) <= ?"
 )
+_INSERT_VALUE = (
+    "INSERT INTO audit_values (sha256, value_json) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING"
+)
+_INSERT_REF = (
+    "INSERT INTO audit_refs (sha256, workflow_id) VALUES (?, ?)"
+    " ON CONFLICT (sha256, workflow_id) DO NOTHING"
+)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _referred_by(record_json: str) -> set[str]:
+    """The values a stored record refers to itself (not through other values)."""
+    try:
+        doc = json.loads(record_json) if '"$' in record_json else None
+    except ValueError:
+        return set()
+    if not isinstance(doc, dict) or doc.get("schema_version", 1) < 3:
+        return set()
+    return {d for _, d in references(doc.get("data"))}
 
 
 class _SqlAuditStore(ABC):
@@ -133,6 +175,7 @@ class _SqlAuditStore(ABC):
 
     def __init__(self, *, clock: Clock | None) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._values_made = False
         self._schema_lock = threading.Lock()
         self._schema_ready = False
 
@@ -172,12 +215,14 @@ class _SqlAuditStore(ABC):
             retain_until = recorded_at + timedelta(days=retention_days)
             added = 0
             moved: dict[str, ChainHead] = {}
+            values: dict[str, str] = {}
+            refs: set[tuple[str, str]] = set()
             for event in events:
                 if event.event_id in seen:
                     continue
                 seen.add(event.event_id)
                 head = heads[event.workflow_id]
-                record = seal(
+                record = sealed(
                     event,
                     seq=head.seq + 1,
                     prev_hash=head.hash,
@@ -185,10 +230,18 @@ class _SqlAuditStore(ABC):
                     retain_until=retain_until,
                 )
                 # Zero rows: the id was appended concurrently under another workflow_id.
-                if tx.run(_INSERT, self._row_params(record)):
-                    heads[event.workflow_id] = ChainHead(record.seq, record.record_hash)
+                if tx.run(_INSERT, self._row_params(record.record, record.stored)):
+                    heads[event.workflow_id] = ChainHead(
+                        record.record.seq, record.record.record_hash
+                    )
                     moved[event.workflow_id] = heads[event.workflow_id]
                     added += 1
+                    values.update(record.values)
+                    refs.update((digest, event.workflow_id) for digest in record.values)
+            # Values before references: a purge on PostgreSQL locks the values table, then
+            # reads the references, so it waits for this transaction or this one for it.
+            tx.many(_INSERT_VALUE, [(bytes.fromhex(d), text) for d, text in values.items()])
+            tx.many(_INSERT_REF, [(bytes.fromhex(d), w) for d, w in sorted(refs)])
             for workflow_id, head in moved.items():
                 tx.run(
                     "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE workflow_id = ?",
@@ -223,21 +276,17 @@ class _SqlAuditStore(ABC):
             chunk = unique[start : start + _BATCH]
             marks = ", ".join("?" * len(chunk))
             found = tx.rows(
-                f"SELECT event_id, record_json FROM audit_records WHERE event_id IN ({marks})",
-                chunk,
+                f"SELECT {_ROW_COLUMNS} FROM audit_records WHERE event_id IN ({marks})", chunk
             )
-            stored.update(
-                (str(row[0]), event_content(AuditRecord.model_validate_json(row[1])))
-                for row in found
-            )
+            stored.update((r.event_id, event_content(r)) for r in self._read(tx, found))
         return stored
 
-    def _row_params(self, record: AuditRecord) -> list[object]:
+    def _row_params(self, record: AuditRecord, stored: str) -> list[object]:
         values: list[object] = [record.seq]
         for column in COLUMNS:
             value = getattr(record, column)
             values.append(self._to_db_time(value) if isinstance(value, datetime) else value)
-        values.append(record.model_dump_json())
+        values.append(stored)
         return values
 
     def purge(
@@ -274,6 +323,7 @@ class _SqlAuditStore(ABC):
             still_old = {str(row[0]) for row in tx.rows(_CHAIN_AGE, params)}
             held = {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
             removed = 0
+            released: set[str] = set()
             for workflow_id in (w for w in candidates if w in still_old and w not in held):
                 (found,) = tx.rows(
                     "SELECT head_seq, head_hash FROM audit_chains WHERE workflow_id = ?",
@@ -284,8 +334,10 @@ class _SqlAuditStore(ABC):
                     "INSERT INTO audit_tombstones (workflow_id, tombstone_json) VALUES (?, ?)",
                     (workflow_id, stone.model_dump_json()),
                 )
+                released |= self._release_values(tx, workflow_id)
                 removed += tx.run("DELETE FROM audit_records WHERE workflow_id = ?", (workflow_id,))
                 tx.run("DELETE FROM audit_chains WHERE workflow_id = ?", (workflow_id,))
+            self._drop_unreferenced(tx, released)
         return removed
 
     def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None:
@@ -320,6 +372,27 @@ class _SqlAuditStore(ABC):
             found = tx.rows("SELECT workflow_id, tombstone_json FROM audit_tombstones")
         return {str(r[0]): Tombstone.model_validate_json(str(r[1])) for r in found}
 
+    def record_retention_override(self, override: RetentionOverride) -> None:
+        """Keep a retention override (checked and countersigned by the caller: see
+        baton.audit.anchoring). Append-only: the database refuses to change or delete one."""
+        self._ensure_schema()
+        with self._transaction(write=True) as tx:
+            tx.run(
+                "INSERT INTO audit_overrides (override_id, recorded_at, override_json)"
+                " VALUES (?, ?, ?)",
+                (override.override_id, override.recorded_at, override.model_dump_json()),
+            )
+
+    def retention_overrides(self) -> dict[str, str]:
+        """Every retention override as stored, by id: the JSON as it is, for whoever
+        checks it to say what is wrong with a row that is no longer an override."""
+        with self._transaction(write=False) as tx:
+            self._require_schema(tx)
+            if _OVERRIDES not in self._table_names(tx):
+                return {}
+            found = tx.rows("SELECT override_id, override_json FROM audit_overrides")
+        return {str(r[0]): str(r[1]) for r in found}
+
     def _lock_existing_heads(self, tx: _Tx, workflow_ids: Sequence[str]) -> None:
         for workflow_id in workflow_ids:
             tx.rows(
@@ -330,13 +403,93 @@ class _SqlAuditStore(ABC):
     # -- reading ---------------------------------------------------------------------------
 
     def records(self, workflow_id: str) -> list[AuditRecord]:
+        """A chain's records in order, each with its values in full."""
         with self._transaction(write=False) as tx:
             self._require_schema(tx)
             found = tx.rows(
-                "SELECT record_json FROM audit_records WHERE workflow_id = ? ORDER BY seq",
+                f"SELECT {_ROW_COLUMNS} FROM audit_records WHERE workflow_id = ? ORDER BY seq",
                 (workflow_id,),
             )
-        return [AuditRecord.model_validate_json(row[0]) for row in found]
+            return self._read(tx, found)
+
+    def _read(self, tx: _Tx, rows: Sequence[tuple[Any, ...]]) -> list[AuditRecord]:
+        """Records from their rows (``_ROW_COLUMNS``), values in full."""
+        stored = []
+        for row in rows:
+            doc: dict[str, Any] = {"seq": row[0], **dict(zip(COLUMNS, row[1:-1], strict=True))}
+            text = str(row[-1])
+            # The JSON has the last word: a record stored before version 3 holds it all.
+            doc.update(json.loads(text))
+            # Canonical JSON prints "$" as it is: without one, nothing refers or is escaped.
+            thawed = doc.get("schema_version", 1) >= 3 and '"$' in text
+            stored.append((doc, text if thawed else None))
+        values = self._values(tx, {d for _, text in stored if text for d in referenced_in(text)})
+        thaw = thawer(values)
+        return [
+            AuditRecord.model_validate(doc if text is None else {**doc, **thaw(text)})
+            for doc, text in stored
+        ]
+
+    def _values(self, tx: _Tx, digests: Collection[str]) -> dict[str, str]:
+        """The stored text of the values ``digests`` name and of those they hold in turn,
+        by SHA-256; a value the store does not have is left out."""
+        found: dict[str, str] = {}
+        wanted = {d for d in digests if _DIGEST.fullmatch(d)}
+        if not wanted or not self._values_table(tx):
+            return found
+        asked: set[str] = set()
+        while wanted:
+            asked |= wanted
+            batch = sorted(wanted)
+            wanted = set()
+            for start in range(0, len(batch), _BATCH):
+                chunk = batch[start : start + _BATCH]
+                for key, text in tx.rows(
+                    "SELECT sha256, value_json FROM audit_values"
+                    f" WHERE sha256 IN ({', '.join('?' * len(chunk))})",
+                    [bytes.fromhex(d) for d in chunk],
+                ):
+                    found[bytes(key).hex()] = str(text)
+                    wanted |= referenced_in(str(text))
+            wanted -= asked
+        return found
+
+    def _values_table(self, tx: _Tx) -> bool:
+        # Made by the first write of this version; checked once seen, as tables stay.
+        if not self._values_made:
+            self._values_made = _VALUES in self._table_names(tx)
+        return self._values_made
+
+    def _release_values(self, tx: _Tx, workflow_id: str) -> set[str]:
+        """Drop a chain's references to values (its tombstone written, its records about to
+        go); returns the values it referred to, which may now be unreferenced."""
+        found = tx.rows(
+            "SELECT record_json FROM audit_records WHERE workflow_id = ?", (workflow_id,)
+        )
+        digests = {d for row in found for d in _referred_by(str(row[0]))}
+        # Those held inside them too: the chain has a reference to each.
+        released = {d for d in digests | set(self._values(tx, digests)) if _DIGEST.fullmatch(d)}
+        tx.many(
+            "DELETE FROM audit_refs WHERE sha256 = ? AND workflow_id = ?",
+            [(bytes.fromhex(d), workflow_id) for d in sorted(released)],
+        )
+        return released
+
+    def _drop_unreferenced(self, tx: _Tx, digests: Collection[str]) -> None:
+        """Delete those of the values that no chain refers to any more."""
+        if not digests:
+            return
+        self._lock_values(tx)
+        tx.many(
+            "DELETE FROM audit_values WHERE sha256 = ?"
+            " AND NOT EXISTS (SELECT 1 FROM audit_refs WHERE audit_refs.sha256 = ?)",
+            [(bytes.fromhex(d),) * 2 for d in sorted(digests)],
+        )
+
+    @abstractmethod
+    def _lock_values(self, tx: _Tx) -> None:
+        """Keep appenders from referring to values until this transaction ends, so that a
+        value is never deleted while a reference to it is being added."""
 
     def workflow_ids(
         self, *, process: str | None = None, since: datetime | None = None
@@ -404,6 +557,10 @@ class _SqlAuditStore(ABC):
         chains = records = 0
         with self._transaction(write=False) as tx:
             self._require_schema(tx)
+            # A store no writer of this version has opened yet has no override or value
+            # tables (the first write makes them), so no guards of them to miss either.
+            tables = self._table_names(tx)
+            unmade = {g for t, guards in _LATE_GUARDS.items() if t not in tables for g in guards}
             problems += [
                 Problem(
                     workflow_id="",
@@ -414,6 +571,7 @@ class _SqlAuditStore(ABC):
                     "or deletions, so anything verified here may have been changed meanwhile",
                 )
                 for name in self._missing_guards(tx)
+                if name not in unmade
             ]
             if workflow_id is not None and not self._known(tx, workflow_id):
                 raise LookupError(
@@ -442,6 +600,9 @@ class _SqlAuditStore(ABC):
     def _missing_guards(self, tx: _Tx) -> list[str]: ...
 
     @abstractmethod
+    def _table_names(self, tx: _Tx) -> set[str]: ...
+
+    @abstractmethod
     def _require_schema(self, tx: _Tx) -> None:
         """Raise AuditStoreMissing when the tables are not there."""
 
@@ -459,13 +620,14 @@ class _SqlAuditStore(ABC):
             f"SELECT {_ROW_COLUMNS} FROM audit_records WHERE workflow_id = ? ORDER BY seq",
             (workflow_id,),
         )
-        return [self._stored_row(row) for row in found]
+        values = self._values(tx, {d for row in found for d in _referred_by(str(row[-1]))})
+        return [self._stored_row(row, values) for row in found]
 
-    def _stored_row(self, row: tuple[Any, ...]) -> StoredRow:
+    def _stored_row(self, row: tuple[Any, ...], values: Mapping[str, str]) -> StoredRow:
         columns = dict(zip(COLUMNS, row[1:-1], strict=True))
         for name in ("occurred_at", "recorded_at", "retain_until"):
             columns[name] = self._from_db_time(columns[name])
-        return StoredRow(seq=int(row[0]), columns=columns, record_json=str(row[-1]))
+        return StoredRow(seq=int(row[0]), columns=columns, record_json=str(row[-1]), values=values)
 
     def _ensure_schema(self) -> None:
         with self._schema_lock:
@@ -491,9 +653,12 @@ _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_holds (
         workflow_id TEXT PRIMARY KEY, held_at TEXT NOT NULL, held_by TEXT NOT NULL,
         reason TEXT NOT NULL)""",
-    # Guards: records and tombstones are never changed, a chain head only moves forward,
-    # and records or heads go only with a tombstone (a purge). Whoever drops a guard is
-    # caught by verify(), which reports the missing trigger and never recreates it.
+    # Signed retention overrides (baton.audit.retention), newest by recorded_at.
+    """CREATE TABLE IF NOT EXISTS audit_overrides (
+        override_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL, override_json TEXT NOT NULL)""",
+    # Guards: records, tombstones and overrides are never changed, a chain head only moves
+    # forward, and records or heads go only with a tombstone (a purge). Whoever drops a
+    # guard is caught by verify(), which reports the missing trigger and never recreates it.
     """CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
         BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_records_no_delete BEFORE DELETE ON audit_records
@@ -509,6 +674,30 @@ _SQLITE_SCHEMA = (
         BEGIN SELECT RAISE(ABORT, 'audit_tombstones is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_tombstones_no_delete BEFORE DELETE ON audit_tombstones
         BEGIN SELECT RAISE(ABORT, 'audit_tombstones is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_overrides_no_update BEFORE UPDATE ON audit_overrides
+        BEGIN SELECT RAISE(ABORT, 'audit_overrides is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_overrides_no_delete BEFORE DELETE ON audit_overrides
+        BEGIN SELECT RAISE(ABORT, 'audit_overrides is append-only'); END""",
+    # Values stored once (see the module's docstring), and which chains refer to each. A
+    # rowid table: values of a few KiB stay on their page there, where a WITHOUT ROWID
+    # table would spill them onto overflow pages of their own.
+    """CREATE TABLE IF NOT EXISTS audit_values (
+        sha256 BLOB NOT NULL UNIQUE, value_json TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit_refs (
+        sha256 BLOB NOT NULL, workflow_id TEXT NOT NULL, PRIMARY KEY (sha256, workflow_id))
+        WITHOUT ROWID""",
+    # A value is never changed and goes only when no chain refers to it; a reference goes
+    # only with its chain's purge.
+    """CREATE TRIGGER IF NOT EXISTS audit_values_no_update BEFORE UPDATE ON audit_values
+        BEGIN SELECT RAISE(ABORT, 'audit_values is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_values_no_delete BEFORE DELETE ON audit_values
+        WHEN EXISTS (SELECT 1 FROM audit_refs WHERE sha256 = OLD.sha256)
+        BEGIN SELECT RAISE(ABORT, 'a value goes only when no record refers to it'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_refs_no_update BEFORE UPDATE ON audit_refs
+        BEGIN SELECT RAISE(ABORT, 'audit_refs is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_refs_no_delete BEFORE DELETE ON audit_refs
+        WHEN NOT EXISTS (SELECT 1 FROM audit_tombstones WHERE workflow_id = OLD.workflow_id)
+        BEGIN SELECT RAISE(ABORT, 'audit_refs is append-only: only a purge deletes'); END""",
 )
 # What verify() expects to find; a name missing is reported as a dropped guard.
 GUARDS: tuple[str, ...] = (
@@ -518,8 +707,25 @@ GUARDS: tuple[str, ...] = (
     "audit_chains_no_delete",
     "audit_tombstones_no_update",
     "audit_tombstones_no_delete",
+    "audit_overrides_no_update",
+    "audit_overrides_no_delete",
+    "audit_values_no_update",
+    "audit_values_no_delete",
+    "audit_refs_no_update",
+    "audit_refs_no_delete",
 )
 _TABLES = ("audit_records", "audit_chains", "audit_tombstones", "audit_holds")
+# Made after stores were in use: a reader finds none in a store no writer of this version
+# has opened yet, and takes that as no override (not as "not an audit store").
+_OVERRIDES = "audit_overrides"
+_OVERRIDE_GUARDS = ("audit_overrides_no_update", "audit_overrides_no_delete")
+# Likewise the values (and no record refers to one there).
+_VALUES = "audit_values"
+_LATE_GUARDS: dict[str, tuple[str, ...]] = {
+    _OVERRIDES: _OVERRIDE_GUARDS,
+    _VALUES: ("audit_values_no_update", "audit_values_no_delete", "audit_values_no_truncate"),
+    "audit_refs": ("audit_refs_no_update", "audit_refs_no_delete", "audit_refs_no_truncate"),
+}
 
 
 class _SqliteTx:
@@ -531,6 +737,10 @@ class _SqliteTx:
 
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
         return self._conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        if params:
+            self._conn.executemany(sql, params)
 
 
 class SqliteAuditStore(_SqlAuditStore):
@@ -619,8 +829,11 @@ class SqliteAuditStore(_SqlAuditStore):
                 raise sqlite3.OperationalError(f"{self.path}: cannot use WAL (mode is {mode})")
             return
 
+    def _table_names(self, tx: _Tx) -> set[str]:
+        return {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+
     def _require_schema(self, tx: _Tx) -> None:
-        names = {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = self._table_names(tx)
         missing = [t for t in _TABLES if t not in names]
         if missing:
             raise AuditStoreMissing(
@@ -631,6 +844,9 @@ class SqliteAuditStore(_SqlAuditStore):
     def _missing_guards(self, tx: _Tx) -> list[str]:
         names = {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='trigger'")}
         return [g for g in GUARDS if g not in names]
+
+    def _lock_values(self, tx: _Tx) -> None:
+        """Nothing to do: the write transaction holds SQLite's one writer lock."""
 
     def _to_db_time(self, value: datetime) -> object:
         # One fixed-width UTC text form, so SQL comparisons on text order like time.
@@ -657,6 +873,8 @@ _PG_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_holds (
         workflow_id text PRIMARY KEY, held_at text NOT NULL, held_by text NOT NULL,
         reason text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit_overrides (
+        override_id text PRIMARY KEY, recorded_at text NOT NULL, override_json text NOT NULL)""",
     """CREATE OR REPLACE FUNCTION audit_refuse() RETURNS trigger
         LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$""",
     """CREATE OR REPLACE FUNCTION audit_refuse_unless_purged() RETURNS trigger
@@ -681,9 +899,40 @@ _PG_SCHEMA = (
         FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
     """CREATE OR REPLACE TRIGGER audit_tombstones_no_delete BEFORE DELETE ON audit_tombstones
         FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_overrides_no_update BEFORE UPDATE ON audit_overrides
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_overrides_no_delete BEFORE DELETE ON audit_overrides
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE TABLE IF NOT EXISTS audit_values (
+        sha256 bytea PRIMARY KEY, value_json text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit_refs (
+        sha256 bytea NOT NULL, workflow_id text NOT NULL, PRIMARY KEY (sha256, workflow_id))""",
+    """CREATE OR REPLACE FUNCTION audit_refuse_referenced() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN
+            IF EXISTS (SELECT 1 FROM audit_refs WHERE sha256 = OLD.sha256)
+            THEN RAISE EXCEPTION 'a value goes only when no record refers to it'; END IF;
+            RETURN OLD; END $$""",
+    """CREATE OR REPLACE TRIGGER audit_values_no_update BEFORE UPDATE ON audit_values
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_values_no_delete BEFORE DELETE ON audit_values
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_referenced()""",
+    """CREATE OR REPLACE TRIGGER audit_refs_no_update BEFORE UPDATE ON audit_refs
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_refs_no_delete BEFORE DELETE ON audit_refs
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_unless_purged()""",
     # TRUNCATE skips row triggers: refuse it as a statement.
     """CREATE OR REPLACE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records
         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_values_no_truncate BEFORE TRUNCATE ON audit_values
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+    """CREATE OR REPLACE TRIGGER audit_refs_no_truncate BEFORE TRUNCATE ON audit_refs
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+)
+# Statement guards, PostgreSQL's only.
+_PG_TRUNCATE_GUARDS = (
+    "audit_records_no_truncate",
+    "audit_values_no_truncate",
+    "audit_refs_no_truncate",
 )
 _PG_SCHEMA_LOCK = 0x6261746F6E  # "baton": serialises concurrent first-use DDL across processes
 
@@ -700,6 +949,10 @@ class _PgTx:
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
         self._cur.execute(sql.replace("?", "%s"), params or None)
         return self._cur.rowcount
+
+    def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        if params:
+            self._cur.executemany(sql.replace("?", "%s"), params)
 
 
 class PostgresAuditStore(_SqlAuditStore):
@@ -741,14 +994,17 @@ class PostgresAuditStore(_SqlAuditStore):
             for statement in _PG_SCHEMA:
                 tx.run(statement)
 
-    def _require_schema(self, tx: _Tx) -> None:
-        found = {
+    def _table_names(self, tx: _Tx) -> set[str]:
+        return {
             str(r[0])
             for r in tx.rows(
                 "SELECT table_name FROM information_schema.tables"
                 " WHERE table_schema = current_schema()"
             )
         }
+
+    def _require_schema(self, tx: _Tx) -> None:
+        found = self._table_names(tx)
         missing = [t for t in _TABLES if t not in found]
         if missing:
             raise AuditStoreMissing(
@@ -764,7 +1020,12 @@ class PostgresAuditStore(_SqlAuditStore):
                 " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
             )
         }
-        return [g for g in (*GUARDS, "audit_records_no_truncate") if g not in names]
+        return [g for g in (*GUARDS, *_PG_TRUNCATE_GUARDS) if g not in names]
+
+    def _lock_values(self, tx: _Tx) -> None:
+        # Appenders insert into audit_values (ROW EXCLUSIVE) before their references, so
+        # once this is granted, every reference being added is committed and visible.
+        tx.run("LOCK TABLE audit_values IN SHARE ROW EXCLUSIVE MODE")
 
     def _to_db_time(self, value: datetime) -> object:
         return value.astimezone(UTC)

@@ -43,8 +43,10 @@ class AuditBatch(BaseModel):
 class Trail:
     """The run's audit events not yet shipped, and the task that ships them."""
 
-    def __init__(self) -> None:
-        self._occurrences: dict[str, int] = {}
+    def __init__(self, occurrences: dict[str, int] | None = None) -> None:
+        # How often each meaning has been recorded: the run's state holds it
+        # (RunState.trail_numbering), so a run carried on numbers on.
+        self._occurrences = {} if occurrences is None else occurrences
         self._pending: list[AuditEvent] = []
         self._closed = False
         self._ship_now = False

@@ -1,12 +1,15 @@
 """Chain verification over rows as stored, independent of the database that holds them.
 
-The database keeps each record twice: as its full JSON (what was hashed) and as indexed
-columns (what queries filter on). Someone editing the table may change either, so both are
-checked: the JSON against its own hash, and the columns against the JSON.
+A record of schema version 3 is kept once: its envelope in columns (what queries filter
+on), the rest as JSON, its large values in a table of their own keyed by their SHA-256 (see
+`baton.audit.events.fold`). Its hash is recomputed over all of it, references included, and
+each value it references over its own text. Older records kept the whole record as JSON
+beside the columns; both are checked, the JSON against its hash and the columns against it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from baton.audit.events import AuditRecord, format_timestamp
+from baton.audit.events import AuditRecord, format_timestamp, references, stored_hash
 
 ProblemKind = Literal[
     "edited",
@@ -26,6 +29,10 @@ ProblemKind = Literal[
     "guard_missing",
     # The store disagrees with a signed checkpoint, or the checkpoint log itself is damaged.
     "checkpoint",
+    # A value a record refers to is gone from the store, or no longer has the hash it is
+    # referred to by.
+    "value_missing",
+    "value_edited",
 ]
 
 COLUMNS: tuple[str, ...] = (
@@ -68,9 +75,14 @@ class VerifyReport(BaseModel):
 
 @dataclass(frozen=True)
 class StoredRow:
+    """A record as kept: in a store, columns plus JSON whose references `values` resolves
+    (the store's values by SHA-256, those it has); in an export, the whole record as JSON
+    with its values in full (`values` None)."""
+
     seq: int
     columns: Mapping[str, Any]
     record_json: str
+    values: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +147,17 @@ class _ChainChecker:
     def _check_row(self, row: StoredRow) -> tuple[int, _Link]:
         column_event_id = str(row.columns["event_id"])
         try:
-            record = AuditRecord.model_validate_json(row.record_json)
-            intact = record.computed_hash() == record.record_hash
+            if row.values is None:
+                record = AuditRecord.model_validate_json(row.record_json)
+                intact = record.computed_hash() == record.record_hash
+            else:
+                # The JSON has the last word on what it holds: a record stored before version
+                # 3 holds the columns' fields too, and they are checked against it below.
+                stored = json.loads(row.record_json)
+                if not isinstance(stored, dict):
+                    raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+                record = AuditRecord.model_validate({**row.columns, "seq": row.seq, **stored})
+                intact = stored_hash(record) == record.record_hash
         except ValueError as exc:  # pydantic's ValidationError, or NaN that cannot be hashed
             self.report(
                 row.seq,
@@ -174,7 +195,43 @@ class _ChainChecker:
                 "reordered",
                 f"stored at seq {row.seq} but the hashed record says seq {record.seq}",
             )
+        if row.values is not None and record.schema_version >= 3:
+            self._check_values(row.seq, record, row.values)
         return record.seq, _Link(row, record.event_id, record.prev_hash, record.record_hash)
+
+    def _check_values(self, seq: int, record: AuditRecord, values: Mapping[str, str]) -> None:
+        """Every value the record refers to, at any depth, is there with the hash it is
+        referred to by; one finding per value, where the record first refers to it."""
+        pending = [(f"data.{where}", digest) for where, digest in references(record.data)]
+        seen: set[str] = set()
+        while pending:
+            where, digest = pending.pop(0)
+            if digest in seen:
+                continue
+            seen.add(digest)
+            text = values.get(digest)
+            if text is None:
+                self.report(
+                    seq,
+                    record.event_id,
+                    "value_missing",
+                    f"the value at {where} (sha256 {digest[:12]}…) is gone from the store",
+                )
+                continue
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+                self.report(
+                    seq,
+                    record.event_id,
+                    "value_edited",
+                    f"the value at {where} no longer matches the hash it is referred to by "
+                    f"(sha256 {digest[:12]}…)",
+                )
+                continue
+            try:
+                inner = json.loads(text)
+            except ValueError:
+                continue  # its hash holds, so this is the text that was referred to
+            pending += [(_path(where, path), d) for path, d in references(inner)]
 
     def check_gaps(self, links: Mapping[int, _Link], head: ChainHead | None) -> None:
         last = max([*links, head.seq if head else 0], default=0)
@@ -243,6 +300,10 @@ class _ChainChecker:
                 "the chain head's hash differs from the last record's record_hash: "
                 "the last record was replaced",
             )
+
+
+def _path(where: str, inner: str) -> str:
+    return where + inner if not inner or inner.startswith("[") else f"{where}.{inner}"
 
 
 def _unknown_fields(record_json: str) -> list[str]:
