@@ -14,47 +14,31 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.worker import Interceptor, Replayer, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.audit import AuditFlush, reconcile_trail
-from activities.config import fixed_run_config, snapshot_run_config
-from activities.documents import enter_document, load_document, validate_document, void_document
-from activities.llm import ask, preload_sdks
-from activities.notify import notify_reviewers
-from baton.audit.interceptors import AuditInterceptor
-from baton.audit.reconcile_workflow import AuditReconcile
+from activities.llm import preload_sdks
 from baton.audit.sink import AuditSettings, AuditSink
 from baton.client import connect
 from baton.config import ConfigError, RunConfig, Settings, load_run_config
+from baton.plugin import SANDBOX, BatonPlugin, graph_activities
+from baton.runner import GraphWorkflow
 from baton.telemetry import configure_tracing
 from workflows import PROCESSES
 
-ACTIVITIES: list[Callable[..., Any]] = [
-    snapshot_run_config,
-    ask,
-    load_document,
-    validate_document,
-    enter_document,
-    void_document,
-    notify_reviewers,
-    reconcile_trail,
+__all__ = [
+    "ACTIVITIES",
+    "HEARTBEAT_THROTTLE",
+    "SANDBOX",
+    "WORKFLOWS",
+    "build_replayer",
+    "build_worker",
+    "main",
 ]
 
-# Baton's own modules and the process definitions are deterministic and keep
-# no state between runs; importing them once instead of per workflow run
-# keeps the sandbox cheap (re-importing workflows/ built and validated every
-# graph and its pydantic models again for each run).
-SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "baton", "activities", "systems", "workflows", "opentelemetry", "cryptography"
-    )
-)
-
-
+WORKFLOWS = [p.workflow for p in PROCESSES.values()]
+ACTIVITIES = graph_activities(WORKFLOWS)
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
@@ -67,7 +51,7 @@ def build_worker(
     audit: AuditSink | None = None,
     audited: bool = True,
     traced: bool = True,
-    extra_workflows: Sequence[type] = (),
+    extra_workflows: Sequence[type[GraphWorkflow]] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
     max_cached_workflows: int = 1000,
     run_config: RunConfig | Callable[[], RunConfig] | None = None,
@@ -81,26 +65,16 @@ def build_worker(
     With ``remote_activities=False`` it runs workflows and their local
     activities only, and leaves the other activities to other workers."""
     sink = (audit or AuditSink(AuditSettings.from_env())) if audited else None
-    own_interceptors: list[Interceptor] = [AuditInterceptor(sink)]
-    if traced:
-        # Spans for every run, whether or not the starter traced its call.
-        # Unless the client brings one: a worker takes on its client's interceptors,
-        # and two made every span twice.
-        inherited = client.config()["interceptors"]
-        if not any(isinstance(i, TracingInterceptor) for i in inherited):
-            own_interceptors.append(TracingInterceptor(always_create_workflow_spans=True))
+    plugin = BatonPlugin(
+        [*WORKFLOWS, *extra_workflows], audit=sink, run_config=run_config, traced=traced
+    )
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[*(p.workflow for p in PROCESSES.values()), AuditReconcile, *extra_workflows],
-        activities=[
-            *(ACTIVITIES if run_config is None else _with_config(run_config)),
-            *extra_activities,
-            AuditFlush(sink).flush,
-        ],
+        activities=extra_activities,
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
-        workflow_runner=SANDBOX,
-        interceptors=[*own_interceptors, *interceptors],
+        interceptors=interceptors,
+        plugins=[plugin],
         # A dead worker's cached runs move to another worker after 1 s, not
         # 10. Under overload a busy worker's task moves too and costs a replay,
         # but bench.harness measured no loss of throughput at N=1,000 and a
@@ -117,20 +91,11 @@ def build_worker(
     )
 
 
-def _with_config(run_config: RunConfig | Callable[[], RunConfig]) -> list[Callable[..., Any]]:
-    return [fixed_run_config(run_config) if a is snapshot_run_config else a for a in ACTIVITIES]
-
-
 def build_replayer(data_converter: DataConverter = pydantic_data_converter) -> Replayer:
     """Replays histories exactly as a worker runs them: same workflows,
     sandbox and workflow interceptors. A history a worker wrote is
     encrypted: pass ``baton.codec.encrypted_data_converter`` with its keys."""
-    return Replayer(
-        workflows=[*(p.workflow for p in PROCESSES.values()), AuditReconcile],
-        data_converter=data_converter,
-        workflow_runner=SANDBOX,
-        interceptors=[AuditInterceptor(None)],
-    )
+    return Replayer(workflows=[], plugins=[BatonPlugin(WORKFLOWS, data_converter=data_converter)])
 
 
 async def main() -> None:

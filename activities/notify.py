@@ -6,6 +6,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from baton.gates import Notice
+from baton.idempotency import idempotency_key
 from baton.runner import NOTIFY_ACTIVITY
 from systems.outbox import Outbox
 
@@ -17,9 +18,9 @@ class NoticeReceipt(BaseModel):
 
 @activity.defn(name=NOTIFY_ACTIVITY)
 def notify_reviewers(notice: Notice) -> NoticeReceipt:
-    info = activity.info()
     notice_id, created = Outbox().queue(
-        idempotency_key=f"{info.workflow_id}/{info.activity_id}",
+        # A reused workflow id's notices are its own, not skipped as sent.
+        idempotency_key=idempotency_key(),
         notice=notice.model_dump(mode="json"),
     )
     return NoticeReceipt(notice_id=notice_id, created=created)

@@ -80,7 +80,12 @@ class BareIntake:
         document = ExtractedDocument.model_validate(answer.output)
         report: ValidationReport = await workflow.execute_activity(
             "validate_document",
-            ValidateRequest(document=document, readable=loaded.readable, problem=loaded.problem),
+            ValidateRequest(
+                document=document,
+                readable=loaded.readable,
+                problem=loaded.problem,
+                suspected_instructions=loaded.suspected_instructions,
+            ),
             result_type=ValidationReport,
             start_to_close_timeout=STEP,
             retry_policy=RETRY,

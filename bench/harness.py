@@ -68,6 +68,8 @@ NEEDS_REVIEW = {
     "receipt-unreadable.txt",
     "letter-unknown-type.txt",
     "po-missing-number.txt",
+    # Its text addresses the AI (suspected_instructions): a person reviews it.
+    "invoice-quillon-new-account.txt",
     # A total above the four-eyes threshold: two approvers on both sides.
     "invoice-brightline-bl-88317.txt",
 }
@@ -264,9 +266,10 @@ def start_worker(kind: str, env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def audit_footprint(data_dir: Path) -> tuple[int, int, int]:
-    """The SQLite audit store's bytes, its record JSON bytes and its runs; zeros
-    where a variant keeps none there. The WAL is folded into the file first (the
-    worker has stopped): its frames repeat pages, and are not what the store keeps."""
+    """The SQLite audit store's bytes, its JSON bytes (records and the values they
+    refer to) and its runs; zeros where a variant keeps none there. The WAL is folded
+    into the file first (the worker has stopped): its frames repeat pages, and are not
+    what the store keeps."""
     database = data_dir / "audit.db"
     if not database.exists():
         return 0, 0, 0
@@ -276,7 +279,10 @@ def audit_footprint(data_dir: Path) -> tuple[int, int, int]:
             "SELECT COALESCE(SUM(LENGTH(record_json)), 0), COUNT(DISTINCT workflow_id)"
             " FROM audit_records"
         ).fetchone()
-    return database.stat().st_size, int(json_bytes), int(chains)
+        (value_bytes,) = conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(value_json)), 0) FROM audit_values"
+        ).fetchone()
+    return database.stat().st_size, int(json_bytes) + int(value_bytes), int(chains)
 
 
 def audit_verify_ms(data_dir: Path) -> float:

@@ -20,9 +20,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
 
+from activities.audit import AuditFlush
+from activities.config import fixed_run_config, snapshot_run_config
 from activities.documents import EntryReceipt
+from baton.audit.interceptors import AuditInterceptor
 from baton.client import build_input, start_run
 from baton.idempotency import IdempotencyInterceptor, idempotency_key
+from baton.plugin import SANDBOX, graph_activities
 from systems.erp import DocumentRegister
 from systems.keyed import IdempotencyConflict, payload_sha256
 from tests.conftest import SAMPLES
@@ -58,12 +62,7 @@ async def test_a_reused_workflow_id_with_another_document_gets_its_own_entry(
     entered while the run reported it entered."""
     client = time_skipping_env.client
     workflow_id = f"reused-{uuid.uuid4().hex[:8]}"
-    async with build_worker(
-        client,
-        task_queue=task_queue,
-        run_config=WORKER_CONFIG,
-        interceptors=[IdempotencyInterceptor()],
-    ):
+    async with build_worker(client, task_queue=task_queue, run_config=WORKER_CONFIG):
         first_run = await intake(client, task_queue, FIRST, workflow_id)
         second_run = await intake(client, task_queue, SECOND, workflow_id)
 
@@ -78,11 +77,12 @@ async def test_a_reused_workflow_id_with_another_document_gets_its_own_entry(
 async def test_without_the_run_header_a_reused_id_fails_loudly_instead_of_silently(
     time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    """A worker without the interceptor falls back to the old key; the
-    register then refuses the second document instead of dropping it."""
+    """Activities scheduled without the run header (by a worker from before
+    it, or in a run started then) fall back to the old key; the register then
+    refuses the second document instead of dropping it."""
     client = time_skipping_env.client
     workflow_id = f"legacy-{uuid.uuid4().hex[:8]}"
-    async with build_worker(client, task_queue=task_queue, run_config=WORKER_CONFIG):
+    async with worker_before_run_keys(client, task_queue):
         await intake(client, task_queue, FIRST, workflow_id)
         with pytest.raises(WorkflowFailureError) as failure:
             await intake(client, task_queue, SECOND, workflow_id)
@@ -91,6 +91,24 @@ async def test_without_the_run_header_a_reused_id_fails_loudly_instead_of_silent
     assert [e["number"] for e in DocumentRegister().entries(f"{workflow_id}/")] == [
         "ACME-2026-0142"
     ]
+
+
+def worker_before_run_keys(client: Client, queue: str) -> Worker:
+    """Document intake's worker as it was before idempotency keys named the
+    run: the same workflows, activities, audit and sandbox, no run header."""
+    snapshot = fixed_run_config(WORKER_CONFIG)
+    activities = [
+        snapshot if a is snapshot_run_config else a for a in graph_activities([DocumentIntake])
+    ]
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[DocumentIntake],
+        activities=[*activities, AuditFlush(None).flush],
+        activity_executor=ThreadPoolExecutor(max_workers=4),
+        interceptors=[AuditInterceptor(None)],
+        workflow_runner=SANDBOX,
+    )
 
 
 def _causes(error: BaseException | None) -> str:

@@ -1,0 +1,392 @@
+"""Ask: a question to a model, routed by the run's configuration.
+
+The cascade is planned in the workflow (:func:`baton.routing.plan_route`),
+one activity per attempt: an invalid answer is repaired by the same model
+with the errors fed back; still invalid, or below the task's minimum
+confidence, goes to the next tier; the human tier, or a spent budget, opens
+a gate on this node that shows the reviewer every attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field, model_validator
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from baton.audit.events import Actor
+from baton.gates import GateState
+from baton.llm import AskAnswer, AskRequest
+from baton.llm.prompt import prompt_version
+from baton.nodes.base import (
+    ActivityRef,
+    Done,
+    GraphError,
+    Node,
+    Retry,
+    Run,
+    activity_options,
+    error_type,
+    is_model,
+    model_fields,
+    root_message,
+    schema_problems,
+)
+from baton.nodes.gate import await_decision, shown_attempts
+from baton.routing import (
+    HUMAN,
+    Attempt,
+    AttemptOutcome,
+    Option,
+    Plan,
+    PlannedTier,
+    RoutingError,
+    plan_route,
+)
+from baton.state import NodeRecord
+
+if TYPE_CHECKING:
+    from baton.graph import Graph
+
+ASK_ACTIVITY = "ask"
+# Provider errors that every other model would repeat (a refused key, an
+# unknown model, a malformed request): they fail the step instead of cascading.
+FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
+
+
+class Ask(Node):
+    """An LLM step: ``task`` names what to ask; the answer must validate
+    against ``output``. Which model answers is decided by routing, not here."""
+
+    task: str
+    output: type[BaseModel]
+    instructions: str = ""
+    documents: tuple[str, ...] = Field(
+        default=(),
+        description="Inputs that are document references (baton.document_store): the model "
+        "is given the document's text, the run keeps only the reference",
+    )
+    checks: tuple[Callable[[Any], list[str]], ...] = Field(
+        default=(),
+        description="Task validators: pure functions of the output returning the problems found",
+    )
+    timeout: timedelta = timedelta(seconds=120)
+    # Model calls are slow and the `ask` activity heartbeats while it waits,
+    # so a crashed worker's attempt is retried in seconds, a slow model is not.
+    # The worker sends heartbeats every second (worker.HEARTBEAT_THROTTLE), so
+    # 2 of these 3 s are slack for a busy worker. Not shorter: with 2 s and
+    # the SDK's default throttle (1.6 s, 0.4 s slack), an overloaded worker
+    # (10,000 runs starting) missed four heartbeats in a row for 3 runs.
+    heartbeat: timedelta | None = timedelta(seconds=3)
+    retry: Retry = Retry(max_attempts=4)
+
+    kind: ClassVar[str] = "ask"
+    opens_gate: ClassVar[bool] = True
+    __init__ = Node.__init__  # keeps the positional id for type checkers
+
+    @model_validator(mode="after")
+    def _documents_are_inputs(self) -> Ask:
+        unknown = [name for name in self.documents if name not in self.inputs]
+        if unknown:
+            raise ValueError(
+                f"documents {unknown} are not among its inputs ({', '.join(self.inputs)}); "
+                "name the inputs that carry a document reference"
+            )
+        return self
+
+    def output_fields(self) -> set[str]:
+        return model_fields(self.output)
+
+    def answer_model(self) -> type[BaseModel]:
+        return self.output
+
+    def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
+        if not is_model(self.output):
+            raise GraphError(f"node '{self.id}': an Ask needs an output schema (pydantic model)")
+        if not self.task:
+            raise GraphError(f"node '{self.id}': an Ask needs a task name")
+
+    def activities(self) -> Sequence[ActivityRef]:
+        return [ASK_ACTIVITY]
+
+    async def run(self, run: Run, record: NodeRecord) -> Done:
+        return Done(await _Cascade(self, run, record).answer())
+
+    def mermaid_shape(self) -> str:
+        return f'[/"{self.id}<br/><small>LLM: {self.task}</small>"/]'
+
+
+class _Cascade:
+    """One visit of an Ask node: its plan and its attempts."""
+
+    def __init__(self, node: Ask, run: Run, record: NodeRecord) -> None:
+        self.node = node
+        self.run = run
+        self.record = record
+
+    async def answer(self) -> Any:
+        node, record = self.node, self.record
+        assert self.run.state.config is not None
+        routing = self.run.state.config.routing
+        try:
+            plan = plan_route(routing, node.task)
+        except RoutingError as err:
+            raise ApplicationError(
+                f"node '{node.id}': {err}", type="RoutingError", non_retryable=True
+            ) from None
+        attempts: list[Attempt] = []
+        feedback = self.run.state.feedback.pop(node.id, ([], None))
+        record.meta.update(
+            task=node.task,
+            cascade=[t.name for t in plan.tiers],
+            excluded=plan.excluded,
+            attempts=attempts,
+            cost_usd=0.0,
+        )
+        trail = self.run.trail
+        trail.record(
+            "routing.decided",
+            node=node.id,
+            about=f"v{record.visits}/planned",
+            task=node.task,
+            decision="planned",
+            cascade=[t.name for t in plan.tiers],
+            candidates={t.name: [o.candidate for o in t.options] for t in plan.tiers},
+            excluded=plan.excluded,
+            data_class=plan.route.data_class,
+            min_confidence=plan.route.min_confidence,
+            repair_attempts=plan.route.repair_attempts,
+            budget_usd=routing.budget_usd_per_run,
+        )
+        best: tuple[Attempt, Any] | None = None
+        escalation: str | None = None
+        for tier in plan.tiers:
+            if tier.name == HUMAN:
+                escalation = "the cascade reached its human tier"
+                break
+            budget = routing.budget_usd_per_run
+            if tier.paid and budget is not None and self.run.cost() >= budget:
+                escalation = f"the run's budget of ${budget:.2f} is spent (${self.run.cost():.4f})"
+                break
+            accepted, candidate = await self._try_tier(plan, tier, attempts, feedback)
+            if accepted is not None:
+                return accepted
+            if candidate is not None and (best is None or _more_confident(candidate[0], best[0])):
+                best = candidate
+        if escalation is None:
+            if best is None:
+                raise ApplicationError(
+                    f"node '{node.id}': no model gave a valid answer ({len(attempts)} attempts: "
+                    f"{'; '.join(f'{a.provider}/{a.model}: {a.outcome}' for a in attempts)})",
+                    type="NoValidAnswer",
+                    non_retryable=True,
+                )
+            attempt, value = best
+            attempt.outcome = "accepted_below_minimum"
+            self._note_answer(attempt)
+            trail.record(
+                "routing.decided",
+                node=node.id,
+                about=f"v{record.visits}/accepted",
+                decision="accepted below the minimum confidence: the cascade has no human tier",
+                attempt=attempt.index,
+            )
+            return value
+        trail.record(
+            "routing.decided",
+            node=node.id,
+            about=f"v{record.visits}/escalated",
+            decision="escalated to a person",
+            why=escalation,
+        )
+        return await self._ask_a_person(plan, escalation, best)
+
+    async def _try_tier(
+        self,
+        plan: Plan,
+        tier: PlannedTier,
+        attempts: list[Attempt],
+        feedback: tuple[list[str], Any],
+    ) -> tuple[Any, tuple[Attempt, Any] | None]:
+        """(accepted output or None, the valid-but-unsure answer if any).
+        Candidates of a tier are alternatives: the next is tried only when a
+        provider fails for good."""
+        node, record = self.node, self.record
+        for option in tier.options:
+            # A reviewer's change request is the first repair: what to fix, and
+            # the answer it is about.
+            errors, previous = feedback
+            for repair in range(plan.route.repair_attempts + 1):
+                attempt, value = await self._attempt(
+                    option,
+                    repair,
+                    errors,
+                    previous,
+                    len(attempts) + 1,
+                    minimum=plan.route.min_confidence,
+                )
+                attempts.append(attempt)
+                self.run.trail.record(
+                    "ai.inference",
+                    node=node.id,
+                    about=f"v{record.visits}/attempt{attempt.index}",
+                    actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
+                    operation="chat",
+                    task=node.task,
+                    prompt={
+                        "name": node.task,
+                        "version": _prompt_version(node.instructions, node.output),
+                    },
+                    **attempt.model_dump(),
+                    min_confidence=plan.route.min_confidence,
+                )
+                record.meta["cost_usd"] = sum(a.cost_usd for a in attempts)
+                self.run.publish()
+                if attempt.outcome == "provider_error":
+                    break
+                if attempt.outcome == "accepted":
+                    self._note_answer(attempt)
+                    return value, None
+                if attempt.outcome == "low_confidence":
+                    return None, (attempt, value)
+                errors, previous = attempt.errors, attempt.output
+            else:
+                return None, None
+        return None, None
+
+    async def _attempt(
+        self,
+        option: Option,
+        repair: int,
+        errors: list[str],
+        previous: Any,
+        index: int,
+        *,
+        minimum: float,
+    ) -> tuple[Attempt, Any]:
+        node = self.node
+        started = workflow.now()
+        request = AskRequest(
+            task=node.task,
+            instructions=node.instructions,
+            inputs=self.run.resolve(node.inputs),
+            documents=list(node.documents),
+            output_schema=_json_schema(node.output),
+            provider_name=option.candidate.provider,
+            provider=option.provider,
+            model=option.candidate.model,
+            repair_errors=errors,
+            previous_output=previous,
+        )
+        options = activity_options(self.run, node, self.record)
+        options["activity_id"] += f".{index}"
+        options["summary"] = f"{node.id}: {option.candidate.provider}/{option.candidate.model}"
+        attempt = Attempt(
+            index=index,
+            tier=option.tier,
+            provider=option.candidate.provider,
+            model=option.candidate.model,
+            repair=repair,
+            outcome="provider_error",
+            started_at=started,
+            finished_at=started,
+        )
+        try:
+            answer = await workflow.execute_activity(
+                ASK_ACTIVITY, request, result_type=AskAnswer, **options
+            )
+        except ActivityError as err:
+            if error_type(err) in FATAL_PROVIDER_ERRORS:
+                raise
+            failed = {"errors": [root_message(err)], "finished_at": workflow.now()}
+            return attempt.model_copy(update=failed), None
+        value, problems = self._judge(answer)
+        if problems:
+            outcome: AttemptOutcome = "invalid"
+        else:
+            outcome = "accepted" if answer.confidence >= minimum else "low_confidence"
+        answered = {
+            "model": answer.model or option.candidate.model,
+            "outcome": outcome,
+            "confidence": answer.confidence,
+            "confidence_method": answer.confidence_method,
+            "input_tokens": answer.input_tokens,
+            "output_tokens": answer.output_tokens,
+            "cost_usd": option.candidate.cost_usd(answer.input_tokens, answer.output_tokens),
+            "errors": problems,
+            "output": answer.output,
+            "notes": answer.notes,
+            "response_id": answer.response_id,
+            "finish_reason": answer.finish_reason,
+            "finished_at": workflow.now(),
+        }
+        return attempt.model_copy(update=answered), value
+
+    def _judge(self, answer: AskAnswer) -> tuple[Any, list[str]]:
+        """The answer as the node's output, or why it is refused: the reply's
+        format, the output schema, then the node's own checks."""
+        if answer.format_errors:
+            return None, list(answer.format_errors)
+        problems = schema_problems(self.node.output, answer.output)
+        if problems:
+            return None, problems
+        value = self.node.output.model_validate(answer.output)
+        problems = [p for check in self.node.checks for p in check(value)]
+        return (None, problems) if problems else (value.model_dump(mode="json"), [])
+
+    def _note_answer(self, attempt: Attempt) -> None:
+        self.record.meta.update(
+            provider=attempt.provider,
+            model=attempt.model,
+            confidence=attempt.confidence,
+            confidence_method=attempt.confidence_method,
+            input_tokens=attempt.input_tokens,
+            output_tokens=attempt.output_tokens,
+        )
+
+    async def _ask_a_person(self, plan: Plan, reason: str, best: tuple[Attempt, Any] | None) -> Any:
+        node, record = self.node, self.record
+        attempts: list[Attempt] = record.meta["attempts"]
+        shown = {
+            "task": node.task,
+            "why": reason,
+            "inputs": self.run.resolve(node.inputs),
+            "attempts": shown_attempts(self.run, attempts),
+            "proposed": None if best is None else best[1],
+        }
+        record.meta["escalated"] = reason
+        gate = GateState(
+            gate=node.id,
+            round=record.visits,
+            roles=[plan.route.human_role],
+            opened_at=workflow.now(),
+            shown=shown,
+        )
+        decision = await await_decision(self.run, gate, record)
+        if decision.outcome == "reject":
+            return None
+        record.meta.update(
+            confidence=1.0, confidence_method="human_review", decided_by=decision.user
+        )
+        if decision.edited:
+            return gate.edited_output
+        assert best is not None
+        return best[1]
+
+
+@cache
+def _prompt_version(instructions: str, output: type[BaseModel]) -> str:
+    return prompt_version(instructions, _json_schema(output))
+
+
+@cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Built once per model, not per attempt: it is the same on every run.
+    return model.model_json_schema()
+
+
+def _more_confident(a: Attempt, b: Attempt) -> bool:
+    return (a.confidence or 0.0) > (b.confidence or 0.0)

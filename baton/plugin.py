@@ -1,0 +1,118 @@
+"""BatonPlugin: what a worker or a replayer needs to run Baton processes.
+
+One plugin (``temporalio.plugin.SimplePlugin``) carries it for both, so a
+replay runs a history exactly as a worker ran it: the process workflows and
+the audit reconciliation, the activities their graphs call (each node kind
+names its own, see ``Node.activities``), the audit interceptor (whose
+workflow half issues the ``audit_flush`` local activities), the run header
+that idempotency keys are made from, tracing, and the sandbox.
+
+    worker = Worker(client, task_queue="baton", plugins=[BatonPlugin(workflows, audit=sink)])
+    replayer = Replayer(workflows=[], plugins=[BatonPlugin(workflows)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.converter import DataConverter
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import Interceptor, ReplayerConfig, WorkerConfig
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.audit import AuditFlush, reconcile_trail
+from activities.config import fixed_run_config, snapshot_run_config
+from activities.llm import ask
+from activities.notify import notify_reviewers
+from baton.audit.interceptors import AuditInterceptor
+from baton.audit.reconcile_workflow import AuditReconcile
+from baton.audit.sink import AuditSink
+from baton.config import RunConfig
+from baton.idempotency import IdempotencyInterceptor
+from baton.nodes.ask import ASK_ACTIVITY
+from baton.nodes.gate import NOTIFY_ACTIVITY
+from baton.runner import GraphWorkflow
+
+# Baton's own modules and the process definitions are deterministic and keep
+# no state between runs; importing them once instead of per workflow run
+# keeps the sandbox cheap (re-importing workflows/ built and validated every
+# graph and its pydantic models again for each run).
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "baton", "activities", "systems", "workflows", "opentelemetry", "cryptography"
+    )
+)
+
+# The activities node kinds name rather than hold (see Node.activities).
+_BATON_ACTIVITIES: dict[str, Callable[..., Any]] = {
+    ASK_ACTIVITY: ask,
+    NOTIFY_ACTIVITY: notify_reviewers,
+}
+
+
+def graph_activities(workflows: Sequence[type[GraphWorkflow]]) -> list[Callable[..., Any]]:
+    """Every activity the graphs of ``workflows`` call, each once, with the
+    configuration snapshot every run takes and the audit reconciliation's."""
+    called = [
+        _BATON_ACTIVITIES[ref] if isinstance(ref, str) else ref
+        for cls in workflows
+        for node in cls.graph.nodes
+        for ref in node.activities()
+    ]
+    return list(dict.fromkeys([snapshot_run_config, *called, reconcile_trail]))
+
+
+class BatonPlugin(SimplePlugin):
+    """Runs ``workflows`` (Baton processes) on a worker or a replayer.
+
+    ``audit`` is where the worker's audit events go (None: nowhere, for a
+    replayer or a benchmark of the audit's cost). ``run_config`` replaces
+    the configuration files a run snapshots at start (a callable is asked
+    at each start). ``traced`` adds OpenTelemetry spans unless the worker's
+    client traces already (a worker takes on its client's interceptors, and
+    two made every span twice). ``data_converter`` is the replayer's; a
+    worker uses its client's."""
+
+    def __init__(
+        self,
+        workflows: Sequence[type[GraphWorkflow]],
+        *,
+        audit: AuditSink | None = None,
+        run_config: RunConfig | Callable[[], RunConfig] | None = None,
+        traced: bool = True,
+        data_converter: DataConverter | None = None,
+    ) -> None:
+        activities = graph_activities(workflows)
+        if run_config is not None:
+            snapshot = fixed_run_config(run_config)
+            activities = [snapshot if a is snapshot_run_config else a for a in activities]
+        activities.append(AuditFlush(audit).flush)
+        self._audit = AuditInterceptor(audit)
+        # Idempotency keys name the run's first execution (baton.idempotency).
+        self._run_header = IdempotencyInterceptor()
+        self._traced = traced
+        super().__init__(
+            "baton",
+            data_converter=data_converter,
+            workflows=[*workflows, AuditReconcile],
+            # A worker given some of these too (a test's own process) registers each once.
+            activities=lambda given: list(dict.fromkeys([*activities, *(given or [])])),
+            workflow_runner=SANDBOX,
+        )
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        config = super().configure_worker(config)
+        own: list[Interceptor] = [self._audit, self._run_header]
+        inherited = config["client"].config()["interceptors"]
+        if self._traced and not any(isinstance(i, TracingInterceptor) for i in inherited):
+            # Spans for every run, whether or not the starter traced its call.
+            own.append(TracingInterceptor(always_create_workflow_spans=True))
+        config["interceptors"] = [*own, *config.get("interceptors", [])]
+        return config
+
+    def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
+        config = super().configure_replayer(config)
+        config["interceptors"] = [self._audit, self._run_header, *config.get("interceptors", [])]
+        return config
