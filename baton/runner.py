@@ -225,6 +225,11 @@ class GraphWorkflow:
             kind=node.kind,
             visit=record.visits,
         )
+        # Asked when the node is reached, where a worker of the old graph went
+        # straight on: a run recorded before the node existed skips it on replay.
+        if node.since is not None and not workflow.patched(node.since):
+            self._finish(record, "skipped", None, f"added after this run started ({node.since})")
+            return set()
         if node.when is not None and node.when_skips:
             if not node.when(self.view()):
                 self._finish(record, "skipped", None, f"condition {node.condition_name} was false")

@@ -116,6 +116,11 @@ class Node(BaseModel):
         "the whole timeout",
     )
     description: str = ""
+    since: str | None = Field(
+        default=None,
+        description="The patch this node was added under (workflow.patched): runs started "
+        "before it skip the node, so their histories still replay",
+    )
 
     kind: ClassVar[str] = "node"
     # Whether a false `when=` skips the node; an edge back reads it as its loop condition.

@@ -162,11 +162,11 @@ def _validate_inputs(graph: Graph, node: Step) -> None:
         if ref is None:
             continue
         source, _ = parse_ref(ref)
-        skippable = source != INPUT and graph.node(source).when is not None
-        if skippable and not _accepts_none(info.annotation):
+        skipped_by = None if source == INPUT else _skipped_by(graph.node(source))
+        if skipped_by is not None and not _accepts_none(info.annotation):
             raise GraphError(
                 f"node '{node.id}': input '{name}' reads '{source}', which may be skipped "
-                f"(when={graph.node(source).condition_name}); declare {model.__name__}."
+                f"({skipped_by}); declare {model.__name__}."
                 f"{name} as Optional"
             )
     unknown = sorted(set(node.inputs) - set(model.model_fields))
@@ -182,3 +182,13 @@ def _accepts_none(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return type(None) in typing.get_args(annotation)
     return annotation is None or annotation is Any
+
+
+def _skipped_by(node: Node) -> str | None:
+    """What may skip ``node`` in a run: its condition, or its being added
+    after the run started."""
+    if node.when is not None:
+        return f"when={node.condition_name}"
+    if node.since is not None:
+        return f"since={node.since}"
+    return None

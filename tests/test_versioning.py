@@ -1,0 +1,121 @@
+"""A node inserted into a running process with `since=` leaves the runs
+recorded before it replayable; inserted without it, they fail replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities.documents import ExtractedDocument
+from baton.graph import Graph, GraphError, Step
+from baton.plugin import BatonPlugin
+from baton.runner import GraphWorkflow, RunResult
+from workflows.document_intake import GRAPH, IntakeRequest
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+class Stamp(BaseModel):
+    document: ExtractedDocument
+
+
+class Stamped(BaseModel):
+    stamp: str
+
+
+@activity.defn
+def stamp_received(request: Stamp) -> Stamped:
+    return Stamped(stamp=f"received {request.document.number}")
+
+
+def with_a_stamp(since: str | None) -> Graph:
+    """Document intake with a step inserted after `validate`, as a later
+    release of the process would add it."""
+    nodes = list(GRAPH.nodes)
+    at = next(i for i, node in enumerate(nodes) if node.id == "validate") + 1
+    nodes.insert(
+        at, Step("stamp", activity=stamp_received, inputs={"document": "extract"}, since=since)
+    )
+    return Graph(
+        name=GRAPH.name,
+        input=IntakeRequest,
+        nodes=tuple(nodes),
+        purpose=GRAPH.purpose,
+        risk_class=GRAPH.risk_class,
+        stop_roles=GRAPH.stop_roles,
+    )
+
+
+@workflow.defn(name="document_intake")
+class IntakeStampedSince(GraphWorkflow):
+    graph = with_a_stamp(since="stamp-received")
+
+    @workflow.run
+    async def run(self, request: Any) -> RunResult:
+        return await self.execute(request)
+
+
+@workflow.defn(name="document_intake")
+class IntakeStampedUnversioned(GraphWorkflow):
+    graph = with_a_stamp(since=None)
+
+    @workflow.run
+    async def run(self, request: Any) -> RunResult:
+        return await self.execute(request)
+
+
+async def replay_failures(workflow_class: type[GraphWorkflow]) -> list[str]:
+    plugin = BatonPlugin([workflow_class], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[], plugins=[plugin])
+    failed = []
+    for path in HISTORIES:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failed.append(path.stem)
+    return failed
+
+
+async def test_a_node_inserted_with_since_replays_every_recorded_history() -> None:
+    assert await replay_failures(IntakeStampedSince) == []
+
+
+async def test_the_same_node_inserted_without_since_breaks_the_recorded_runs() -> None:
+    failed = await replay_failures(IntakeStampedUnversioned)
+    # Every run that got past `validate` scheduled `enter` or opened its gate
+    # where this graph schedules `stamp`.
+    assert "document_intake_clean" in failed and "gate_approve" in failed
+
+
+class Received(BaseModel):
+    stamp: Stamped
+
+
+@activity.defn
+def file_stamp(request: Received) -> Stamped:
+    return request.stamp
+
+
+def test_a_step_reading_a_versioned_node_must_accept_none() -> None:
+    """A run started before the node skips it: what reads it gets None."""
+    with pytest.raises(GraphError, match="which may be skipped \\(since=stamp-received\\)"):
+        Graph(
+            name="stamps",
+            input=IntakeRequest,
+            nodes=(
+                Step(
+                    "stamp",
+                    activity=stamp_received,
+                    inputs={"document": "input.document"},
+                    since="stamp-received",
+                ),
+                Step("file", activity=file_stamp, inputs={"stamp": "stamp"}),
+            ),
+        )
