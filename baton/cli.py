@@ -454,7 +454,8 @@ def _short(value: Any, limit: int = 160) -> str:
 def format_status(status: RunStatus) -> str:
     lines = [
         f"{status.workflow_id}  ({status.process})  state: {status.state}",
-        f"requested by {status.requested_by}; config {status.config_digest[:12] or '-'}",
+        f"requested by {status.requested_by}; config {status.config_digest[:12] or '-'}; "
+        f"graph {status.graph_digest or '-'}",
         f"current: {', '.join(status.current) or '-'}",
         "nodes:",
     ]

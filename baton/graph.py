@@ -22,6 +22,8 @@ This module is pure and deterministic: it runs inside Temporal workflows.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -112,6 +114,25 @@ class Graph(BaseModel):
 
     def mermaid(self) -> str:
         return render_mermaid(self)
+
+    def digest(self) -> str:
+        """What the process is, as 16 hex digits: its nodes, their kinds,
+        edges, inputs, conditions, versions and activities. Recorded at every
+        run's start and in its status, so a run says which graph it ran."""
+        shape = [
+            {
+                "id": node.id,
+                "kind": node.kind,
+                "after": sorted(self.predecessors(node.id)),
+                "inputs": dict(node.inputs),
+                "when": node.condition_name,
+                "since": node.since,
+                "activities": [a if isinstance(a, str) else a.__name__ for a in node.activities()],
+            }
+            for node in self.nodes
+        ]
+        text = json.dumps({"name": self.name, "nodes": shape}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _validate_graph(graph: Graph) -> None:

@@ -403,6 +403,7 @@ class GraphWorkflow:
             state=self._phase(),
             requested_by=state.input.requested_by if state.input else "unknown",
             config_digest=state.config.digest if state.config else "",
+            graph_digest=self.graph.digest(),
             current=self._current(),
             nodes=list(state.records.values()),
             gates=list(state.gates.values()),

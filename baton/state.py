@@ -153,6 +153,7 @@ class RunStatus(BaseModel):
     state: RunPhase
     requested_by: str
     config_digest: str
+    graph_digest: str = Field(default="", description="Which graph the run runs (Graph.digest)")
     current: list[str]
     nodes: list[NodeRecord]
     gates: list[GateState]

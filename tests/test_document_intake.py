@@ -143,6 +143,19 @@ async def test_four_eyes_is_a_reason_of_its_own(
     ]
 
 
+async def test_a_run_says_which_graph_it_ran(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    handle = await start(time_skipping_env.client, task_queue, CLEAN)
+    await handle.result()
+
+    status = await run_status(time_skipping_env.client, handle.id)
+    assert status.graph_digest == DocumentIntake.graph.digest()
+    assert f"graph {status.graph_digest}" in format_status(status)
+    (started,) = [r for r in trail(handle.id) if r.event_type == "run.started"]
+    assert started.data["graph_digest"] == status.graph_digest
+
+
 async def test_rejection_ends_the_run_without_entering_anything(
     time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
 ) -> None:

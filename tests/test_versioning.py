@@ -119,3 +119,9 @@ def test_a_step_reading_a_versioned_node_must_accept_none() -> None:
                 Step("file", activity=file_stamp, inputs={"stamp": "stamp"}),
             ),
         )
+
+
+def test_a_graph_digest_names_its_shape_and_versions() -> None:
+    digests = {GRAPH.digest(), with_a_stamp(None).digest(), with_a_stamp("stamp-received").digest()}
+    assert len(digests) == 3
+    assert with_a_stamp("stamp-received").digest() == with_a_stamp("stamp-received").digest()

@@ -121,6 +121,7 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
             actor=Actor(type="unproven", id=str(claimed or "unknown"), role="requester"),
             input=request,
             task_queue=workflow.info().task_queue,
+            graph_digest=_graph_digest(workflow.instance()),
             attempt=workflow.info().attempt,
         )
         shipping = asyncio.create_task(trail.ship_until_closed())
@@ -144,3 +145,9 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
         trail.record("run.ended", outcome=getattr(result, "outcome", "completed"))
         await shipped()
         return result
+
+
+def _graph_digest(instance: object) -> str | None:
+    graph = getattr(instance, "graph", None)
+    digest = getattr(graph, "digest", None)
+    return digest() if callable(digest) else None
