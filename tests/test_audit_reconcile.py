@@ -31,7 +31,7 @@ from baton.audit.reports import write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import _SQLITE_SCHEMA, open_store
 from baton.cli import main
-from baton.client import decide, decide_in_turn
+from baton.client import DecisionRefused, decide, decide_in_turn
 from baton.gates import Decision
 from baton.server import EmbeddedServer
 from tests.conftest import SAMPLES
@@ -318,3 +318,23 @@ async def test_a_difference_is_an_alert_and_a_finding_in_both_reports(
     assert "Reconcile: 1 run(s) differ from Temporal's history" in summary
     assert "Reconciled 2 of 3 run(s) Agree with Temporal 1 Differ 1 Not reconciled yet 1" in summary
     assert f"{differs} " in summary and lost in summary
+
+
+async def test_a_refused_act_cannot_shape_its_event_id(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    """A refused decision names any gate its sender likes; its id stays short and plain."""
+    client = time_skipping_env.client
+    handle = await start_intake(client, task_queue, MISSING_TOTAL)
+    await settled(client, handle.id)
+    hostile = "../" * 400 + "review/r1#2"
+    with pytest.raises(DecisionRefused):
+        await decide(client, handle.id, Decision(gate=hostile, user="rita", outcome="approve"))
+
+    async def refusals() -> list[AuditRecord]:
+        return [r for r in trail(handle.id) if r.event_type == "decision.refused"]
+
+    (refused,) = await eventually(refusals, bool, timeout=5)
+    meaning = refused.event_id.split("/w/", 1)[1]
+    assert meaning.startswith("decision.refused/") and len(meaning) <= 100
+    assert "#" not in meaning and "/" not in meaning.removeprefix("decision.refused/")
