@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from baton.nodes import Ask, Back, FourEyes, Gate, GraphError, Node, Retry, Step
 from baton.nodes.base import INPUT, model_fields, parse_ref
@@ -71,6 +71,7 @@ class Graph(BaseModel):
         default=("admin",),
         description="Roles whose users may stop a run (the AI Act's stop button)",
     )
+    _digest: str | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         # Validated here rather than in a pydantic validator, which would
@@ -119,20 +120,28 @@ class Graph(BaseModel):
         """What the process is, as 16 hex digits: its nodes, their kinds,
         edges, inputs, conditions, versions and activities. Recorded at every
         run's start and in its status, so a run says which graph it ran."""
-        shape = [
-            {
-                "id": node.id,
-                "kind": node.kind,
-                "after": sorted(self.predecessors(node.id)),
-                "inputs": dict(node.inputs),
-                "when": node.condition_name,
-                "since": node.since,
-                "activities": [a if isinstance(a, str) else a.__name__ for a in node.activities()],
-            }
-            for node in self.nodes
-        ]
-        text = json.dumps({"name": self.name, "nodes": shape}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        # Built once at import and never changed, while the status query that
+        # shows the digest is asked on every poll: digested once.
+        if self._digest is None:
+            self._digest = _shape_digest(self)
+        return self._digest
+
+
+def _shape_digest(graph: Graph) -> str:
+    shape = [
+        {
+            "id": node.id,
+            "kind": node.kind,
+            "after": sorted(graph.predecessors(node.id)),
+            "inputs": dict(node.inputs),
+            "when": node.condition_name,
+            "since": node.since,
+            "activities": [a if isinstance(a, str) else a.__name__ for a in node.activities()],
+        }
+        for node in graph.nodes
+    ]
+    text = json.dumps({"name": graph.name, "nodes": shape}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _validate_graph(graph: Graph) -> None:
