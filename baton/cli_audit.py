@@ -221,7 +221,8 @@ def _period_report(
     settings: Settings, audit: AuditSettings, store: AuditStore, args: argparse.Namespace
 ) -> int:
     # Imported here: matplotlib takes a while to load, and only this command draws.
-    from baton.audit.period import DEFAULT_FAST_SECONDS, write_period_report
+    from baton.audit.period import write_period_report
+    from baton.audit.period_stats import DEFAULT_FAST_SECONDS
 
     until = args.until + timedelta(days=1) if args.until else None
     out = args.out or settings.data_dir / "reports" / f"{args.process}-{args.since:%Y-%m-%d}.html"

@@ -45,7 +45,8 @@ from baton.config import Settings, directory_path
 from baton.demo import local_identities
 from baton.server import EmbeddedServer, free_port
 from baton.signing import Passkey
-from baton.web.app import create_app, gate_path
+from baton.web.app import create_app
+from baton.web.pages import gate_path
 from worker import build_worker
 from workflows.document_intake import DocumentIntake
 

@@ -19,16 +19,11 @@ from typing import Any
 
 import pytest
 
+from baton.audit.causal import causal_order
+from baton.audit.checks import Check, run_checks
 from baton.audit.events import Actor, AuditEvent, AuditRecord, record_hash
-from baton.audit.export import (
-    Check,
-    causal_order,
-    export_html,
-    export_jsonl,
-    field_diff,
-    read_jsonl,
-    run_checks,
-)
+from baton.audit.export import export_html, export_jsonl, read_jsonl
+from baton.audit.reading import field_diff
 from baton.audit.store import SqliteAuditStore
 from baton.audit.verify import summarise
 from docs.screenshot import CHROMIUM_ARGS
@@ -232,7 +227,7 @@ def test_html_names_each_problem_when_verification_fails(
 ) -> None:
     import sqlite3
 
-    from baton.audit.store import _SQLITE_SCHEMA
+    from baton.audit.store_schema import _SQLITE_SCHEMA
 
     # As a careful insider would: the guard dropped, the record deleted, the guard put back.
     conn = sqlite3.connect(store.path, isolation_level=None)

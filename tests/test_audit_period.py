@@ -21,13 +21,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton.audit.events import Actor, AuditRecord
-from baton.audit.period import (
-    PeriodStats,
-    period_stats,
-    render_period_html,
-    summarise_run,
-    write_period_report,
-)
+from baton.audit.period import write_period_report
+from baton.audit.period_html import render_period_html
+from baton.audit.period_stats import PeriodStats, period_stats
+from baton.audit.period_summary import summarise_run
 from baton.audit.sink import AuditSettings
 from baton.audit.store import AuditStore, open_store
 from baton.audit.verify import Problem, summarise
@@ -40,6 +37,7 @@ from tests.conftest import SAMPLES
 from tests.helpers import eventually, settled, start_intake
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
+CLEAN_TOO = SAMPLES / "invoice-harbour-finch-hfc-2026-017.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
 FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
 LETTER = SAMPLES / "letter-unknown-type.txt"
@@ -134,8 +132,9 @@ async def period(
     times, three of them at once; vera twice and sam once, after minutes or hours."""
     p = Period(time_skipping_env, task_queue)
     client = time_skipping_env.client
-    for name in ("clean-1", "clean-2"):
-        await ended(await p.start(name, CLEAN))
+    # Two different invoices: the same one twice would be a suspected duplicate.
+    for name, document in (("clean-1", CLEAN), ("clean-2", CLEAN_TOO)):
+        await ended(await p.start(name, document))
     await p.review("slow", MISSING_TOTAL, decision("rita"), after=timedelta(minutes=3))
     await p.review("fast", MISSING_TOTAL, decision("rita"))
     await p.override("override")

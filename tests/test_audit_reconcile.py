@@ -19,7 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from baton.audit.events import AuditRecord
-from baton.audit.period import started_at, write_period_report
+from baton.audit.period import write_period_report
+from baton.audit.period_summary import started_at
 from baton.audit.reconcile import (
     SCHEDULE_ID,
     ReconcileSummary,
@@ -29,7 +30,8 @@ from baton.audit.reconcile import (
 )
 from baton.audit.reports import write_report
 from baton.audit.sink import AuditSettings
-from baton.audit.store import _SQLITE_SCHEMA, open_store
+from baton.audit.store import open_store
+from baton.audit.store_schema import _SQLITE_SCHEMA
 from baton.cli import main
 from baton.client import DecisionRefused, decide, decide_in_turn
 from baton.gates import Decision

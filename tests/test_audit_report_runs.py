@@ -13,8 +13,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from baton.audit.causal import causal_order
 from baton.audit.events import AuditRecord
-from baton.audit.export import causal_order
 from baton.audit.reports import write_report
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store

@@ -40,10 +40,7 @@ from baton.audit.events import (
 )
 from baton.audit.export import export_jsonl
 from baton.audit.sink import AuditSettings
-from baton.audit.store import _PG_SCHEMA as PG_SCHEMA
-from baton.audit.store import _SQLITE_SCHEMA as SQLITE_SCHEMA
 from baton.audit.store import (
-    GUARDS,
     AuditConflict,
     AuditStore,
     PostgresAuditStore,
@@ -51,6 +48,9 @@ from baton.audit.store import (
     SqliteAuditStore,
     open_store,
 )
+from baton.audit.store_schema import _PG_SCHEMA as PG_SCHEMA
+from baton.audit.store_schema import _SQLITE_SCHEMA as SQLITE_SCHEMA
+from baton.audit.store_schema import GUARDS
 from baton.audit.verify import COLUMNS, ChainHead, StoredRow, verify_chain
 from baton.client import decide_in_turn
 from baton.gates import Decision

@@ -44,7 +44,8 @@ from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from baton.signing import Passkey
 from baton.web import passkeys, present
-from baton.web.app import create_app, gate_path, inbox_secret, serve
+from baton.web.app import create_app, inbox_secret, serve
+from baton.web.pages import gate_path
 from baton.web.signin import SignInThrottle, lockout_message
 from docs.screenshot import (
     VirtualPasskey,
