@@ -1,16 +1,18 @@
 """Documents: reading them, the fields extracted from them, checking those
-fields, and entering them in the system of record."""
+fields (against the register's earlier entries too: duplicates), and
+entering them in the system of record."""
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.matching import invoice_number_key
 from baton.document_store import (
     DocumentNotInStore,
     DocumentRef,
@@ -20,7 +22,7 @@ from baton.document_store import (
     document_store,
 )
 from baton.gates import GateDecision
-from baton.idempotency import idempotency_key
+from baton.idempotency import idempotency_key, run_key_prefix
 from baton.injection import suspected_instructions
 from systems.erp import DocumentRegister
 
@@ -53,7 +55,15 @@ class LineItem(BaseModel):
 
 
 class ExtractedDocument(BaseModel):
-    """The fields the extraction step must return."""
+    """The fields the extraction step must return.
+
+    ``po_number`` came later than the others, and is left out of the
+    document's JSON when it is None: a document that states no purchase
+    order is recorded, shown to a reviewer and hashed into its ERP entry
+    exactly as before the field existed. Otherwise runs recorded before it
+    would no longer replay (the gate showed, and the reviewer signed, the
+    document without it) and a retried entry of such a run would no longer
+    match its first write (IdempotencyConflict)."""
 
     doc_type: DocType
     number: str | None = None
@@ -65,6 +75,18 @@ class ExtractedDocument(BaseModel):
     subtotal: Decimal | None = None
     tax: Decimal | None = None
     total: Decimal | None = None
+    po_number: str | None = Field(
+        default=None,
+        description="The purchase order the document states it refers to (on a purchase "
+        "order, its own number); None when it states none",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_po_number(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("po_number") is None:
+            data.pop("po_number", None)
+        return data
 
 
 class Finding(BaseModel):
@@ -82,6 +104,35 @@ class ValidateRequest(BaseModel):
 class ValidationReport(BaseModel):
     ok: bool
     findings: list[Finding] = Field(default_factory=list)
+
+
+class EarlierEntriesQuery(BaseModel):
+    document: ExtractedDocument
+
+
+class EarlierEntry(BaseModel):
+    """An entry in the ERP register that a new document may duplicate."""
+
+    entry_id: int
+    number: str | None = None
+    issue_date: str | None = None
+    currency: str | None = None
+    total: Decimal | None = None
+    po_number: str | None = None
+    entered_at: str
+    same_number: bool = Field(
+        description="Its number is the document's, as numbers are compared: letters and "
+        "digits, without case or leading zeros (activities.matching.invoice_number_key)"
+    )
+
+
+class EarlierEntries(BaseModel):
+    """The register's entries of the document's party and type that carry
+    its number, or its total in its currency, whatever their date: which of
+    them are suspected duplicates is for :func:`duplicate_findings` to say,
+    with the window the run was configured with."""
+
+    entries: list[EarlierEntry] = Field(default_factory=list)
 
 
 class EnterRequest(BaseModel):
@@ -222,6 +273,103 @@ def _arithmetic_findings(doc: ExtractedDocument) -> list[Finding]:
 @activity.defn
 async def validate_document(request: ValidateRequest) -> ValidationReport:
     return check_document(request)
+
+
+@activity.defn
+def find_earlier_entries(query: EarlierEntriesQuery) -> EarlierEntries:
+    """The entries in force (not voided) of the document's party and type
+    with its number, or with its total in its currency. This run's own
+    entries are left out: a resumed or re-read run must not find itself. A
+    document with no party, or of no known type, has nothing to compare."""
+    document = query.document
+    if not document.party or document.doc_type == "unknown":
+        return EarlierEntries()
+    own = run_key_prefix()
+    number = invoice_number_key(document.number) if document.number else ""
+    currency = (document.currency or "").upper()
+    entries: list[EarlierEntry] = []
+    for row in DocumentRegister().for_party(document.party, document.doc_type):
+        if row["idempotency_key"].startswith(own):
+            continue
+        total = _decimal(row["total"])
+        same_number = bool(number) and invoice_number_key(row["number"] or "") == number
+        same_amount = (
+            document.total is not None
+            and total == document.total
+            and bool(currency)
+            and (row["currency"] or "").upper() == currency
+        )
+        if same_number or same_amount:
+            entries.append(
+                EarlierEntry(
+                    entry_id=row["entry_id"],
+                    number=row["number"],
+                    issue_date=row["issue_date"],
+                    currency=row["currency"],
+                    total=total,
+                    po_number=row["po_number"],
+                    entered_at=row["entered_at"],
+                    same_number=same_number,
+                )
+            )
+    return EarlierEntries(entries=entries)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    try:
+        return None if text is None else Decimal(text)
+    except ArithmeticError:
+        return None
+
+
+def duplicate_findings(
+    document: ExtractedDocument, earlier: EarlierEntries, window_days: int
+) -> list[Finding]:
+    """What a reviewer must know of ``earlier``: each entry with the
+    document's number (``duplicate_number``) and, under another number, each
+    with its total and currency dated within ``window_days`` of it
+    (``duplicate_amount_and_date``: the same document renumbered?). Findings
+    for a person, never a rejection. Pure, for workflow code: the window is
+    the run's configuration."""
+    kind = document.doc_type.replace("_", " ")
+    issued = _iso_date(document.issue_date)
+    findings: list[Finding] = []
+    for entry in earlier.entries:
+        amount = " ".join(filter(None, (_money(entry.total), entry.currency))) or "no total"
+        if entry.same_number:
+            findings.append(
+                Finding(
+                    code="duplicate_number",
+                    message=f"{kind} {document.number} of {document.party} is already in the "
+                    f"ERP as entry #{entry.entry_id} ({entry.number}, dated "
+                    f"{entry.issue_date or 'undated'}, {amount}, entered {entry.entered_at})",
+                )
+            )
+            continue
+        dated = _iso_date(entry.issue_date)
+        if issued is None or dated is None or abs((dated - issued).days) > window_days:
+            continue
+        findings.append(
+            Finding(
+                code="duplicate_amount_and_date",
+                message=f"entry #{entry.entry_id} ({entry.number or 'no number'}) of "
+                f"{document.party} has the same total {amount} and is dated {entry.issue_date}, "
+                f"within {window_days} days of {document.issue_date}: the same {kind} "
+                "entered again under another number?",
+            )
+        )
+    return findings
+
+
+def _iso_date(text: str | None) -> date | None:
+    try:
+        return None if text is None else date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:,.2f}"
 
 
 @activity.defn

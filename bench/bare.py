@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.documents import (
+        EarlierEntries,
+        EarlierEntriesQuery,
         EnterRequest,
         EntryReceipt,
         ExtractedDocument,
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LoadRequest,
         ValidateRequest,
         ValidationReport,
+        duplicate_findings,
     )
     from baton.document_store import DocumentRef
     from baton.gates import GateDecision
@@ -37,6 +40,7 @@ STEP = timedelta(seconds=30)
 # The same review rules as document intake's baton.toml, written in place.
 REVIEW_MIN_CONFIDENCE = 0.8
 FOUR_EYES_MIN_TOTAL = 10_000
+DUPLICATE_WINDOW_DAYS = 14
 EXTRACTION_SCHEMA = ExtractedDocument.model_json_schema()
 
 
@@ -78,6 +82,14 @@ class BareIntake:
             retry_policy=RETRY,
         )
         document = ExtractedDocument.model_validate(answer.output)
+        earlier: EarlierEntries = await workflow.execute_activity(
+            "find_earlier_entries",
+            EarlierEntriesQuery(document=document),
+            result_type=EarlierEntries,
+            start_to_close_timeout=STEP,
+            retry_policy=RETRY,
+        )
+        duplicates = duplicate_findings(document, earlier, DUPLICATE_WINDOW_DAYS)
         report: ValidationReport = await workflow.execute_activity(
             "validate_document",
             ValidateRequest(
@@ -92,7 +104,8 @@ class BareIntake:
         )
         review = None
         large = document.total is not None and document.total >= FOUR_EYES_MIN_TOTAL
-        if not report.ok or answer.confidence < REVIEW_MIN_CONFIDENCE or large:
+        doubtful = not report.ok or duplicates or answer.confidence < REVIEW_MIN_CONFIDENCE
+        if doubtful or large:
             self._needed = 2 if large else 1
             self._waiting = True
             # Distinct approvers, as four-eyes means (and a signal the driver

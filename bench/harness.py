@@ -54,6 +54,7 @@ from baton.demo import local_identities
 from baton.document_store import STORE_ENV, document_store, put_file
 from baton.gates import Decision
 from baton.keys import Signer
+from baton.llm.offline_documents import extract_document_fields
 from baton.server import EmbeddedServer, free_port, temporal_binary
 from bench.bare import BareApproval, BareRequest
 from workflows.document_intake import DocumentIntake
@@ -92,6 +93,29 @@ T = TypeVar("T")
 TICKS = os.sysconf("SC_CLK_TCK")
 POLL = 0.25
 PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+def distinct_documents(samples: list[Path], runs: int, folder: Path) -> list[Path]:
+    """``runs`` documents cycling through ``samples``, each repeat with its
+    sender renamed ("<party> (copy n)", the name kept): intake sees distinct
+    documents, as in production, where the duplicate check would send the
+    same invoice twice to review. The offline extractor reads every copy as
+    its sample but for the party (tests/test_bench.py checks it)."""
+    paths: list[Path] = []
+    for index in range(runs):
+        sample = samples[index % len(samples)]
+        copy = index // len(samples)
+        if copy == 0:
+            paths.append(sample)
+            continue
+        text = sample.read_text(encoding="utf-8", errors="replace")
+        party = extract_document_fields(text).fields.get("party")
+        target = folder / str(copy) / sample.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        renamed = text.replace(party, f"{party} (copy {copy})", 1) if party else text
+        target.write_text(renamed, encoding="utf-8")
+        paths.append(target)
+    return paths
 
 
 def cpu_seconds(pid: int) -> float:
@@ -359,7 +383,7 @@ async def measure(
         client = await connect(
             Settings(address=server.address, task_queue=queue), data_converter=converter
         )
-        paths = [SAMPLES[i % len(SAMPLES)] for i in range(runs)]
+        paths = distinct_documents(SAMPLES, runs, data_dir / variant / "samples")
         server_pid = server.pid
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
         timings: list[tuple[float, float, float]] = []

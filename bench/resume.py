@@ -36,7 +36,14 @@ from baton.config import Settings
 from baton.demo import local_identities
 from baton.document_store import STORE_ENV
 from baton.server import EmbeddedServer, free_port
-from bench.harness import NEEDS_REVIEW, ROOT, SAMPLES, machine, share_payload_key
+from bench.harness import (
+    NEEDS_REVIEW,
+    ROOT,
+    SAMPLES,
+    distinct_documents,
+    machine,
+    share_payload_key,
+)
 from systems.erp import DocumentRegister
 from workflows.document_intake import DocumentIntake
 
@@ -83,8 +90,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
             client = await connect(Settings(address=server.address, task_queue="resume"))
             worker = start_worker(env)
             handles = []
-            for i in range(runs):
-                path = CLEAN[i % len(CLEAN)]
+            for path in distinct_documents(CLEAN, runs, data / "samples"):
                 request = build_input(DocumentIntake, [str(path)], requested_by="mailroom")
                 handles.append(
                     await start_run(

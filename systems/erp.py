@@ -6,12 +6,18 @@ writing the same key with the same document again returns the first entry
 instead of adding a second one, so a retried or resumed activity never posts
 twice, and the same key with another document is an IdempotencyConflict
 (systems.keyed), never a silent "done".
+
+Each entry keeps, besides the document, the fields a duplicate check looks
+it up by (:meth:`DocumentRegister.for_party`): its party (and that party as
+compared, :func:`party_key`), number, issue date, currency and total, and
+the purchase order it refers to.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +37,11 @@ CREATE TABLE IF NOT EXISTS documents (
     currency TEXT,
     total TEXT,
     payload TEXT NOT NULL,
-    entered_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    entered_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- Added later, after entered_at as in an older file (_migrate fills them there).
+    po_number TEXT,
+    issue_date TEXT,
+    party_key TEXT
 );
 CREATE TABLE IF NOT EXISTS voids (
     entry_id INTEGER PRIMARY KEY REFERENCES documents (entry_id),
@@ -48,10 +58,39 @@ class Entry:
     created: bool
 
 
+def party_key(party: str | None) -> str | None:
+    """A party's name as entries are compared by: case and spacing aside
+    ("ACME  Industrial" is "acme industrial")."""
+    if party is None:
+        return None
+    return " ".join(party.split()).casefold() or None
+
+
+def _columns(document: dict[str, Any]) -> dict[str, Any]:
+    """The columns an entry keeps of its document, besides the document."""
+    total = document.get("total")
+    return {
+        "doc_type": document.get("doc_type"),
+        "number": document.get("number"),
+        "party": document.get("party"),
+        "currency": document.get("currency"),
+        "total": None if total is None else str(total),
+        "po_number": document.get("po_number"),
+        "issue_date": document.get("issue_date"),
+        "party_key": party_key(document.get("party")),
+    }
+
+
+# Columns an older file lacks, each filled from every entry's stored document.
+_ADDED_FROM_DOCUMENT = ("po_number", "issue_date", "party_key")
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Files written before entries carried a hash get the column, filled
     from each entry's stored document: a key an in-flight run wrote then is
-    compared like any other when its step is retried."""
+    compared like any other when its step is retried. Files written before
+    the PO number, issue date and party key get those the same way, so a
+    duplicate check finds the entries made before it existed."""
 
     def backfill(db: sqlite3.Connection) -> None:
         rows = db.execute("SELECT entry_id, payload FROM documents").fetchall()
@@ -61,6 +100,23 @@ def _migrate(db: sqlite3.Connection) -> None:
         )
 
     add_column(db, "documents", "payload_sha256", "TEXT", backfill)
+    for column in _ADDED_FROM_DOCUMENT:
+        add_column(db, "documents", column, "TEXT", _backfill_from_document(column))
+    with db:
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS documents_by_party ON documents (party_key, doc_type)"
+        )
+
+
+def _backfill_from_document(column: str) -> Callable[[sqlite3.Connection], None]:
+    def backfill(db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT entry_id, payload FROM documents").fetchall()
+        db.executemany(
+            f"UPDATE documents SET {column} = ? WHERE entry_id = ?",
+            [(_columns(json.loads(payload))[column], entry_id) for entry_id, payload in rows],
+        )
+
+    return backfill
 
 
 def default_path() -> Path:
@@ -82,11 +138,7 @@ class DocumentRegister(SqliteSystem):
                 key=idempotency_key,
                 payload=document,
                 values={
-                    "doc_type": document.get("doc_type"),
-                    "number": document.get("number"),
-                    "party": document.get("party"),
-                    "currency": document.get("currency"),
-                    "total": None if document.get("total") is None else str(document["total"]),
+                    **_columns(document),
                     "payload": json.dumps(document, sort_keys=True, default=str),
                 },
             )
@@ -122,5 +174,25 @@ class DocumentRegister(SqliteSystem):
                 " FROM documents LEFT JOIN voids USING (entry_id)"
                 " WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
                 (len(key_prefix), key_prefix),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def for_party(self, party: str, doc_type: str) -> list[dict[str, Any]]:
+        """The entries of ``party`` (as :func:`party_key` compares it) and
+        ``doc_type`` that are in force (not voided), oldest first: what a
+        new document of theirs is checked against for duplicates."""
+        key = party_key(party)
+        if key is None:
+            return []
+        with self.transaction() as db:
+            cursor = db.cursor()
+            cursor.row_factory = sqlite3.Row
+            rows = cursor.execute(
+                "SELECT entry_id, idempotency_key, doc_type, number, po_number, party,"
+                " issue_date, currency, total, entered_at"
+                " FROM documents LEFT JOIN voids USING (entry_id)"
+                " WHERE party_key = ? AND doc_type = ? AND voids.entry_id IS NULL"
+                " ORDER BY entry_id",
+                (key, doc_type),
             ).fetchall()
         return [dict(row) for row in rows]

@@ -25,17 +25,19 @@ from baton.client import (
     sign_decision,
     start_run,
 )
+from baton.config import load_run_config
 from baton.document_store import document_store
 from baton.gates import Decision
 from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
-from tests.helpers import search_attributes, settled, start_intake
+from tests.helpers import WORKER_CONFIG, search_attributes, settled, start_intake
 from workflows.document_intake import DocumentIntake, IntakeRequest
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
 FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
+WITH_PO = SAMPLES / "invoice-nordlicht-re-2026-311.txt"
 
 
 def trail(workflow_id: str) -> list[AuditRecord]:
@@ -59,7 +61,8 @@ async def test_clean_document_is_entered_and_the_skipped_review_is_visible(
     result = await handle.result()
 
     assert result.outcome == "completed"
-    assert result.path == ["load", "extract", "validate", "enter"]
+    assert result.path == ["load", "extract", "duplicates", "validate", "enter"]
+    assert result.outputs["duplicates"] == {"entries": []}
     assert result.skipped == {"review": "condition needs_review was false"}
     assert result.outputs["extract"]["doc_type"] == "invoice"
     entries = DocumentRegister().entries(handle.id)
@@ -369,3 +372,90 @@ async def test_every_event_of_a_run_is_in_its_audit_chain_including_cancellation
     assert [r.data["outcome"] for r in ended] == ["cancelled"]
     attempts = {r.data["activity_type"] for r in records if r.event_type == "activity.attempt"}
     assert {"snapshot_run_config", "load_document", "ask", "validate_document"} <= attempts
+
+
+async def test_the_same_invoice_twice_stops_the_second_run_at_review_naming_the_first(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    """Submitted again under another workflow id, the invoice was entered a
+    second time without a word. Now the reviewer is told, and decides: a
+    suspected duplicate is never rejected by itself."""
+    client = time_skipping_env.client
+    first = await start(client, task_queue, CLEAN)
+    entered = (await first.result()).outputs["enter"]["entry_id"]
+
+    second = await start(client, task_queue, CLEAN)
+    status = await settled(client, second.id)
+
+    assert status.state == "waiting" and status.current == ["review"]
+    assert status.gates[0].shown["why"] == [
+        "check failed: invoice ACME-2026-0142 of ACME Industrial Supply B.V. is already in "
+        f"the ERP as entry #{entered} (ACME-2026-0142, dated 2026-03-14, 4,434.05 EUR, entered "
+        f"{DocumentRegister().entries(first.id)[0]['entered_at']}) (duplicate_number)"
+    ]
+    assert DocumentRegister().entries(second.id) == []
+
+    await decide(client, second.id, approve(comment="a second delivery, billed again"))
+    result = await second.result()
+    assert result.outcome == "completed"
+    assert len(DocumentRegister().entries(second.id)) == 1
+
+
+async def test_a_renumbered_copy_within_the_window_is_a_suspected_duplicate(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    client = time_skipping_env.client
+    first = await start(client, task_queue, CLEAN)
+    entered = (await first.result()).outputs["enter"]["entry_id"]
+    renumbered = tmp_path / "invoice-acme-renumbered.txt"
+    text = CLEAN.read_text(encoding="utf-8")
+    renumbered.write_text(
+        text.replace("ACME-2026-0142", "ACME-2026-0150").replace("2026-03-14", "2026-03-20"),
+        encoding="utf-8",
+    )
+
+    second = await start(client, task_queue, renumbered)
+    status = await settled(client, second.id)
+
+    [why] = status.gates[0].shown["why"]
+    assert why.startswith(f"check failed: entry #{entered} (ACME-2026-0142) of ACME Industrial")
+    assert "dated 2026-03-14, within 14 days of 2026-03-20" in why
+    assert why.endswith("(duplicate_amount_and_date)")
+
+
+async def test_the_configured_window_is_the_one_the_run_started_with(
+    time_skipping_env: WorkflowEnvironment,
+    skipping_worker: Worker,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    client = time_skipping_env.client
+    await (await start(client, task_queue, CLEAN)).result()
+    config = load_run_config()
+    WORKER_CONFIG.config = config.model_copy(
+        update={"thresholds": {**config.thresholds, "duplicate_window_days": 3}}
+    )
+    renumbered = tmp_path / "invoice-acme-renumbered.txt"
+    text = CLEAN.read_text(encoding="utf-8")
+    renumbered.write_text(
+        text.replace("ACME-2026-0142", "ACME-2026-0150").replace("2026-03-14", "2026-03-20"),
+        encoding="utf-8",
+    )
+
+    result = await (await start(client, task_queue, renumbered)).result()
+    assert result.outcome == "completed", "six days apart: outside a window of three"
+
+
+async def test_the_erp_entry_keeps_the_po_number_the_document_states(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    handle = await start(time_skipping_env.client, task_queue, WITH_PO)
+    result = await handle.result()
+
+    assert result.outcome == "completed"
+    assert result.outputs["extract"]["po_number"] == "BW-2026-044"
+    [entry] = DocumentRegister().entries(handle.id)
+    assert entry["po_number"] == "BW-2026-044"

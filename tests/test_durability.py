@@ -63,6 +63,7 @@ async def test_killed_worker_resumes_without_repeating_finished_steps(
             "snapshot_run_config": 1,
             "load_document": 1,
             "ask": 1,
+            "find_earlier_entries": 1,
             "validate_document": 1,
             "enter_document": 2,
         }

@@ -175,7 +175,7 @@ async def test_request_changes_sends_the_run_back_with_the_note_and_is_bounded(
     status = await run_status(client, handle.id)
     extract = next(n for n in status.nodes if n.node == "extract")
     assert extract.visits == 3
-    assert result.path == ["load", *["extract", "validate", "review"] * 3, "enter"]
+    assert result.path == ["load", *["extract", "duplicates", "validate", "review"] * 3, "enter"]
 
 
 async def reopened(client: Client, workflow_id: str, *, changes_left: int) -> None:

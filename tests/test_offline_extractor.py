@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from baton.llm.offline_documents import (
-    DocumentExtraction,
-    extract_document_fields,
-    normalise_date,
-    parse_amount,
-)
+from baton.llm.offline_documents import DocumentExtraction, extract_document_fields
+from baton.llm.offline_invoices import extract_invoice
+from baton.llm.offline_text import normalise_date, parse_amount
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "documents"
+AP_INVOICES = SAMPLES.parent / "accounts_payable" / "invoices"
 
 
 @dataclass(frozen=True)
@@ -199,6 +197,59 @@ def test_type_detection_ignores_case() -> None:
 
     assert extract_document_fields(po.lower()).fields["doc_type"] == "purchase_order"
     assert extract_document_fields(receipt.upper()).fields["doc_type"] == "receipt"
+
+
+# ---------------------------------------------------------------------- PO number
+
+PO_NUMBERS = {
+    "invoice-nordlicht-re-2026-311.txt": "BW-2026-044",
+    # A purchase order states its own number as its PO reference.
+    "po-globex-4500-2231.txt": "4500-2231",
+    "po-kestrel-khg-2026-118.txt": "KHG-PO-2026-118",
+    "po-northwind-7781.txt": "PO-7781",
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(CLEAN) | REVIEW))
+def test_the_po_number_is_what_the_document_states_and_none_otherwise(name: str) -> None:
+    result = extract(name)
+
+    assert result.fields["po_number"] == PO_NUMBERS.get(name)
+    assert ("po_number" in result.matched) is (name in PO_NUMBERS)
+    # Reported when stated, never expected: no document is less sure without one.
+    assert "po_number" not in result.missing
+
+
+def test_a_po_number_is_read_as_for_ap_invoices_with_one_rule() -> None:
+    """offline_documents and offline_invoices read the PO number with the
+    same rule (baton.llm.offline_fields), so they never disagree."""
+    invoices = sorted(AP_INVOICES.glob("*.txt"))
+    assert invoices
+    for path in invoices:
+        text = path.read_text(encoding="utf-8")
+        assert (
+            extract_document_fields(text).fields["po_number"]
+            == extract_invoice(text).invoice.po_number
+        ), path.name
+    stated = [extract_document_fields(p.read_text(encoding="utf-8")) for p in invoices]
+    assert sum(1 for s in stated if s.fields["po_number"]) >= len(invoices) - 2
+
+
+@pytest.mark.parametrize(
+    ("line", "po_number"),
+    [
+        ("PO Number: 4500-1001", "4500-1001"),
+        ("P.O. No.   77-12", "77-12"),
+        ("Purchase Order #: PO-9", "PO-9"),
+        ("Your PO ref  BW-2026-044", "BW-2026-044"),
+        ("PO: 123", "123"),
+        ("PO Box 12, Springfield", None),
+        ("Please quote our purchase order terms", None),
+    ],
+)
+def test_po_labels(line: str, po_number: str | None) -> None:
+    text = f"ACME Tools Ltd\n\nINVOICE\nInvoice No: INV-1\n{line}\nTotal   € 10.00\n"
+    assert extract_document_fields(text).fields["po_number"] == po_number
 
 
 # ------------------------------------------------------------------ review samples

@@ -30,8 +30,8 @@ from activities.payables_models import (
 from activities.payables_policy import load_policy
 from baton.llm import AskRequest
 from baton.llm.offline import TASKS, OfflineProvider
-from baton.llm.offline_documents import MAX_LINE_CHARS
 from baton.llm.offline_invoices import MAX_CELLS, extract_invoice
+from baton.llm.offline_text import MAX_LINE_CHARS
 from tests.conftest import ROOT
 
 AP = ROOT / "samples" / "accounts_payable"
@@ -40,7 +40,7 @@ EXPECTED_ROWS = {
     row["file"]: row for row in tomllib.loads((AP / "expected.toml").read_text())["invoice"]
 }
 SEED = tomllib.loads((AP / "seed.toml").read_text())
-POLICY = load_policy(tomllib.loads((AP / "payables.toml").read_text())["payables"])
+POLICY = load_policy(tomllib.loads((ROOT / "baton.toml").read_text())["policies"]["payables"])
 
 
 def text_of(name: str) -> str:

@@ -1,5 +1,6 @@
-"""Document intake: read a document, extract its fields with a model, check
-them, have a person review what is doubtful, and enter it in the ERP."""
+"""Document intake: read a document, extract its fields with a model, look
+for it among the ERP's earlier entries, check it, have a person review what
+is doubtful (a suspected duplicate included), and enter it in the ERP."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.documents import (
+        EarlierEntries,
         ExtractedDocument,
+        Finding,
         ValidationReport,
+        duplicate_findings,
         enter_document,
+        find_earlier_entries,
         load_document,
         validate_document,
         void_document,
@@ -34,16 +39,30 @@ def large_amount(run: RunView) -> bool:
     return document is not None and document.total is not None and document.total >= limit
 
 
+def suspected_duplicates(run: RunView) -> list[Finding]:
+    """Earlier ERP entries this document may repeat: its number, or its total
+    within the configured window of days. None in runs started before the
+    check (`since=`), so what their reviewers were shown stays as it was."""
+    earlier = run.get("duplicates", EarlierEntries)
+    document = run.get("extract", ExtractedDocument)
+    if earlier is None or document is None:
+        return []
+    window = max(0, int(run.config.threshold("duplicate_window_days", 14)))
+    return duplicate_findings(document, earlier, window)
+
+
 def review_reasons(run: RunView) -> list[str]:
-    """Why a person reviews this document: every failed check, an extraction
-    not confident enough (with its threshold and method, and the fields the
-    extractor could not find), a large amount. None: it is entered as read."""
+    """Why a person reviews this document: every failed check (a suspected
+    duplicate among them), an extraction not confident enough (with its
+    threshold and method, and the fields the extractor could not find), a
+    large amount. None: it is entered as read."""
     reasons: list[str] = []
     report = run.get("validate", ValidationReport)
     if report is None:
         reasons.append("the checks did not run")
     else:
         reasons += [f"check failed: {f.message} ({f.code})" for f in report.findings]
+    reasons += [f"check failed: {f.message} ({f.code})" for f in suspected_duplicates(run)]
     threshold = run.config.threshold("review_min_confidence", 0.8)
     confidence = run.confidence("extract")
     if confidence < threshold:
@@ -98,6 +117,16 @@ GRAPH = Graph(
             inputs={"text": "load.document", "file_name": "load.name"},
             # The model reads the document itself; the run keeps its reference.
             documents=("text",),
+        ),
+        Step(
+            "duplicates",
+            activity=find_earlier_entries,
+            inputs={"document": "extract"},
+            # Runs started before the check skip it and replay as recorded.
+            since="intake-duplicate-check",
+            # A read of the register takes milliseconds, as its writes do.
+            timeout=timedelta(seconds=2),
+            retry=Retry(initial_interval=timedelta(milliseconds=500)),
         ),
         Step(
             "validate",

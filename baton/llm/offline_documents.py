@@ -6,6 +6,13 @@ over the text's layout), it is pure (no I/O, no clock, no randomness, so a
 Temporal activity that calls it is reproducible), and it never guesses: a field
 it cannot find is ``None`` and is listed in ``missing``.
 
+The rules live in three modules: baton.llm.offline_text reads the text (layout,
+numbers, dates, readability), baton.llm.offline_fields the labelled fields
+every rules task shares (type, number, dates, party, currency, totals, PO
+number), and this one assembles a document's answer (its line items and
+confidence). baton.llm.offline_invoices assembles an AP invoice from the same
+two.
+
 Approach
 --------
 1. Layout. Every line is split into *cells* at runs of two or more spaces, tabs
@@ -25,6 +32,9 @@ Approach
    "Vendor:", "Supplier:"... value, or else, for invoices and receipts, the
    letterhead (first name-like line). For a purchase order the letterhead is
    the *buyer*, so only a labelled supplier counts.
+   The PO number is the value of a "PO Number", "P.O. No.", "Purchase Order #",
+   "PO:" or "Your PO ref" label (a purchase order's own number is stated so);
+   it is reported when present and is not expected of any type.
 4. Line items. Only lines above the first subtotal / total line are candidates.
    A line is an item when it ends with unit price and amount (both shaped like
    money) and a quantity can be read: a third number before them, a separate
@@ -73,14 +83,42 @@ Limits
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-DocType = Literal["invoice", "receipt", "purchase_order", "unknown"]
+from baton.llm.offline_fields import (
+    AMOUNT_LABELS,
+    DUE_DATE_LABEL,
+    ISSUE_DATE_LABEL,
+    UNKNOWN_TYPE_FACTOR,
+    DocType,
+    LabelledAmount,
+    detect_type,
+    extract_currency,
+    extract_number,
+    extract_party,
+    extract_po_number,
+    first_unlabelled_date,
+    labelled_amounts,
+    labelled_date,
+    pick_amount,
+)
+from baton.llm.offline_text import (
+    CENTS,
+    CURRENCY_CODES,
+    CURRENCY_SYMBOLS,
+    MAX_LINE_CHARS,
+    PLAIN_NUMBER,
+    READABLE_THRESHOLD,
+    Cell,
+    Layout,
+    money_values,
+    parse_amount,
+    split_layout,
+    text_readability,
+)
 
 FIELD_ORDER: tuple[str, ...] = (
     "number",
@@ -92,6 +130,7 @@ FIELD_ORDER: tuple[str, ...] = (
     "subtotal",
     "tax",
     "total",
+    "po_number",
 )
 
 _WEIGHTS: dict[str, float] = {
@@ -116,18 +155,12 @@ _CORE_FIELDS: tuple[str, ...] = (
 )
 
 EXPECTED_FIELDS: dict[DocType, tuple[str, ...]] = {
-    "invoice": FIELD_ORDER,
+    # Every field but the PO number, which is reported when present.
+    "invoice": tuple(_WEIGHTS),
     "receipt": _CORE_FIELDS,
     "purchase_order": _CORE_FIELDS,
     "unknown": _CORE_FIELDS,
 }
-
-UNKNOWN_TYPE_FACTOR = 0.25
-READABLE_THRESHOLD = 0.9
-
-
-# Longer lines are refused, not read (see extract_document_fields).
-MAX_LINE_CHARS = 2_000
 
 
 class DocumentExtraction(BaseModel):
@@ -149,553 +182,12 @@ class DocumentExtraction(BaseModel):
     )
 
 
-# --------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class _Cell:
-    line: int
-    col: int
-    text: str
-
-
-_CELL_SEPARATOR = re.compile(r"\s{2,}|\s*\|\s*")
-
-
-def _split_cells(line: str, line_no: int) -> list[_Cell]:
-    cells: list[_Cell] = []
-    start = 0
-    for separator in [*_CELL_SEPARATOR.finditer(line), None]:
-        end = separator.start() if separator else len(line)
-        segment = line[start:end]
-        text = segment.strip()
-        if text:
-            cells.append(_Cell(line_no, start + len(segment) - len(segment.lstrip()), text))
-        if separator:
-            start = separator.end()
-    return cells
-
-
-# A text's lines, each split into its cells (what the label rules read).
-Layout = list[list[_Cell]]
-
-
-def split_layout(text: str) -> Layout:
-    # Tabs are expanded so that column positions line up the way they print.
-    lines = text.expandtabs(8).splitlines()
-    return [_split_cells(line, index) for index, line in enumerate(lines)]
-
-
-def label_pattern(pattern: str) -> re.Pattern[str]:
-    # Labels must end at a word boundary so "Due" never matches "Duet".
-    return re.compile(rf"(?:{pattern})(?![^\W_])", re.IGNORECASE)
-
-
-# ------------------------------------------------------------------------- numbers
-
-_CURRENCY_SYMBOLS: dict[str, str] = {"€": "EUR", "$": "USD", "£": "GBP", "US$": "USD"}
-_CURRENCY_CODES: tuple[str, ...] = ("EUR", "USD", "GBP")
-
-_MONEY = re.compile(
-    r"(?<![\w.,/-])"
-    r"(?:(?P<pre>US\$|[€$£]|EUR|USD|GBP)\s?)?"
-    r"(?P<num>-?(?:\d{1,3}(?:[.,]\d{3})+|\d+)(?:[.,]\d{2})?)"
-    r"(?:\s?(?P<post>EUR|USD|GBP|€))?"
-    r"(?![\w%]|[.,/-]\d)"
-)
-_CENTS = re.compile(r"[.,]\d{2}$")
-_PLAIN_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
-
-
-def parse_amount(text: str) -> float | None:
-    """Read one number as written on a document, or ``None`` if it is not one.
-
-    Currency symbols and codes are ignored; parentheses mean a negative amount.
-    With both separators present the last one is the decimal point
-    ("1,234.50" and "1.234,50" are both 1234.5); a lone comma followed by three
-    digits groups thousands ("2,500"), otherwise it is a decimal comma ("0,85").
-    """
-    number = amount_text(text)
-    return None if number is None else float(number)
-
-
-def amount_text(text: str) -> str | None:
-    """The number ``parse_amount`` reads, as plain decimal text ("-1234.50"),
-    for callers that need it exact (``Decimal``) rather than a float."""
-    cleaned = text.strip()
-    for marker in (*_CURRENCY_SYMBOLS, *_CURRENCY_CODES):
-        cleaned = cleaned.replace(marker, "")
-    cleaned = cleaned.replace(" ", "").replace("\u00a0", "")
-    negative = cleaned.startswith("(") and cleaned.endswith(")")
-    cleaned = cleaned.strip("()")
-    if not _PLAIN_NUMBER.fullmatch(cleaned):
-        return None
-    number = _normalise_separators(cleaned)
-    if negative:
-        # "(-5)" negates twice, as float arithmetic did.
-        return number[1:] if number.startswith("-") else f"-{number}"
-    return number
-
-
-def _normalise_separators(number: str) -> str:
-    if "," in number and "." in number:
-        decimal = "," if number.rfind(",") > number.rfind(".") else "."
-        thousands = "." if decimal == "," else ","
-        return number.replace(thousands, "").replace(decimal, ".")
-    if "," in number:
-        tail = number.rsplit(",", 1)[1]
-        if number.count(",") == 1 and len(tail) != 3:
-            return number.replace(",", ".")
-        return number.replace(",", "")
-    if number.count(".") > 1:
-        return number.replace(".", "")
-    return number
-
-
-def money_matches(text: str) -> Iterator[re.Match[str]]:
-    """Stretches of ``text`` that look like money: cents, or a currency
-    marker. The number is the match's group ``num``."""
-    for match in _MONEY.finditer(text):
-        has_marker = bool(match.group("pre") or match.group("post"))
-        if has_marker or _CENTS.search(match.group("num")):
-            yield match
-
-
-def _money_values(text: str) -> list[float]:
-    """Amounts in ``text`` that look like money: cents, or a currency marker."""
-    values: list[float] = []
-    for match in money_matches(text):
-        amount = parse_amount(match.group("num"))
-        if amount is not None:
-            values.append(amount)
-    return values
-
-
-# --------------------------------------------------------------------------- dates
-
-_MONTH_NAMES = (
-    "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    "|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
-)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_MONTH = rf"(?P<mon>{_MONTH_NAMES})(?![^\W\d_])\.?"
-_DATE_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"(?<![\d.,/-])(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?!\d)"),
-    re.compile(r"(?<![\d.,/-])(?P<a>\d{1,2})[./-](?P<b>\d{1,2})[./-](?P<y>\d{4}|\d{2})(?!\d)"),
-    re.compile(
-        rf"(?<![\w])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\.?[\s-]+{_MONTH},?[\s-]+(?P<y>\d{{4}})(?!\d)",
-        re.IGNORECASE,
-    ),
-    re.compile(
-        rf"(?<![\w]){_MONTH}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>\d{{4}})(?!\d)",
-        re.IGNORECASE,
-    ),
-)
-
-
-def _find_date(text: str) -> re.Match[str] | None:
-    """The earliest date-shaped stretch of ``text``, valid or not."""
-    found = [match for pattern in _DATE_PATTERNS if (match := pattern.search(text))]
-    return min(found, key=lambda match: match.start()) if found else None
-
-
-def _month_number(name: str) -> int:
-    # Every accepted spelling starts with the month's three-letter abbreviation.
-    return _MONTHS.index(name[:3].lower()) + 1
-
-
-def _ymd(match: re.Match[str]) -> tuple[int, int, int]:
-    groups = match.groupdict()
-    year = int(groups["y"])
-    if year < 100:
-        year += 2000
-    if groups.get("mon"):
-        return year, _month_number(groups["mon"]), int(groups["d"])
-    if groups.get("a"):
-        first, second = int(groups["a"]), int(groups["b"])
-        # Day first is the European and ISO-adjacent reading; fall back to
-        # month first only when day first is impossible and month first is not.
-        if second > 12 >= first:
-            return year, first, second
-        return year, second, first
-    return year, int(groups["m"]), int(groups["d"])
-
-
-def normalise_date(text: str) -> str | None:
-    """ISO ``YYYY-MM-DD`` for a valid date in ``text``, else the text as written.
-
-    The first date-shaped stretch is used; an impossible one (30/02/2026) is
-    returned verbatim so that a validator downstream can flag it. Text with no
-    date shape at all is returned stripped (``None`` if empty).
-    """
-    match = _find_date(text)
-    if match is None:
-        return text.strip() or None
-    try:
-        return date(*_ymd(match)).isoformat()
-    except ValueError:
-        return match.group(0)
-
-
-# ------------------------------------------------------------------- readability
-
-# Curly quotes and the ellipsis are spelled as escapes to keep the source ASCII-clear.
-_STRIP = "()[]{}\"'\u201c\u201d\u2018\u2019,;:!?*.\u2026"
-_VOWELS = set("aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýœ")
-_RECOGNISABLE: tuple[re.Pattern[str], ...] = (
-    re.compile(r"[^\W\d_]+(?:['\u2019\-.&/][^\W\d_]+)*"),
-    re.compile(r"[-+#]?(?:US\$|[€$£])?\d[\d.,:/\-x\u00d7]*(?:%|[a-z]{1,3})?[€$£]?"),
-    re.compile(r"\d+[A-Z]{1,3}"),
-    re.compile(r"#?[A-Z]{1,3}\d{1,2}"),
-    re.compile(r"#?[A-Za-z]{1,6}\d{2,}(?:[A-Za-z]{1,2}\d+)?"),
-    re.compile(r"#?(?:[A-Za-z]+|\d+)(?:[-/](?:[A-Za-z]+|\d+))+"),
-    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
-    re.compile(r"(?:https?://|www\.)[\w-]+(?:\.[\w-]+)+\S*"),
-)
-
-
-def _is_recognisable(token: str) -> bool:
-    core = token.strip(_STRIP)
-    if not any(pattern.fullmatch(core) for pattern in _RECOGNISABLE):
-        return False
-    # Long letter runs without a vowel are what OCR noise looks like.
-    if core.isalpha() and len(core) > 4:
-        return any(char in _VOWELS for char in core.lower())
-    return True
-
-
-def _alnum_tokens(text: str) -> list[str]:
-    # Rules, dashes and table borders carry no text, so they neither help nor hurt.
-    return [token for token in text.split() if any(char.isalnum() for char in token)]
-
-
-def text_readability(text: str) -> float:
-    """Share of alphanumeric tokens that look like language, numbers or codes."""
-    tokens = _alnum_tokens(text)
-    if not tokens:
-        return 0.0
-    return sum(1 for token in tokens if _is_recognisable(token)) / len(tokens)
-
-
-# ---------------------------------------------------------------------- doc type
-
-_HEADING = re.compile(
-    r"(?:tax\s+|sales\s+|cash\s+|commercial\s+|pro[\s-]?forma\s+)?"
-    r"(?P<kind>invoice|receipt|purchase\s+order)"
-    r"(?:\s*(?:number|no\.?|#)?\s*[:#]?\s*(?P<id>(?=[\w\-/.]*\d)[A-Za-z0-9][\w\-/.]*))?",
-    re.IGNORECASE,
-)
-NUMBER_QUALIFIER = r"\s*(?:number|num\b\.?|no\b\.?|#|id\b)"
-NUMBER_LABELS: dict[DocType, re.Pattern[str]] = {
-    "invoice": label_pattern(rf"(?:tax\s+)?invoice{NUMBER_QUALIFIER}|inv\.?{NUMBER_QUALIFIER}"),
-    "receipt": label_pattern(
-        rf"receipt{NUMBER_QUALIFIER}|(?:trans(?:action)?|txn|ticket){NUMBER_QUALIFIER}"
-    ),
-    "purchase_order": label_pattern(
-        rf"(?:p\.?\s?o\.?|purchase\s+order){NUMBER_QUALIFIER}|order{NUMBER_QUALIFIER}"
-    ),
-}
-# "Order No" also appears on receipts and invoices, so it is not evidence of type.
-_TYPE_LABELS: dict[DocType, re.Pattern[str]] = {
-    **NUMBER_LABELS,
-    "purchase_order": label_pattern(rf"(?:p\.?\s?o\.?|purchase\s+order){NUMBER_QUALIFIER}"),
-}
-_KNOWN_TYPES: tuple[DocType, ...] = ("invoice", "receipt", "purchase_order")
-_KIND_TO_TYPE: dict[str, DocType] = {
-    "invoice": "invoice",
-    "receipt": "receipt",
-    "purchase order": "purchase_order",
-}
-
-
-def heading_type(cell: _Cell) -> tuple[DocType, str | None] | None:
-    match = _HEADING.fullmatch(cell.text)
-    if match is None:
-        return None
-    kind = re.sub(r"\s+", " ", match.group("kind").lower())
-    return _KIND_TO_TYPE[kind], match.group("id")
-
-
-def _detect_type(layout: list[list[_Cell]]) -> DocType:
-    scores: dict[DocType, int] = dict.fromkeys(_KNOWN_TYPES, 0)
-    for cell in (cell for row in layout for cell in row):
-        heading = heading_type(cell)
-        if heading:
-            scores[heading[0]] += 3
-        for doc_type, pattern in _TYPE_LABELS.items():
-            if pattern.match(cell.text):
-                scores[doc_type] += 2
-    best = max(scores.values())
-    winners = [doc_type for doc_type, score in scores.items() if score == best]
-    if best == 0 or len(winners) > 1:
-        return "unknown"
-    return winners[0]
-
-
-# -------------------------------------------------------------------- text values
-
-_ID_TOKEN = re.compile(r"[A-Za-z0-9][\w\-/.]*")
-
-
-def _value_after(
-    layout: list[list[_Cell]], cell: _Cell, end: int, after: _Cell | None
-) -> str | None:
-    """The value a label at ``cell[:end]`` introduces: same cell, next cell
-    (``after``), or below."""
-    rest = cell.text[end:].lstrip(" :#.-\u2013\t")
-    if rest:
-        return rest
-    if after and not after.text.endswith(":"):
-        return after.text
-    for below in layout[cell.line + 1 : cell.line + 3]:
-        if below:
-            return min(below, key=lambda other: abs(other.col - cell.col)).text
-    return None
-
-
-def labelled_values(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> list[str]:
-    values: list[str] = []
-    for row in layout:
-        for index, cell in enumerate(row):
-            match = pattern.match(cell.text)
-            if match:
-                # The next cell is handed over, not looked up: a search of
-                # the row per label made a row of many labels quadratic.
-                after = row[index + 1] if index + 1 < len(row) else None
-                value = _value_after(layout, cell, match.end(), after)
-                if value:
-                    values.append(value)
-    return values
-
-
-def leading_identifier(value: str) -> str | None:
-    match = _ID_TOKEN.match(value)
-    if match is None or not any(char.isdigit() for char in match.group(0)):
-        return None
-    return match.group(0).rstrip(".-/")
-
-
-def extract_number(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
-    types = _KNOWN_TYPES if doc_type == "unknown" else (doc_type,)
-    for candidate_type in types:
-        for value in labelled_values(layout, NUMBER_LABELS[candidate_type]):
-            identifier = leading_identifier(value)
-            if identifier:
-                return identifier
-    # A heading can carry the number itself: "INVOICE # BL-88317".
-    for cell in (cell for row in layout for cell in row):
-        heading = heading_type(cell)
-        if heading and heading[1] and heading[0] in types:
-            return heading[1].rstrip(".-/")
-    return None
-
-
-ISSUE_DATE_LABEL = label_pattern(
-    r"(?:invoice|issue|order|po|p\.o\.|receipt|document|transaction)?\s*date"
-    r"(?:\s+of\s+issue)?|date\s+of\s+issue|issued(?:\s+on)?|dated"
-)
-DUE_DATE_LABEL = label_pattern(
-    r"(?:payment\s+)?due(?:\s+date|\s+by|\s+on)?|pay(?:ment)?\s+by"
-    r"|deliver(?:y)?\s+(?:date|by)|required\s+by"
-)
-_RAW_DATE_MAX = 40
-
-
-def labelled_date(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str | None:
-    for value in labelled_values(layout, pattern):
-        # A value without a single digit ("Due: on receipt") is not a date at
-        # all, not even a malformed one worth surfacing.
-        if any(char.isdigit() for char in value):
-            normalised = normalise_date(value)
-            if normalised:
-                return normalised[:_RAW_DATE_MAX]
-    return None
-
-
-def first_unlabelled_date(layout: list[list[_Cell]]) -> str | None:
-    # Receipts often print the date with no label; a due or delivery date must
-    # not be mistaken for it, so lines carrying those labels are skipped.
-    for row in layout:
-        if any(DUE_DATE_LABEL.match(cell.text) for cell in row):
-            continue
-        for cell in row:
-            match = _find_date(cell.text)
-            if match:
-                return normalise_date(match.group(0))
-    return None
-
-
-# -------------------------------------------------------------------------- party
-
-# A colon or a cell of its own is required: prose such as "From April on..."
-# must not name the party.
-_SELLER_LABEL = label_pattern(
-    r"(?:from|vendor|supplier|seller|merchant|issued\s+by|sold\s+by|billed\s+by|payee)"
-    r"(?:\s*:|$)"
-)
-_SUPPLIER_LABEL = label_pattern(r"(?:vendor|supplier|seller)(?:\s*:|$)")
-_LETTERHEAD_LINES = 8
-_CONTACT = re.compile(r"@|www\.|https?://|\b(?:tel|phone|fax)\b", re.IGNORECASE)
-
-
-def _party_from_label(layout: list[list[_Cell]], pattern: re.Pattern[str]) -> str | None:
-    for value in labelled_values(layout, pattern):
-        name = value.split(",", 1)[0].strip()
-        if any(char.isalpha() for char in name):
-            return name
-    return None
-
-
-def _looks_like_name(text: str) -> bool:
-    alnum = [char for char in text if char.isalnum()]
-    letters = sum(1 for char in alnum if char.isalpha())
-    # Addresses start with a house number and contact lines carry @, www or
-    # "Tel"; a business name does neither.
-    return (
-        text[:1].isalpha()
-        and letters >= 2
-        and letters / len(alnum) >= 0.7
-        and ":" not in text
-        and not _CONTACT.search(text)
-        and _find_date(text) is None
-        and all(_is_recognisable(token) for token in _alnum_tokens(text))
-    )
-
-
-def _letterhead(layout: list[list[_Cell]]) -> str | None:
-    rows = [row for row in layout if row][:_LETTERHEAD_LINES]
-    for row in rows:
-        # A line that carries an amount is a table row, never a letterhead.
-        if _money_values(" ".join(cell.text for cell in row)):
-            continue
-        name = row[0].text.split(",", 1)[0].strip()
-        if heading_type(row[0]) is None and _looks_like_name(name):
-            return name
-    return None
-
-
-def extract_party(layout: list[list[_Cell]], doc_type: DocType) -> str | None:
-    if doc_type == "purchase_order":
-        # A PO's letterhead is the buyer's; only a labelled supplier is the party.
-        return _party_from_label(layout, _SUPPLIER_LABEL)
-    return _party_from_label(layout, _SELLER_LABEL) or _letterhead(layout)
-
-
-# ----------------------------------------------------------------------- currency
-
-_CURRENCY_LABEL = label_pattern(r"currency")
-_CODE_WORD = re.compile(r"(?<![A-Za-z])(EUR|USD|GBP)(?![A-Za-z])")
-_BRACKETED_SYMBOL = re.compile(r"\(\s*(US\$|[€$£])\s*\)")
-
-
-def extract_currency(text: str, layout: list[list[_Cell]]) -> str | None:
-    for value in labelled_values(layout, _CURRENCY_LABEL):
-        code = _CODE_WORD.search(value.upper())
-        if code:
-            return code.group(1)
-    counts = dict.fromkeys(_CURRENCY_CODES, 0)
-    for match in _CODE_WORD.finditer(text):
-        counts[match.group(1)] += 1
-    # A symbol counts only next to an amount or as a column unit "(£)", so a
-    # stray "€" inside OCR noise is not evidence.
-    for match in _MONEY.finditer(text):
-        for marker in (match.group("pre"), match.group("post")):
-            if marker in _CURRENCY_SYMBOLS:
-                counts[_CURRENCY_SYMBOLS[marker]] += 1
-    for match in _BRACKETED_SYMBOL.finditer(text):
-        counts[_CURRENCY_SYMBOLS[match.group(1)]] += 1
-    best = max(counts.values())
-    winners = [code for code, count in counts.items() if count == best]
-    return winners[0] if best > 0 and len(winners) == 1 else None
-
-
-# ------------------------------------------------------------------------ amounts
-
-_NOT_A_PLAIN_TOTAL = (
-    r"(?!\s*(?:excl|ex\b|ex\.|before|net|vat|tax|qty|quantity|items?|units?"
-    r"|discount|savings|hours?|weight))"
-)
-AMOUNT_LABELS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
-    (
-        "total",
-        3,
-        label_pattern(
-            r"grand\s+total|total\s+(?:amount\s+)?due|amount\s+due|balance\s+due"
-            r"|amount\s+payable|total\s+payable|total\s+to\s+pay|(?:invoice|order)\s+total"
-            r"|total\s+incl(?:\.|uding|usive)?"
-        ),
-    ),
-    (
-        "subtotal",
-        2,
-        label_pattern(
-            r"sub[\s-]?total|net\s+(?:total|amount)|total\s+net"
-            r"|total\s+(?:excl\.?|excluding|ex\.?|before)(?:\s+(?:vat|tax))?"
-            r"|amount\s+before\s+tax"
-        ),
-    ),
-    (
-        "tax",
-        2,
-        label_pattern(
-            r"(?:total\s+|incl(?:\.|uded|uding)?\s+|plus\s+)?"
-            r"(?:sales\s+tax|vat|tax|gst|hst|tva|mwst|btw|iva)"
-            r"(?!\s*(?:no\b|no\.|number|reg|id\b|#|registration|invoice|exempt|rate\b))"
-        ),
-    ),
-    ("total", 1, label_pattern(rf"total(?:\s+amount)?{_NOT_A_PLAIN_TOTAL}")),
-)
-
-
-Value = TypeVar("Value")
-
-
-@dataclass(frozen=True)
-class LabelledAmount(Generic[Value]):
-    """The amount a totals label (AMOUNT_LABELS) introduces, and where."""
-
-    field: str
-    priority: int
-    line: int
-    value: Value
-
-
-def labelled_amounts(
-    row: list[_Cell], line: str, values: Callable[[str], list[Value]]
-) -> list[LabelledAmount[Value]]:
-    """The amounts on the totals labels of ``row``: each the last of
-    ``values`` on the label's stretch of ``line``, up to the next label."""
-    hits: list[tuple[int, int, str, int]] = []
-    for cell in row:
-        for field, priority, pattern in AMOUNT_LABELS:
-            match = pattern.match(cell.text)
-            if match:
-                hits.append((cell.col, cell.col + match.end(), field, priority))
-                break
-    amounts: list[LabelledAmount[Value]] = []
-    for index, (_, label_end, field, priority) in enumerate(hits):
-        stop = hits[index + 1][0] if index + 1 < len(hits) else len(line)
-        found = values(line[label_end:stop])
-        if found:
-            amounts.append(LabelledAmount(field, priority, row[0].line, found[-1]))
-    return amounts
-
-
-def _all_amounts(layout: list[list[_Cell]], lines: list[str]) -> list[LabelledAmount[float]]:
+def _all_amounts(layout: Layout, lines: list[str]) -> list[LabelledAmount[float]]:
     amounts: list[LabelledAmount[float]] = []
     for row, line in zip(layout, lines, strict=True):
         if row and _parse_item(row) is None:
-            amounts.extend(labelled_amounts(row, line, _money_values))
+            amounts.extend(labelled_amounts(row, line, money_values))
     return amounts
-
-
-def pick_amount(amounts: list[LabelledAmount[Value]], field: str) -> Value | None:
-    # Highest-priority label wins; among equals the last one, because the
-    # figure that closes a totals block is the one that counts.
-    candidates = [amount for amount in amounts if amount.field == field]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda amount: (amount.priority, amount.line)).value
 
 
 # --------------------------------------------------------------------- line items
@@ -709,7 +201,7 @@ class _Number:
 
 _CONNECTORS = frozenset({"x", "\u00d7", "@", "at", "/", "-", "\u2013"})
 _UNITS = frozenset({"h", "hr", "hrs", "hour", "hours", "pc", "pcs", "ea", "each", "unit", "units"})
-_CURRENCY_MARKERS = frozenset({*_CURRENCY_CODES, *_CURRENCY_SYMBOLS})
+_CURRENCY_MARKERS = frozenset({*CURRENCY_CODES, *CURRENCY_SYMBOLS})
 _PERCENT = re.compile(r"\d+(?:[.,]\d+)?%")
 _LEADING_QTY = re.compile(r"(?P<qty>\d+(?:[.,]\d+)?)\s*[x\u00d7]\s+(?P<desc>.+)")
 _TRAILING_QTY = re.compile(r"(?P<desc>.+?)\s+[x\u00d7]\s?(?P<qty>\d+(?:[.,]\d+)?)")
@@ -726,11 +218,11 @@ def _numeric_words(words: list[str]) -> list[_Number] | None:
         marked = marked or core != word
         if word.upper() in _CURRENCY_MARKERS:
             marked = True
-        elif core and _PLAIN_NUMBER.fullmatch(core.strip("()")):
+        elif core and PLAIN_NUMBER.fullmatch(core.strip("()")):
             value = parse_amount(core)
             if value is None:
                 return None
-            numbers.append(_Number(value, bool(_CENTS.search(core)) or core != word))
+            numbers.append(_Number(value, bool(CENTS.search(core)) or core != word))
         elif not (_PERCENT.fullmatch(word) or word.lower() in _CONNECTORS | _UNITS):
             return None
     if marked:
@@ -763,7 +255,7 @@ def _is_numeric_word(word: str) -> bool:
     )
 
 
-def _split_item_row(row: list[_Cell]) -> tuple[list[str], list[_Number]]:
+def _split_item_row(row: list[Cell]) -> tuple[list[str], list[_Number]]:
     """Description cells and trailing numbers of a table row."""
     index = len(row)
     numbers: list[_Number] = []
@@ -800,7 +292,7 @@ def _quantity_from_text(head: list[str]) -> tuple[float, list[str]] | None:
     return None
 
 
-def _parse_item(row: list[_Cell]) -> dict[str, Any] | None:
+def _parse_item(row: list[Cell]) -> dict[str, Any] | None:
     head, numbers = _split_item_row(row)
     if len(numbers) == 3:
         quantity: float = numbers[0].value
@@ -827,7 +319,7 @@ def _parse_item(row: list[_Cell]) -> dict[str, Any] | None:
 
 
 def _extract_line_items(
-    layout: list[list[_Cell]], amounts: list[LabelledAmount[float]]
+    layout: Layout, amounts: list[LabelledAmount[float]]
 ) -> list[dict[str, Any]]:
     # Items live above the totals block; below it are payments, change, notes.
     totals_lines = [a.line for a in amounts if a.field in ("subtotal", "total")]
@@ -899,7 +391,7 @@ def extract_document_fields(text: str) -> DocumentExtraction:
         )
     layout = split_layout(text)
     lines = text.expandtabs(8).splitlines()
-    doc_type = _detect_type(layout)
+    doc_type = detect_type(layout)
     amounts = _all_amounts(layout, lines)
     fields: dict[str, Any] = {
         "doc_type": doc_type,
@@ -912,6 +404,7 @@ def extract_document_fields(text: str) -> DocumentExtraction:
         "subtotal": pick_amount(amounts, "subtotal"),
         "tax": pick_amount(amounts, "tax"),
         "total": pick_amount(amounts, "total"),
+        "po_number": extract_po_number(layout),
     }
     readability = round(text_readability(text), 4)
     confidence, matched, missing = _score(doc_type, _found(fields), readability)

@@ -1,8 +1,9 @@
 """Rules-based extraction of accounts-payable invoices and credit notes.
 
 The offline "model" of the task ``extract_invoice``: what Baton runs instead
-of an LLM when no key is configured. Like baton.llm.offline_documents, whose
-layout, labels, dates, party, currency and amount parsing it reuses, it is
+of an LLM when no key is configured. Like baton.llm.offline_documents, it is
+assembled from the layout, numbers and dates of baton.llm.offline_text and
+the labelled fields of baton.llm.offline_fields (PO number included), and it is
 pure (no I/O, no clock, no randomness), deterministic, and never guesses: a
 field it cannot find is ``None`` and is listed in ``missing``. It reads the
 text, it does not obey it: a sentence asking for payment to a new account is
@@ -36,7 +37,7 @@ Fields (activities.payables_models.ExtractedInvoice)
   makes it negative. The description is the rest of the row as printed;
   ``item_code`` is its first word when that is shaped like a code (capitals
   and digits joined by dashes: "HP-400", "CONS-D", "FR-EU").
-* ``subtotal``, ``tax``, ``total``: the totals labels of offline_documents,
+* ``subtotal``, ``tax``, ``total``: the totals labels of offline_fields,
   the last amount on a label's stretch of line; the highest-priority label
   wins ("Total Due" over "Total"), among equals the last.
 * On a credit note every amount (lines, subtotal, tax, total) is negative
@@ -51,8 +52,9 @@ total 3; vendor name, VAT id, number, PO number and lines 2; issue date 1.5;
 due date, currency, subtotal and tax 1 (a credit note is not expected to
 have a due date). ``iban`` is reported when present but not expected: many
 invoices print none. ``kind_factor`` is 0.25 when the kind is unknown (the
-text may be no invoice at all); ``readability_factor`` is the one of
-offline_documents. Notes name what was missing.
+text may be no invoice at all); ``readability_factor`` is
+``min(1, readability / 0.9)``, as for documents, with readability as
+offline_text measures it. Notes name what was missing.
 
 Limits
 ------
@@ -82,30 +84,33 @@ from pydantic import BaseModel, Field
 
 from activities.matching import masked_iban, normalise_iban
 from activities.payables_models import DocumentKind, ExtractedInvoice, ExtractedLine
-from baton.llm.offline_documents import (
+from baton.llm.offline_fields import (
     AMOUNT_LABELS,
     DUE_DATE_LABEL,
     ISSUE_DATE_LABEL,
-    MAX_LINE_CHARS,
     NUMBER_LABELS,
     NUMBER_QUALIFIER,
-    READABLE_THRESHOLD,
     UNKNOWN_TYPE_FACTOR,
     LabelledAmount,
-    Layout,
-    amount_text,
     extract_currency,
     extract_number,
     extract_party,
+    extract_po_number,
     first_unlabelled_date,
     heading_type,
-    label_pattern,
     labelled_amounts,
     labelled_date,
     labelled_values,
     leading_identifier,
-    money_matches,
     pick_amount,
+)
+from baton.llm.offline_text import (
+    MAX_LINE_CHARS,
+    READABLE_THRESHOLD,
+    Layout,
+    amount_text,
+    label_pattern,
+    money_matches,
     split_layout,
     text_readability,
 )
@@ -264,22 +269,7 @@ def _vendor_vat_id(seller: Layout) -> str | None:
     return None
 
 
-# -------------------------------------------------------------------- PO, IBAN
-
-# A qualifier ("No.", "Number", "#") or a colon after the label: "PO Box 12"
-# and "purchase order terms" are not labels.
-_PO_LABEL = label_pattern(
-    r"(?:your\s+|customer\s+)?(?:p\.?\s?o\.?|purchase\s+order)"
-    rf"(?:{NUMBER_QUALIFIER}|\s*ref(?:erence)?\.?|\s*(?=[:#]|$))"
-)
-
-
-def _po_number(layout: Layout) -> str | None:
-    for value in labelled_values(layout, _PO_LABEL):
-        if found := leading_identifier(value):
-            return found
-    return None
-
+# ------------------------------------------------------------------------ IBAN
 
 _IBAN_WORD = re.compile(r"(?<![A-Za-z])IBAN(?![A-Za-z])", re.IGNORECASE)
 _IBAN_START = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]*")
@@ -545,7 +535,7 @@ def extract_invoice(text: str) -> InvoiceExtraction:
         issue_date=_iso_date(issue, "issue_date", warnings),
         due_date=_iso_date(labelled_date(layout, DUE_DATE_LABEL), "due_date", warnings),
         currency=extract_currency(text, layout),
-        po_number=_po_number(layout),
+        po_number=extract_po_number(layout),
         iban=_iban(seller, warnings),
         lines=lines,
         subtotal=subtotal,
