@@ -1,6 +1,7 @@
-"""Accounts payable activities: look up the vendor, purchase order and goods
-receipts, check for duplicates, match, record the invoice, pay it exactly
-once and reconcile the payment.
+"""Accounts payable activities: look up the vendor and purchase order, make
+the extraction a payable invoice, check for duplicates, match against the
+order and its goods receipts, record the invoice, pay it exactly once and
+reconcile the payment.
 
 Lookups return ``None`` for what is not there (an unknown vendor or PO is a
 business exception for a person to review, not an error); writes are keyed
@@ -17,10 +18,15 @@ from temporalio.exceptions import ApplicationError
 from activities.matching import find_duplicates, invoice_number_key, match_invoice, reconcile
 from activities.payables_models import (
     DuplicateReport,
+    ExtractedInvoice,
+    Finding,
     GoodsReceipt,
+    InvoiceLine,
     MatchReport,
     PayableInvoice,
+    PayableKind,
     Payment,
+    PreparedInvoice,
     PriorInvoice,
     PurchaseOrder,
     ReconciliationReport,
@@ -50,12 +56,13 @@ class PoLookup(BaseModel):
     purchase_order: PurchaseOrder | None = None
 
 
-class ReceiptQuery(BaseModel):
-    po_number: str
-
-
-class ReceiptList(BaseModel):
-    receipts: list[GoodsReceipt] = Field(default_factory=list)
+class PrepareRequest(BaseModel):
+    extracted: ExtractedInvoice
+    kind: PayableKind = Field(description="What the classifier took the document for")
+    vendor: Vendor | None = None
+    readable: bool = True
+    problem: str | None = None
+    suspected_instructions: list[str] = Field(default_factory=list)
 
 
 class DuplicateQuery(BaseModel):
@@ -67,7 +74,6 @@ class MatchRequest(BaseModel):
     invoice: PayableInvoice
     vendor: Vendor
     purchase_order: PurchaseOrder | None = None
-    receipts: list[GoodsReceipt] = Field(default_factory=list)
     tolerances: Tolerances
 
 
@@ -110,11 +116,81 @@ def look_up_purchase_order(query: PoQuery) -> PoLookup:
 
 
 @activity.defn
-def look_up_receipts(query: ReceiptQuery) -> ReceiptList:
-    """The goods received on the order so far; asked again when a receipt
-    the run waited for has arrived."""
-    rows = GoodsReceipts().for_order(query.po_number)
-    return ReceiptList(receipts=[GoodsReceipt.model_validate(row) for row in rows])
+def prepare_invoice(request: PrepareRequest) -> PreparedInvoice:
+    """The extraction as a payable invoice of a known vendor, or the reasons
+    it cannot be one; findings a person must see either way. Pure: a local
+    activity."""
+    extracted = request.extracted
+    findings = _document_findings(request)
+    if request.vendor is None:
+        named = extracted.vendor_vat_id or extracted.vendor_name or "no vendor"
+        findings.append(
+            Finding(
+                code="unknown_vendor",
+                message=f"the vendor master has no vendor for {named}: vendors are onboarded "
+                "(and their bank account verified) outside this process",
+            )
+        )
+    missing = [
+        name
+        for name in ("number", "issue_date", "currency", "total")
+        if getattr(extracted, name) is None
+    ]
+    if missing:
+        findings.append(
+            Finding(
+                code="missing_fields",
+                message=f"the document does not state its {', '.join(missing)}",
+            )
+        )
+    if request.vendor is None or missing:
+        return PreparedInvoice(findings=findings)
+    assert extracted.number and extracted.issue_date and extracted.currency
+    assert extracted.total is not None
+    invoice = PayableInvoice(
+        vendor_id=request.vendor.vendor_id,
+        number=extracted.number,
+        issue_date=extracted.issue_date,
+        currency=extracted.currency,
+        total=extracted.total,
+        po_number=extracted.po_number,
+        lines=[InvoiceLine.model_validate(line.model_dump()) for line in extracted.lines],
+        iban=extracted.iban,
+    )
+    return PreparedInvoice(invoice=invoice, findings=findings)
+
+
+def _document_findings(request: PrepareRequest) -> list[Finding]:
+    findings: list[Finding] = []
+    if not request.readable:
+        findings.append(
+            Finding(code="unreadable", message=request.problem or "the document is unreadable")
+        )
+    if request.suspected_instructions:
+        quoted = "; ".join(f"'{p}'" for p in request.suspected_instructions[:3])
+        findings.append(
+            Finding(
+                code="suspected_instructions",
+                message=f"the document addresses instructions to an AI: {quoted}",
+            )
+        )
+    extracted_kind = request.extracted.kind
+    if request.kind == "other":
+        findings.append(
+            Finding(
+                code="not_payable",
+                message="classified as neither an invoice nor a credit note",
+            )
+        )
+    elif extracted_kind is not None and extracted_kind != request.kind:
+        findings.append(
+            Finding(
+                code="kind_disagrees",
+                message=f"classified as {request.kind.replace('_', ' ')} but read as "
+                f"{extracted_kind.replace('_', ' ')}",
+            )
+        )
+    return findings
 
 
 @activity.defn
@@ -131,12 +207,17 @@ def check_duplicates(query: DuplicateQuery) -> DuplicateReport:
 
 
 @activity.defn
-async def match_lines(request: MatchRequest) -> MatchReport:
+def match_lines(request: MatchRequest) -> MatchReport:
+    """Match against the order and the goods received on it so far, read
+    now: after a receipt the run waited for arrives, the match runs again
+    and reads it."""
+    order = request.purchase_order
+    rows = GoodsReceipts().for_order(order.po_number) if order is not None else []
     return match_invoice(
         request.invoice,
         request.vendor,
-        request.purchase_order,
-        request.receipts,
+        order,
+        [GoodsReceipt.model_validate(row) for row in rows],
         request.tolerances,
     )
 
@@ -151,7 +232,13 @@ def record_invoice(request: RecordRequest) -> InvoiceRecorded:
         invoice=request.invoice.model_dump(mode="json"),
         number_key=invoice_number_key(request.invoice.number),
         allocations=[
-            {"line_no": line.po_line, "quantity": str(line.quantity)}
+            {
+                "line_no": line.po_line,
+                "quantity": str(line.quantity),
+                "invoiced_before": None
+                if line.invoiced_before is None
+                else str(line.invoiced_before),
+            }
             for line in request.match.lines
             if line.po_line is not None
         ],

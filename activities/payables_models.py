@@ -111,6 +111,17 @@ class ExtractedInvoice(BaseModel):
     total: Decimal | None = Field(default=None, description="Gross; negative on a credit note")
 
 
+PayableKind = Literal["invoice", "credit_note", "other"]
+
+
+class Classification(BaseModel):
+    """What an incoming AP document is, and why the classifier thinks so:
+    anything but an invoice or a credit note is for a person to route."""
+
+    kind: PayableKind
+    reasons: list[str] = Field(default_factory=list, description="What the decision rests on")
+
+
 class PayableInvoice(BaseModel):
     """An invoice or credit note from a known vendor, as extracted and
     looked up: what duplicate check, matching and recording take."""
@@ -147,6 +158,15 @@ class Finding(BaseModel):
     code: str
     message: str
     line: int | None = Field(default=None, description="The invoice line (1-based), if any")
+
+
+class PreparedInvoice(BaseModel):
+    """The extraction made payable: the vendor master's id on it, nothing
+    guessed. ``invoice`` is None when it cannot be (an unknown vendor, a
+    missing number, date, currency or total): ``findings`` say why."""
+
+    invoice: PayableInvoice | None = None
+    findings: list[Finding] = Field(default_factory=list)
 
 
 LineStatus = Literal["matched", "awaiting_receipt", "exception"]

@@ -1,4 +1,5 @@
-"""Signed acts on a run: its start, a decision at a gate, a stop.
+"""Signed acts on a run: its start, a decision at a gate, a stop, an event
+from outside that the run awaits.
 
 Each act is judged inside the workflow, signature first, against the
 directory the run snapshotted: an accepted act changes the run's state, a
@@ -34,12 +35,19 @@ from baton.gates import (
 )
 from baton.nodes.base import Run, problems, schema_problems
 from baton.nodes.gate import gate_event
+from baton.outside import EVENT_DATA_LIMIT, ExternalEvent, ReceivedEvent
 from baton.signing import Action, Signature, canonical, statement, verify
-from baton.state import RunInput
+from baton.state import RunInput, run_policy
 
 M = TypeVar("M", bound=BaseModel)
 
-_VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop"}
+_VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop", "event": "event"}
+Act = Literal["decide", "stop", "event"]
+_REFUSED_EVENT_TYPE: dict[Act, str] = {
+    "decide": "decision.refused",
+    "stop": "stop.refused",
+    "event": "event.refused",
+}
 # A malformed act is kept in the status and trail only this far.
 _RECEIVED_LIMIT = 500
 _CLAIMED_NAME_LIMIT = 64
@@ -78,6 +86,24 @@ def admit(run: Run, raw_input: Any) -> RunInput:
         signature=signature.model_dump(),
     )
     return request
+
+
+def check_policies(run: Run, raw_input: Any) -> None:
+    """Fail the run at once, with the setting to fix, when the configuration
+    it snapshotted cannot steer its process (a blank tolerance, an approval
+    matrix with a gap): never halfway through, at the step that reads it."""
+    config = run.state.config
+    assert config is not None
+    for name in run.graph.policies:
+        try:
+            run_policy(config, run.graph.policies, name)
+        except ValueError as err:
+            _refuse_start(
+                run,
+                f"the configuration cannot run {run.graph.name}: {err} "
+                f"(in [policies.{name}] of {config.source})",
+                raw_input.get("requested_by") if isinstance(raw_input, dict) else None,
+            )
 
 
 def _refuse_start(run: Run, reason: str, claimed_by: Any) -> NoReturn:
@@ -293,12 +319,86 @@ def request_stop(run: Run, request: StopRequest, channel: Channel) -> StopRecord
     return state.stop
 
 
+# -- events from outside ---------------------------------------------------------
+
+
+def accept_event(run: Run, event: ExternalEvent, channel: Channel) -> ReceivedEvent:
+    """Judge an event and keep it for the Await that takes it; a refused one
+    is recorded and changes nothing else."""
+    reason = _event_refusal(run, event)
+    if reason is not None:
+        _refuse(run, event, channel, reason, _role_of(run, event.user))
+    assert run.state.config is not None and event.signature is not None
+    user = run.state.config.directory.users[event.user]
+    senders = {r for n in run.graph.nodes for r in n.awaited_events().get(event.event, ())}
+    role = next(r for r in user.roles if r in senders)
+    received = ReceivedEvent(
+        event=event.event,
+        user=event.user,
+        sender="human" if user.kind == "person" else "service",
+        role=role,
+        key=event.key,
+        data=event.data,
+        received_at=workflow.now(),
+        nonce=event.signature.nonce,
+    )
+    run.state.events.append(received)
+    run.trail.record(
+        "event.received",
+        about=event.signature.nonce,
+        actor=Actor(type=received.sender, id=event.user, role=role),
+        channel=channel,
+        event=event.event,
+        key=event.key,
+        data=event.data,
+        signature=event.signature.model_dump(),
+    )
+    run.trail.ship_soon()
+    return received
+
+
+def _event_refusal(run: Run, event: ExternalEvent) -> str | None:
+    state = run.state
+    if state.config is None or state.input is None:
+        return "the run did not start: it takes no events"
+    if state.stop is not None:
+        return f"the run was stopped by {state.stop.user}: {state.stop.reason}"
+    if state.outcome not in ("running", "waiting"):
+        return f"the run has ended ({state.outcome}); it awaits nothing"
+    awaiting = [n for n in run.graph.nodes if event.event in n.awaited_events()]
+    if not awaiting:
+        known = sorted({name for n in run.graph.nodes for name in n.awaited_events()})
+        return (
+            f"this process awaits no event '{event.event}' "
+            f"(it awaits: {', '.join(known) or 'none'})"
+        )
+    proof = act_refusal(run, "event", event.signed_fields(), event.signature, event.user)
+    if proof is not None:
+        return proof
+    user = state.config.directory.users[event.user]
+    senders = sorted({r for n in awaiting for r in n.awaited_events()[event.event]})
+    if not set(user.roles) & set(senders):
+        held = ", ".join(user.roles) or "no roles"
+        return (
+            f"user '{event.user}' ({held}) may not send '{event.event}' to this run; "
+            f"it needs one of: {', '.join(senders)}"
+        )
+    size = len(canonical(event.data))
+    if size > EVENT_DATA_LIMIT:
+        return (
+            f"the event's data is {size} bytes; at most {EVENT_DATA_LIMIT} are taken: send "
+            "news and a reference, and let the process read the rest from its system"
+        )
+    if all(state.records[n.id].status in ("finished", "skipped", "failed") for n in awaiting):
+        passed = ", ".join(n.id for n in awaiting)
+        return f"the run no longer waits for '{event.event}': {passed} passed"
+    return None
+
+
 # -- refusals ------------------------------------------------------------------
 
 
-def parse(
-    run: Run, model: type[M], payload: Any, channel: Channel, act: Literal["decide", "stop"]
-) -> M:
+def parse(run: Run, model: type[M], payload: Any, channel: Channel, act: Act) -> M:
     """``payload`` as ``model``, or a recorded refusal: a malformed act is
     an act too, and the trail keeps it (cut short)."""
     try:
@@ -311,12 +411,18 @@ def parse(
 
 def _refuse(
     run: Run,
-    request: Decision | StopRequest,
+    request: Decision | StopRequest | ExternalEvent,
     channel: Channel,
     reason: str,
     role: str | None,
 ) -> NoReturn:
-    act: Literal["decide", "stop"] = "decide" if isinstance(request, Decision) else "stop"
+    act: Act = (
+        "decide"
+        if isinstance(request, Decision)
+        else "event"
+        if isinstance(request, ExternalEvent)
+        else "stop"
+    )
     sent = request.model_dump(mode="json")
     # A refused act is kept whole only if small: the status, which every
     # reviewer's page loads, must not grow by what anyone cares to send.
@@ -337,11 +443,11 @@ def _refuse(
 def _refused(
     run: Run,
     channel: Channel,
-    act: Literal["decide", "stop"],
+    act: Act,
     user: str,
     reason: str,
     *,
-    decision: Decision | StopRequest | None = None,
+    decision: Decision | StopRequest | ExternalEvent | None = None,
     received: str = "",
     node: str | None = None,
     role: str | None = None,
@@ -359,7 +465,7 @@ def _refused(
     )
     run.state.refusals.append(refusal)
     run.trail.record(
-        "decision.refused" if act == "decide" else "stop.refused",
+        _REFUSED_EVENT_TYPE[act],
         node=node,
         actor=Actor(type="unproven", id=refusal.user or "unknown", role=role),
         channel=channel,

@@ -31,6 +31,7 @@ from baton.client import (
     inbox,
     put_document,
     run_status,
+    send_event,
     start_run,
     stop_run,
 )
@@ -44,6 +45,7 @@ from baton.config import (
 from baton.document_store import DocumentRef, decode_text, document_store
 from baton.gates import Decision, Outcome, StopRequest, reasons_of
 from baton.keys import MissingKey, new_key
+from baton.outside import ExternalEvent
 from baton.routing import routing_table
 from baton.runner import RunStatus
 from baton.server import CODEC_ENDPOINT_ENV, EmbeddedServer, stop_requested, ui_codec_endpoint
@@ -169,6 +171,15 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("workflow_id")
     stop.add_argument("--as", dest="user", required=True, help="a user with a stop role")
     stop.add_argument("--reason", required=True)
+
+    event = commands.add_parser(
+        "event", help="send a run news it awaits (a goods receipt was booked), signed"
+    )
+    event.add_argument("workflow_id")
+    event.add_argument("name", help="the event, as the process's Await node names it")
+    event.add_argument("--as", dest="user", required=True, help="the sending user or service")
+    event.add_argument("--key", default="", help="what it is about (a PO number)")
+    event.add_argument("--data", type=Path, help="a JSON file with the event's data (small)")
 
     commands.add_parser("routes", help="print the effective model routing table")
 
@@ -333,8 +344,17 @@ async def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"stopping {args.workflow_id} as {stopped.user} ({stopped.role}): {stopped.reason}")
         return 0
+    if args.command == "event":
+        data = _read_json_object(args.data, "--data") if args.data else {}
+        news = ExternalEvent(event=args.name, user=args.user, key=args.key, data=data)
+        received = await send_event(client, args.workflow_id, news)
+        print(
+            f"{args.workflow_id} took {received.event} from {received.user} ({received.role}); "
+            "its Await node acts on it when the run gets there"
+        )
+        return 0
     outcome = next(o for verb, o, _ in VERBS if verb == args.command)
-    output = _read_output(args.output) if getattr(args, "output", None) else None
+    output = _read_json_object(args.output, "--output") if getattr(args, "output", None) else None
     decision = Decision(
         gate=args.gate, user=args.user, outcome=outcome, comment=args.comment, output=output
     )
@@ -352,15 +372,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_output(path: Path) -> dict[str, Any]:
+def _read_json_object(path: Path, option: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"no file at {path}: --output takes a JSON file") from None
+        raise ValueError(f"no file at {path}: {option} takes a JSON file") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object with the output's fields")
+        raise ValueError(f"{path} must hold a JSON object ({option})")
     return value
 
 

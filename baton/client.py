@@ -45,6 +45,7 @@ from baton.document_store import (
 )
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.keys import Signer
+from baton.outside import ExternalEvent, ReceivedEvent
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus, SigningView
 from baton.signing import subject_digest
 
@@ -323,6 +324,27 @@ async def sign_stop(
         "stop", request.signed_fields(), workflow_id=workflow_id, run_id=view.run_id
     )
     return request.model_copy(update={"signature": signature})
+
+
+async def send_event(
+    client: Client,
+    workflow_id: str,
+    event: ExternalEvent,
+    signer: Signer | None = None,
+    *,
+    update_id: str | None = None,
+) -> ReceivedEvent:
+    """Sign ``event`` as its sender (unless it is signed already) for the run
+    ``workflow_id`` and deliver it through the `event` update; the run keeps
+    it for the Await that takes it. A refusal raises DecisionRefused."""
+    if event.signature is None:
+        signer = signer or Signer.load(event.user)
+        view = await _view_to_sign(client, workflow_id)
+        signature = signer.sign(
+            "event", event.signed_fields(), workflow_id=workflow_id, run_id=view.run_id
+        )
+        event = event.model_copy(update={"signature": signature})
+    return await _update(client, workflow_id, "event", event, ReceivedEvent, update_id)
 
 
 async def _view_to_sign(client: Client, workflow_id: str, gate: str = "") -> SigningView:

@@ -171,6 +171,11 @@ class RunConfig(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     directory: Directory = Field(default_factory=Directory)
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The [policies.<name>] tables: a process's own rules (the AP approval "
+        "matrix), checked by the loader the process's graph declares",
+    )
 
     def threshold(self, name: str, default: float) -> float:
         return self.thresholds.get(name, default)
@@ -365,6 +370,7 @@ def _read_run_config(path: Path) -> _ReadConfig:
         config = RunConfig(
             source=str(path.resolve()),
             thresholds=data.get("thresholds", {}),
+            policies=data.get("policies", {}),
             routing=routing,
             # No password hashes: the snapshot is in Temporal history. Public
             # keys are public, and the run needs them to verify every act.

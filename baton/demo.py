@@ -1,18 +1,22 @@
-"""The demo: document intake over the sample documents on the embedded server.
+"""The demo: document intake over the sample documents and accounts payable
+over the sample invoices, on the embedded server.
 
 It starts the embedded Temporal server (unless one already answers at
 TEMPORAL_ADDRESS) and a worker, starts one run per sample, and plays the
-reviewer: runs that stop at the review gate are decided by a named user
-through the same `decide` update the CLI uses, and a supervisor stops the
-run whose document talks to the AI. Then it prints each run's outcome, Web
-UI link and audit report, writes the period report, and stops what it
-started unless asked to keep it.
+people: document-intake runs that stop at the review gate are decided by a
+named user through the same `decide` update the CLI uses, and a supervisor
+stops the run whose document talks to the AI; accounts payable runs go as
+:mod:`baton.demo_payables` says. Then it prints each run's outcome, Web UI
+link and audit report, writes the period report, and stops what it started
+unless asked to keep it. It fails (exit code 1) when an invoice does not end
+where ``samples/accounts_payable/expected.toml`` says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
+from baton import demo_payables as payables
 from baton.accounts import add_key
 from baton.audit.period import write_period_report
 from baton.audit.reports import describe, write_report
@@ -29,10 +34,11 @@ from baton.audit.store import open_store
 from baton.client import build_input, connect, decide_in_turn, run_status, start_run, stop_run
 from baton.codec import ensure_payload_key
 from baton.config import DIRECTORY_ENV, Settings, directory_path
-from baton.gates import Decision, GateState, Outcome, StopRequest
+from baton.gates import Decision, GateState, Outcome, StopRequest, reasons_of
 from baton.keys import Signer
 from baton.runner import RunResult, RunStatus
 from baton.server import EmbeddedServer, port_is_open, stop_requested, ui_codec_endpoint
+from systems.erp import default_path as erp_path
 
 REQUESTER = "mailroom"
 REVIEWER = "rita"
@@ -40,7 +46,7 @@ CONTROLLER = "vera"
 SUPERVISOR = "sam"
 # The demo reviewer sends back what no one could enter (no text, not a known
 # document type, too little read to trust); anything else a person can fix.
-REJECT_WHEN = {"unreadable", "unknown_type"}
+REJECT_WHEN = {"unreadable", "unknown_type", "duplicate_number"}
 REJECT_BELOW_CONFIDENCE = 0.5
 # A document that tries to instruct the AI is a matter for a supervisor: the
 # run is stopped, and whatever it had done is undone.
@@ -72,8 +78,14 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         settings = replace(settings, ui_url=server.ui_url or settings.ui_url)
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
     signers = local_identities(
-        settings.data_dir, (REQUESTER, REVIEWER, CONTROLLER, SUPERVISOR), via="demo"
+        settings.data_dir,
+        tuple(dict.fromkeys((REQUESTER, REVIEWER, CONTROLLER, SUPERVISOR, *payables.PEOPLE))),
+        via="demo",
     )
+    # The demo's systems of record start from their seed (the ERP empty) each
+    # time: a second demo would otherwise find every sample a duplicate.
+    erp_path().unlink(missing_ok=True)
+    payables.reset_systems()
     # Made once, in the data dir: every payload of the demo's runs is encrypted with it.
     ensure_payload_key(settings.data_dir)
     try:
@@ -93,9 +105,13 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     )
                 )
             print(f"started {len(handles)} document-intake runs, each signed by {REQUESTER}\n")
+            invoices = asyncio.ensure_future(
+                payables.run_payables(client, task_queue=settings.task_queue, signers=signers)
+            )
             outcomes = await asyncio.gather(
                 *(_review_and_finish(client, h.id, signers) for h in handles)
             )
+            paid = await invoices
             audit = AuditSettings.from_env(settings)
             store = open_store(audit.url)
             graph = DocumentIntake.graph.mermaid()
@@ -124,6 +140,13 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 f"\nperiod report {period_path}: {period.runs} runs; "
                 f"`baton audit report --process document_intake --since DATE` writes it again"
             )
+            print("\naccounts payable (samples/accounts_payable/expected.toml):")
+            for invoice in paid:
+                mark = "as expected" if invoice.as_expected else f"EXPECTED {invoice.expected}"
+                print(
+                    f"{invoice.file}\n    {invoice.reached} ({mark}): {invoice.note}\n"
+                    f"    {settings.run_url(invoice.workflow_id)}"
+                )
             # What `baton audit verify` checks: the chains and the signed checkpoints.
             anchors = audit.anchors(write=False)
             everything = anchors.verify(store) if anchors else store.verify()
@@ -142,6 +165,10 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     finally:
         if server is not None:
             server.stop()
+    unexpected = [invoice.file for invoice in paid if not invoice.as_expected]
+    if unexpected:
+        print(f"\n{len(unexpected)} invoice(s) did not end as expected: {', '.join(unexpected)}")
+        return 1
     return 0
 
 
@@ -187,7 +214,9 @@ async def _act_on(
     client: Client, workflow_id: str, review: GateState, signers: Mapping[str, Signer]
 ) -> str:
     """Decide or stop the run at ``review`` as the demo's people would; says what they did."""
-    codes = {f["code"] for f in review.shown.get("findings") or []}
+    codes = {f["code"] for f in review.shown.get("findings") or []} | {
+        code for reason in reasons_of(review.shown) for code in re.findall(r"\((\w+)\)$", reason)
+    }
     if codes & STOP_WHEN:
         reason = "the document tells the AI to pay a new account: held for a fraud check"
         request = StopRequest(user=SUPERVISOR, reason=reason)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from baton.outside import ExternalEvent
 from baton.signing import Passkey, Signature, digest, subject_digest
 
 Outcome = Literal["approve", "reject", "request_changes"]
@@ -93,9 +94,9 @@ class Refusal(BaseModel):
 
     at: datetime
     channel: Channel
-    act: Literal["decide", "stop"] = "decide"
+    act: Literal["decide", "stop", "event"] = "decide"
     user: str = Field(default="", description="Who the act claimed to be from (unproven)")
-    decision: Decision | StopRequest | None = Field(
+    decision: Decision | StopRequest | ExternalEvent | None = Field(
         default=None, description="The act as sent; None when it was not a valid act at all"
     )
     received: str = Field(
@@ -122,6 +123,14 @@ class GateState(BaseModel):
     gate: str
     round: int = Field(default=1, description="How many times this gate has opened in the run")
     roles: list[str]
+    assignees: list[str] = Field(
+        default_factory=list,
+        description="Only these users decide until the gate escalates; empty: anyone in the roles",
+    )
+    excluded: list[str] = Field(
+        default_factory=list,
+        description="Users who decided an earlier gate this one is kept apart from (not_by=)",
+    )
     chain: list[str] = Field(default_factory=list)
     opened_at: datetime
     sla: timedelta | None = None
@@ -239,6 +248,11 @@ def refusal_reason(
     user = directory.users.get(decision.user)
     if user is None:
         return f"unknown user '{decision.user}': users and their roles come from the directory"
+    if user.kind == "service":
+        return (
+            f"'{decision.user}' is a service: a person decides a gate, never an AI or "
+            "another system"
+        )
     if not any(role in user.roles for role in gate.roles):
         held = ", ".join(user.roles) or "no roles"
         return (
@@ -249,6 +263,16 @@ def refusal_reason(
         return (
             f"user '{decision.user}' requested this run and may not decide its gates "
             "(segregation of duties)"
+        )
+    if decision.user in gate.excluded:
+        return (
+            f"user '{decision.user}' decided an earlier gate of this run that gate "
+            f"'{gate.gate}' is kept apart from: another person decides it (segregation of duties)"
+        )
+    if gate.assignees and decision.user not in gate.assignees and not _escalated_to(user, gate):
+        return (
+            f"gate '{gate.gate}' is assigned to {', '.join(gate.assignees)}; "
+            f"'{decision.user}' may decide it once it escalates to a role they hold"
         )
     if decision.outcome == "request_changes":
         return _change_refusal(decision, gate)
@@ -311,6 +335,12 @@ def _output_refusal(
     if problems:
         return f"the edited output is invalid: {'; '.join(problems)}"
     return None
+
+
+def _escalated_to(user: User, gate: GateState) -> bool:
+    """Whether the gate escalated (or is held) to a role the user holds."""
+    later = [e.to_role for e in gate.escalations] + ([gate.hold_for] if gate.holding else [])
+    return any(role in user.roles for role in later)
 
 
 def role_for(user: User, gate: GateState) -> str | None:

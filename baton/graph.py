@@ -25,30 +25,53 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from baton.nodes import Ask, Back, FourEyes, Gate, GraphError, Node, Retry, Step
-from baton.nodes.base import INPUT, model_fields, parse_ref
+from baton.nodes import (
+    Approvers,
+    Ask,
+    Await,
+    Awaited,
+    Back,
+    FourEyes,
+    Gate,
+    GraphError,
+    Map,
+    Mapped,
+    Node,
+    Retry,
+    Step,
+)
+from baton.nodes.base import INPUT, NOT_NODES, POLICY, all_of, model_fields, parse_ref
 
 __all__ = [
     "INPUT",
+    "POLICY",
+    "Approvers",
     "Ask",
+    "Await",
+    "Awaited",
     "Back",
     "FourEyes",
     "Gate",
     "Graph",
     "GraphError",
+    "Map",
+    "Mapped",
     "Node",
     "Retry",
     "Step",
+    "all_of",
     "hours",
     "parse_ref",
     "render_mermaid",
 ]
+
+PolicyLoader = Callable[[Mapping[str, Any]], BaseModel]
 
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -70,6 +93,12 @@ class Graph(BaseModel):
     stop_roles: tuple[str, ...] = Field(
         default=("admin",),
         description="Roles whose users may stop a run (the AI Act's stop button)",
+    )
+    policies: Mapping[str, PolicyLoader] = Field(
+        default_factory=dict,
+        description="The [policies.<name>] tables the process steers by, each with the "
+        "function that checks it (raising ValueError naming the setting and the fix): "
+        "checked when a run starts, read by predicates through RunView.policy",
     )
     _digest: str | None = PrivateAttr(default=None)
 
@@ -149,8 +178,10 @@ def _validate_graph(graph: Graph) -> None:
     if not graph.nodes:
         raise GraphError(f"graph '{graph.name}' has no nodes")
     for node in graph.nodes:
-        if not _ID_PATTERN.match(node.id) or node.id == INPUT:
-            raise GraphError(f"node '{node.id}': ids are lower_snake_case and may not be '{INPUT}'")
+        if not _ID_PATTERN.match(node.id) or node.id in NOT_NODES:
+            raise GraphError(
+                f"node '{node.id}': ids are lower_snake_case and may not be '{INPUT}' or '{POLICY}'"
+            )
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise GraphError(f"node '{duplicates[0]}' is declared more than once")
@@ -191,6 +222,14 @@ def _validate_inputs(graph: Graph, node: Node, ancestors: set[str]) -> None:
         source, field = parse_ref(ref)
         if source == INPUT:
             available: set[str] | None = model_fields(graph.input)
+        elif source == POLICY:
+            available = set(graph.policies)
+            if field is None or field not in available:
+                raise GraphError(
+                    f"node '{node.id}': input '{name}' reads '{ref}'; a policy reference is "
+                    f"'{POLICY}.<name>[.<setting>]' with a name the graph's policies= declares "
+                    f"(it declares: {', '.join(sorted(available)) or 'none'})"
+                )
         elif source not in {n.id for n in graph.nodes}:
             raise GraphError(f"node '{node.id}': input '{name}' reads unknown node '{source}'")
         elif source not in ancestors:

@@ -17,6 +17,9 @@ The base class brings what every run needs:
   :mod:`baton.acts`;
 - the ``stop`` update and signal: an authorised user stops the run, which
   compensates the steps that declared a compensation and ends as stopped;
+- the ``event`` update and signal: news from outside (a goods receipt was
+  booked) that an ``Await`` node takes, kept from the moment it is accepted,
+  so news that arrives before the run reaches its Await is not lost;
 - search attributes (process, current node, status, pending gate roles, gate
   due time) upserted as the run moves, so the Web UI and ``baton inbox`` can
   find runs waiting for a role.
@@ -40,10 +43,11 @@ from baton.audit.events import Actor
 from baton.audit.trail import Trail
 from baton.config import RunConfig
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
-from baton.graph import INPUT, Graph, Node, parse_ref
+from baton.graph import INPUT, POLICY, Graph, Node
 from baton.nodes.ask import ASK_ACTIVITY
 from baton.nodes.base import root_message
 from baton.nodes.gate import CLOCKLESS_GATE_VIEW, GATE_STATES_WHY, NOTIFY_ACTIVITY
+from baton.outside import ExternalEvent, ReceivedEvent
 from baton.state import (
     NodeRecord,
     NodeStatus,
@@ -54,6 +58,7 @@ from baton.state import (
     RunStatus,
     RunView,
     SigningView,
+    run_policy,
 )
 
 __all__ = [
@@ -116,6 +121,7 @@ class GraphWorkflow:
                 intended_purpose=self.graph.purpose,
                 risk_class=self.graph.risk_class,
             )
+            acts.check_policies(self, raw_input)
             state.input = acts.admit(self, raw_input)
             state.outcome = "running"
             self.publish()
@@ -322,23 +328,29 @@ class GraphWorkflow:
     # -- what node kinds read of the run (baton.nodes.base.Run) ----------------
 
     def resolve(self, inputs: Mapping[str, str]) -> dict[str, Any]:
-        """A node's ``inputs`` read from the run's input and earlier outputs."""
-        assert self.state.input is not None
+        """A node's ``inputs`` read from the run's input, its policies and
+        earlier outputs, down the dotted path each names."""
+        state = self.state
+        assert state.input is not None and state.config is not None
         resolved: dict[str, Any] = {}
         for name, ref in inputs.items():
-            source, field = parse_ref(ref)
+            source, *path = ref.split(".")
             if source == INPUT:
-                value: Any = self.state.input.model_dump(mode="json")
+                value: Any = state.input.model_dump(mode="json")
+            elif source == POLICY:
+                policy, *path = path
+                loaded = run_policy(state.config, self.graph.policies, policy)
+                value = loaded.model_dump(mode="json")
             else:
-                value = self.state.records[source].output
-            if field is not None:
+                value = state.records[source].output
+            for field in path:
                 value = None if value is None else value.get(field)
             resolved[name] = value
         return resolved
 
     def view(self) -> RunView:
         assert self.state.input is not None and self.state.config is not None
-        return RunView(self.state.input, self.state.records, self.state.config)
+        return RunView(self.state.input, self.state.records, self.state.config, self.graph.policies)
 
     def publish(self) -> None:
         """Upsert the search attributes when the run's state changes: its
@@ -408,6 +420,7 @@ class GraphWorkflow:
             nodes=list(state.records.values()),
             gates=list(state.gates.values()),
             refusals=state.refusals,
+            events=state.events,
             stopped=state.stop,
             cost_usd=self.cost(),
             min_confidence=self._min_confidence(),
@@ -457,3 +470,24 @@ class GraphWorkflow:
         with contextlib.suppress(ApplicationError):
             request = acts.parse(self, StopRequest, payload, "signal", "stop")
             acts.request_stop(self, request, "signal")
+
+    # An event may arrive with the start, before the run has snapshotted the
+    # directory that proves its sender: it is judged once the run is admitted
+    # (or refused, if the run never is), never dropped for being early.
+
+    @workflow.update(name="event")
+    async def event(self, payload: Any) -> ReceivedEvent:
+        """News for an Await node; the caller learns whether it was accepted."""
+        news = acts.parse(self, ExternalEvent, payload, "update", "event")
+        await workflow.wait_condition(self._admitted_or_ended)
+        return acts.accept_event(self, news, "update")
+
+    @workflow.signal(name="event")
+    async def event_signal(self, payload: Any) -> None:
+        with contextlib.suppress(ApplicationError):
+            news = acts.parse(self, ExternalEvent, payload, "signal", "event")
+            await workflow.wait_condition(self._admitted_or_ended)
+            acts.accept_event(self, news, "signal")
+
+    def _admitted_or_ended(self) -> bool:
+        return self.state.input is not None or self.state.outcome != "starting"

@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field
 ED25519_PREFIX = "ed25519:"
 Method = Literal["ed25519", "passkey"]
 # A retention override (baton.audit.retention) is an act too, bound to no run.
-Action = Literal["start", "decide", "stop", "retention_override"]
+# An event is a system's or person's news that a run awaits (baton.nodes.awaiting).
+Action = Literal["start", "decide", "stop", "event", "retention_override"]
 # authenticatorData flags (WebAuthn Level 2, 6.1): user present, user verified.
 _USER_PRESENT = 0x01
 _USER_VERIFIED = 0x04

@@ -11,7 +11,7 @@ Workflow code: pure and deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -28,6 +28,7 @@ from pydantic import (
 
 from baton.config import RunConfig
 from baton.gates import GateState, Refusal, StopRecord
+from baton.outside import ReceivedEvent
 from baton.routing import Attempt
 from baton.signing import Signature, digest
 
@@ -110,6 +111,10 @@ class RunState(BaseModel):
     nonces: set[str] = Field(
         default_factory=set, description="Of the signed acts taken: each act counts once"
     )
+    events: list[ReceivedEvent] = Field(
+        default_factory=list,
+        description="Accepted outside events, in arrival order, kept until an Await takes them",
+    )
     # The run's `workflow.patched` answers (see baton.nodes.gate).
     clockless_view: bool = False
     states_why: bool = False
@@ -158,6 +163,7 @@ class RunStatus(BaseModel):
     nodes: list[NodeRecord]
     gates: list[GateState]
     refusals: list[Refusal]
+    events: list[ReceivedEvent] = Field(default_factory=list)
     stopped: StopRecord | None = None
     cost_usd: float = 0.0
     min_confidence: float | None = None
@@ -182,6 +188,14 @@ class RunResult(BaseModel):
     skipped: dict[str, str] = Field(description="Skipped nodes and why.")
 
 
+PolicyLoaders = Mapping[str, Callable[[Mapping[str, Any]], BaseModel]]
+
+
+def run_policy(config: RunConfig, loaders: PolicyLoaders, name: str) -> BaseModel:
+    """The run's ``[policies.<name>]`` table, through its graph's loader."""
+    return loaders[name](config.policies.get(name, {}))
+
+
 class RunView:
     """The read-only view of a run that ``when=`` predicates receive."""
 
@@ -190,10 +204,19 @@ class RunView:
         run_input: BaseModel,
         records: Mapping[str, NodeRecord],
         config: RunConfig,
+        policies: PolicyLoaders | None = None,
     ) -> None:
         self.input = run_input
         self.config = config
         self._records = records
+        self._policies = policies or {}
+
+    def policy(self, name: str, model: type[M]) -> M:
+        """The process's ``[policies.<name>]`` table as ``model``, through
+        the loader its graph declares (checked when the run started)."""
+        loaded = run_policy(self.config, self._policies, name)
+        assert isinstance(loaded, model)
+        return loaded
 
     def output(self, node_id: str) -> Any:
         return self._records[node_id].output

@@ -27,7 +27,10 @@ class InvoiceLedger(PayablesSystem):
         each allocation (``line_no``, ``quantity``; negative for a credit) to
         the quantity invoiced on its line of the invoice's purchase order, in
         the same transaction. A vendor's ``number_key`` already in the ledger
-        under another key is a DuplicateInvoice."""
+        under another key is a DuplicateInvoice. An allocation's
+        ``invoiced_before`` is what the match saw on the line: if another
+        invoice was billed on it since, nothing is recorded (StaleMatch), so
+        two invoices matched at once cannot both take what was open."""
         with self.transaction() as db:
             try:
                 written = write_once(
@@ -90,8 +93,18 @@ def _add_invoiced(db: sqlite3.Connection, po_number: str, allocation: dict[str, 
     ).fetchone()
     if row is None:
         raise LookupError(f"purchase order {po_number} has no line {allocation['line_no']}")
+    now = Decimal(row[0])
+    seen = allocation.get("invoiced_before")
+    if seen is not None and now != Decimal(str(seen)):
+        raise ApplicationError(
+            f"line {allocation['line_no']} of {po_number} was matched with {seen} invoiced "
+            f"before, but {now} is invoiced now: another invoice billed it since. Nothing was "
+            "recorded; match this invoice again",
+            type="StaleMatch",
+            non_retryable=True,
+        )
     # Decimal text, added in Python: SQLite would add the two as floats.
-    total = Decimal(row[0]) + Decimal(str(allocation["quantity"]))
+    total = now + Decimal(str(allocation["quantity"]))
     db.execute(
         "UPDATE po_lines SET quantity_invoiced = ? WHERE po_number = ? AND line_no = ?",
         (str(total), po_number, allocation["line_no"]),

@@ -37,8 +37,13 @@ BIN = Path(sys.executable).parent
 
 # Who acts in the tests, with the directory entries they get on top of the
 # repository's directory.toml (whose users all get keys too).
-TEST_USERS = {"clerk-1": '[users.clerk-1]\nname = "Clerk One"\nroles = ["clerk"]\n'}
-SIGNERS = ("rita", "sam", "carl", "vera", "ada", "mailroom", *TEST_USERS)
+TEST_USERS = {
+    "clerk-1": '[users.clerk-1]\nname = "Clerk One"\nroles = ["clerk"]\n',
+    # A service holding a reviewer's role: it must still never decide a gate.
+    "robot": '[users.robot]\nname = "Review bot"\nkind = "service"\nroles = ["reviewer"]\n',
+}
+AP_USERS = ("alex", "anna", "bob", "ivan", "tess", "paul", "warehouse")
+SIGNERS = ("rita", "sam", "carl", "vera", "ada", "mailroom", *AP_USERS, *TEST_USERS)
 
 
 # One payload key for the session: the session-wide servers' clients and

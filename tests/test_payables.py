@@ -40,7 +40,7 @@ from activities.payables_policy import (
 from tests.conftest import ROOT
 
 AP = ROOT / "samples" / "accounts_payable"
-POLICY = load_policy(tomllib.loads((AP / "payables.toml").read_text())["payables"])
+POLICY = load_policy(tomllib.loads((ROOT / "baton.toml").read_text())["policies"]["payables"])
 TOLERANCES = Tolerances(price_pct=Decimal(2), quantity_pct=Decimal(0), amount_abs=Decimal(50))
 IBAN = "NL91ABNA0417164300"
 VENDOR = Vendor(vendor_id="V-1", name="Acme", vat_id="NL1", iban=IBAN, payment_terms_days=30)
@@ -383,8 +383,8 @@ def test_a_short_account_is_masked_whole() -> None:
 
 
 def policy_table() -> dict[str, Any]:
-    payables: dict[str, Any] = tomllib.loads((AP / "payables.toml").read_text())["payables"]
-    return payables
+    policies: dict[str, Any] = tomllib.loads((ROOT / "baton.toml").read_text())["policies"]
+    return dict(policies["payables"])
 
 
 def test_the_sample_policy_loads() -> None:

@@ -30,7 +30,7 @@ from systems.purchasing import GoodsReceipts, PurchaseOrders, VendorMaster
 from tests.conftest import ROOT
 
 AP = ROOT / "samples" / "accounts_payable"
-POLICY = load_policy(tomllib.loads((AP / "payables.toml").read_text())["payables"])
+POLICY = load_policy(tomllib.loads((ROOT / "baton.toml").read_text())["policies"]["payables"])
 
 
 def codes(findings: list[Finding]) -> list[str]:
@@ -125,6 +125,7 @@ def test_each_sample_invoice_comes_to_its_expected_outcome(
 
     report = match()
     assert (report.outcome, codes(report.findings)) == (row["match"], row["findings"])
+    delivered: list[str] = []
     if report.outcome == "awaiting_receipt":
         delivered = deliver_late_receipts(seeded, row["po_number"])
         after = match().outcome
@@ -137,6 +138,8 @@ def test_each_sample_invoice_comes_to_its_expected_outcome(
     assert route.roles == row["approval"]
     held = duplicates.duplicate or report.outcome != "matched"
     outcome = "exception_review" if held else "credit_recorded" if paying.is_credit_note else "paid"
+    if report.outcome == "awaiting_receipt" and not delivered:
+        outcome = "awaiting_receipt"
     assert outcome == row["outcome"]
 
 

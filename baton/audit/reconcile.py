@@ -54,6 +54,7 @@ History = Literal["open", "closed", "gone"]
 ACT_RECORDS = {
     "decide": {"gate.approval", "gate.decided", "decision.refused"},
     "stop": {"run.stop_requested", "stop.refused"},
+    "event": {"event.received", "event.refused"},
 }
 # History's close events and the run.ended outcomes that agree with them.
 CLOSE_OUTCOMES = {

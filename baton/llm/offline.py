@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from baton.llm import AskAnswer, AskRequest, UnknownTaskError
+from baton.llm.offline_classify import PayableClassification, classify_payable
 from baton.llm.offline_documents import DocumentExtraction, extract_document_fields
 from baton.llm.offline_invoices import InvoiceExtraction, extract_invoice
 
@@ -21,7 +22,9 @@ _RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
 
 
 def _answer(
-    task: str, output: dict[str, Any], extraction: DocumentExtraction | InvoiceExtraction
+    task: str,
+    output: dict[str, Any],
+    extraction: DocumentExtraction | InvoiceExtraction | PayableClassification,
 ) -> AskAnswer:
     # One shape for every rules task, so a reviewer reads any of them the
     # same way: what was refused, matched and missing, then any doubts.
@@ -52,7 +55,13 @@ def _extract_invoice(inputs: dict[str, Any]) -> AskAnswer:
     return _answer("extract_invoice", extraction.invoice.model_dump(mode="json"), extraction)
 
 
+def _classify_payable(inputs: dict[str, Any]) -> AskAnswer:
+    decided = classify_payable(str(inputs.get("text") or ""))
+    return _answer("classify_payable", decided.classification.model_dump(mode="json"), decided)
+
+
 TASKS: dict[str, Callable[[dict[str, Any]], AskAnswer]] = {
+    "classify_payable": _classify_payable,
     "extract_fields": _extract_fields,
     "extract_invoice": _extract_invoice,
 }

@@ -1,9 +1,27 @@
 """Node kinds, one module each; :mod:`baton.nodes.base` is the protocol they share."""
 
 from baton.nodes.ask import Ask
+from baton.nodes.awaiting import Await, Awaited
 from baton.nodes.back import Back
 from baton.nodes.base import Done, GraphError, Node, Retry, Run
-from baton.nodes.gate import FourEyes, Gate
+from baton.nodes.gate import Approvers, FourEyes, Gate
+from baton.nodes.map import Map, Mapped
 from baton.nodes.step import Step
 
-__all__ = ["Ask", "Back", "Done", "FourEyes", "Gate", "GraphError", "Node", "Retry", "Run", "Step"]
+__all__ = [
+    "Approvers",
+    "Ask",
+    "Await",
+    "Awaited",
+    "Back",
+    "Done",
+    "FourEyes",
+    "Gate",
+    "GraphError",
+    "Map",
+    "Mapped",
+    "Node",
+    "Retry",
+    "Run",
+    "Step",
+]

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from baton.graph import Graph
 
 INPUT = "input"
+# "policy.<name>.<setting>" reads the run's [policies.<name>] table, as the
+# graph's loader for it checked it.
+POLICY = "policy"
+NOT_NODES = frozenset({INPUT, POLICY})
 
 
 class GraphError(ValueError):
@@ -58,6 +62,26 @@ class Retry(BaseModel):
 
 Predicate = Callable[[RunView], bool]
 Reasons = Callable[[RunView], Sequence[str]]
+
+
+def all_of(*conditions: Predicate) -> Predicate:
+    """A ``when=`` that holds where every one of ``conditions`` holds, asked
+    in order (a later one may rely on an earlier). A node under it may read,
+    without Optional, a node skipped only by one of them."""
+
+    def holds(run: RunView) -> bool:
+        return all(condition(run) for condition in conditions)
+
+    holds.__name__ = "_and_".join(c.__name__ for c in conditions)
+    holds.conjuncts = conditions  # type: ignore[attr-defined]
+    return holds
+
+
+def conjuncts(condition: Predicate | None) -> tuple[Predicate, ...]:
+    """The conditions a ``when=`` holds only where all of them hold."""
+    if condition is None:
+        return ()
+    return (condition, *getattr(condition, "conjuncts", ()))
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -155,6 +179,11 @@ class Node(BaseModel):
     def edited_model(self, graph: Graph) -> type[BaseModel] | None:
         """The model a reviewer's edited output must fit when deciding here."""
         return self.answer_model()
+
+    def awaited_events(self) -> Mapping[str, tuple[str, ...]]:
+        """The outside events this node takes, each with the roles whose
+        users may send it."""
+        return {}
 
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
         """Raise a GraphError naming this node if it cannot run in ``graph``

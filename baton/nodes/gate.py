@@ -7,6 +7,7 @@ escalates to a person waits the same way (:func:`await_decision`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -30,11 +31,9 @@ from baton.nodes.base import (
     root_message,
 )
 from baton.routing import Attempt
-from baton.state import NodeRecord
+from baton.state import NodeRecord, RunState, RunView
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from baton.graph import Graph
 
 NOTIFY_ACTIVITY = "notify_reviewers"
@@ -71,6 +70,22 @@ class FourEyes(BaseModel):
     other_role: str | None = None
 
 
+class Approvers(BaseModel):
+    """Who decides a gate in this run, as its ``route=`` function computed
+    it from the run's data (an approval matrix by amount and cost centre).
+    Two roles: two approvals, one in each (four-eyes across roles)."""
+
+    roles: list[str] = Field(min_length=1, max_length=2)
+    assignees: list[str] = Field(
+        default_factory=list,
+        description="Only these users decide, until the gate escalates; empty: anyone in the roles",
+    )
+    rule: str = Field(default="", description="Which rule chose them, in words, for the trail")
+
+
+Route = Callable[[RunView], Approvers]
+
+
 class Gate(Node):
     """A human decision. The run waits until a user holding one of the gate's
     roles decides. ``subject`` names the node whose output the reviewer judges
@@ -88,9 +103,17 @@ class Gate(Node):
     ``why`` states, in sentences a reviewer reads, each reason the run came to
     the gate (a failed check, a confidence below its threshold, a missing
     field); they are shown with the subject, so they are part of what the
-    decider signs, and the trail, status and reports carry them."""
+    decider signs, and the trail, status and reports carry them.
 
-    role: str
+    ``route``, a function of the run, chooses the deciders from its data
+    instead of ``role`` (an approval matrix); what it chose is in the gate's
+    ``gate.opened`` record. ``not_by`` names earlier gates whose deciders
+    may not decide this one (the clerk, the approver and the payment
+    releaser are three people)."""
+
+    role: str = ""
+    route: Route | None = None
+    not_by: tuple[str, ...] = ()
     subject: str | None = None
     why: Reasons | None = None
     sla: timedelta | None = None
@@ -114,8 +137,26 @@ class Gate(Node):
         return None if self.subject is None else graph.node(self.subject).answer_model()
 
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
-        if not self.role.strip():
-            raise GraphError(f"node '{self.id}': a gate needs a role that may decide it")
+        if not self.role.strip() and self.route is None:
+            raise GraphError(
+                f"node '{self.id}': a gate needs a role that may decide it, or a route= "
+                "function that chooses its deciders"
+            )
+        if self.role.strip() and self.route is not None:
+            raise GraphError(
+                f"node '{self.id}': give role= or route=, not both; route= chooses the roles"
+            )
+        if self.route is not None and self.four_eyes is not None:
+            raise GraphError(
+                f"node '{self.id}': with route=, four-eyes is the route's choice (two roles); "
+                "leave four_eyes= out"
+            )
+        for gate in self.not_by:
+            if gate not in ancestors or not graph.node(gate).opens_gate:
+                raise GraphError(
+                    f"node '{self.id}': not_by names '{gate}', which must be a gate that "
+                    "runs before it"
+                )
         if self.subject is not None and self.subject not in ancestors:
             raise GraphError(
                 f"node '{self.id}': subject '{self.subject}' must be a node that runs before it"
@@ -145,25 +186,26 @@ class Gate(Node):
             shown["subject"] = {"node": self.subject, "output": subject.output, **meta}
         if self.why is not None and state.states_why:
             shown["why"] = list(self.why(run.view()))
-        four_eyes = self.four_eyes
-        if four_eyes is not None and four_eyes.when is not None:
-            four_eyes = four_eyes if four_eyes.when(run.view()) else None
-        other_role = four_eyes.other_role if four_eyes else None
+        approvers, approvals_needed = self._approvers(run)
+        if self.route is not None:
+            shown["approvers"] = approvers.model_dump(mode="json")
         # A reopened gate replaces its decided self; its reviewer still sees why it came back.
         previous = state.gates.get(self.id)
         earlier = [*previous.earlier, previous.decision] if previous and previous.decision else []
         gate = GateState(
             gate=self.id,
             round=record.visits,
-            roles=[self.role] if other_role is None else [self.role, other_role],
+            roles=list(approvers.roles),
+            assignees=list(approvers.assignees),
+            excluded=_deciders(state, self.not_by),
             chain=list(self.escalate_to),
             opened_at=workflow.now(),
             sla=self.sla,
             remind_fraction=self.remind_at,
             on_exhausted=self.on_exhausted,
             hold_for=self.hold_for,
-            approvals_needed=1 if four_eyes is None else 2,
-            distinct_roles=other_role is not None,
+            approvals_needed=approvals_needed,
+            distinct_roles=len(approvers.roles) > 1,
             changes_left=None
             if self.changes_to is None
             else self.max_changes - state.changes_requested.get(self.id, 0),
@@ -189,13 +231,38 @@ class Gate(Node):
             subject.output = gate.edited_output
         return Done(decision.model_dump(mode="json"))
 
+    def _approvers(self, run: Run) -> tuple[Approvers, int]:
+        """Who decides in this run, and how many approvals it takes."""
+        if self.route is not None:
+            chosen = self.route(run.view())
+            return chosen, len(chosen.roles)
+        four_eyes = self.four_eyes
+        if four_eyes is None or (four_eyes.when is not None and not four_eyes.when(run.view())):
+            return Approvers(roles=[self.role]), 1
+        other = [] if four_eyes.other_role is None else [four_eyes.other_role]
+        return Approvers(roles=[self.role, *other]), 2
+
     def mermaid_shape(self) -> str:
-        return f'{{"{self.id}<br/><small>human: {self.role}</small>"}}'
+        who = self.role if self.route is None else f"{self.route.__name__}()"
+        return f'{{"{self.id}<br/><small>human: {who}</small>"}}'
 
     def mermaid_edges(self) -> list[str]:
         if self.changes_to is None:
             return []
         return [f"{self.id} -.->|changes requested, at most {self.max_changes}x| {self.changes_to}"]
+
+
+def _deciders(state: RunState, gates: Sequence[str]) -> list[str]:
+    """Everyone who approved or decided ``gates`` in this run."""
+    users: list[str] = []
+    for gate_id in gates:
+        gate = state.gates.get(gate_id)
+        if gate is None:
+            continue
+        for decision in [*gate.earlier, *gate.approvals, gate.decision]:
+            if decision is not None and decision.user not in users:
+                users.append(decision.user)
+    return users
 
 
 def shown_attempts(run: Run, attempts: list[Attempt]) -> list[dict[str, Any]]:
@@ -226,6 +293,8 @@ async def await_decision(run: Run, gate: GateState, record: NodeRecord) -> GateD
         gate,
         "gate.opened",
         roles=gate.roles,
+        assignees=gate.assignees,
+        excluded=gate.excluded,
         chain=gate.chain,
         sla_seconds=gate.sla.total_seconds() if gate.sla else None,
         due_at=gate.due_at,

@@ -15,13 +15,14 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from baton.nodes.base import (
-    INPUT,
+    NOT_NODES,
     ActivityRef,
     Done,
     GraphError,
     Node,
     Run,
     activity_options,
+    conjuncts,
     is_model,
     model_fields,
     parse_ref,
@@ -71,7 +72,7 @@ class Step(Node):
     def output_fields(self) -> set[str]:
         return model_fields(self.output_model)
 
-    def answer_model(self) -> type[BaseModel]:
+    def answer_model(self) -> type[BaseModel] | None:
         return self.output_model
 
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
@@ -162,7 +163,7 @@ def _validate_inputs(graph: Graph, node: Step) -> None:
         if ref is None:
             continue
         source, _ = parse_ref(ref)
-        skipped_by = None if source == INPUT else _skipped_by(graph.node(source))
+        skipped_by = None if source in NOT_NODES else _skipped_by(graph.node(source), node)
         if skipped_by is not None and not _accepts_none(info.annotation):
             raise GraphError(
                 f"node '{node.id}': input '{name}' reads '{source}', which may be skipped "
@@ -184,10 +185,11 @@ def _accepts_none(annotation: Any) -> bool:
     return annotation is None or annotation is Any
 
 
-def _skipped_by(node: Node) -> str | None:
-    """What may skip ``node`` in a run: its condition, or its being added
-    after the run started."""
-    if node.when is not None:
+def _skipped_by(node: Node, reader: Node) -> str | None:
+    """What may skip ``node`` in a run where ``reader`` runs: its condition
+    (unless the reader runs only where that same condition holds, see
+    ``all_of``), or its being added after the run started."""
+    if node.when is not None and node.when not in conjuncts(reader.when):
         return f"when={node.condition_name}"
     if node.since is not None:
         return f"since={node.since}"
