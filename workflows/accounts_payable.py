@@ -23,7 +23,6 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.documents import load_document
     from activities.payables import (
         PoLookup,
         check_duplicates,
@@ -52,12 +51,12 @@ with workflow.unsafe.imports_passed_through():
         Back,
         Gate,
         Graph,
-        Retry,
         Step,
         all_of,
         hours,
     )
     from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
+    from workflows.common import WRITE_RETRY, WRITE_TIMEOUT, load_step
 
 POLICY = "payables"
 RECEIPT_EVENT = "goods_receipt"
@@ -178,13 +177,7 @@ GRAPH = Graph(
     stop_roles=("admin", "controller"),
     policies={POLICY: payables_policy},
     nodes=(
-        Step(
-            "load",
-            activity=load_document,
-            inputs={"document": "input.document"},
-            timeout=timedelta(seconds=2),
-            retry=Retry(initial_interval=timedelta(milliseconds=500)),
-        ),
+        load_step(),
         Ask(
             "classify",
             task="classify_payable",
@@ -290,8 +283,8 @@ GRAPH = Graph(
             activity=record_invoice,
             when=has_invoice,
             inputs={"invoice": "prepare.invoice", "match": "match"},
-            timeout=timedelta(seconds=5),
-            retry=Retry(max_attempts=10, initial_interval=timedelta(milliseconds=500)),
+            timeout=WRITE_TIMEOUT,
+            retry=WRITE_RETRY,
         ),
         Gate(
             "release",
@@ -307,8 +300,8 @@ GRAPH = Graph(
             activity=pay_invoice,
             when=to_pay,
             inputs={"invoice_id": "record.invoice_id", "released_by": "release.user"},
-            timeout=timedelta(seconds=5),
-            retry=Retry(max_attempts=10, initial_interval=timedelta(milliseconds=500)),
+            timeout=WRITE_TIMEOUT,
+            retry=WRITE_RETRY,
         ),
         Step(
             "reconcile",

@@ -18,13 +18,13 @@ with workflow.unsafe.imports_passed_through():
         duplicate_findings,
         enter_document,
         find_earlier_entries,
-        load_document,
         validate_document,
         void_document,
     )
     from baton.document_store import DocumentRef
     from baton.graph import Ask, FourEyes, Gate, Graph, Retry, Step, hours
     from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
+    from workflows.common import WRITE_RETRY, WRITE_TIMEOUT, load_step
 
 
 class IntakeRequest(RunInput):
@@ -97,18 +97,7 @@ GRAPH = Graph(
     "the trail follows Art. 12 and 14 voluntarily",
     stop_roles=("admin", "supervisor"),
     nodes=(
-        Step(
-            "load",
-            activity=load_document,
-            inputs={"document": "input.document"},
-            # Reading a document of at most 1 MiB takes milliseconds: an attempt
-            # lost with its worker is retried 2.5 s later, not after the default
-            # 30 s and a 1 s backoff (bench.harness counts retries under load:
-            # 0.01 per run at N=1,000). Not a local activity: as one, a run's first
-            # workflow task outlived its timeout under load (README, Notes).
-            timeout=timedelta(seconds=2),
-            retry=Retry(initial_interval=timedelta(milliseconds=500)),
-        ),
+        load_step(),
         Ask(
             "extract",
             task="extract_fields",
@@ -159,10 +148,8 @@ GRAPH = Graph(
             "enter",
             activity=enter_document,
             inputs={"document": "extract", "review": "review"},
-            # A write takes milliseconds; a short timeout lets a crashed attempt
-            # be retried soon, and the idempotency key makes the retry safe.
-            timeout=timedelta(seconds=2),
-            retry=Retry(max_attempts=10, initial_interval=timedelta(milliseconds=500)),
+            timeout=WRITE_TIMEOUT,
+            retry=WRITE_RETRY,
             compensate=void_document,
         ),
     ),
