@@ -24,7 +24,7 @@ from baton.gates import Decision
 from baton.keys import Signer
 from baton.outside import ExternalEvent
 from baton.runner import RunResult, RunStatus
-from systems.payables_db import default_path
+from systems.payables_db import PayablesSystem
 from systems.payables_seed import deliver_late_receipts, load_seed
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "accounts_payable"
@@ -52,8 +52,16 @@ class Outcome:
 
 def reset_systems(seed: Path = SAMPLES / "seed.toml") -> None:
     """The AP reference systems as the seed describes them, afresh: a second
-    demo must not find the first one's invoices as duplicates."""
-    default_path().unlink(missing_ok=True)
+    demo must not find the first one's invoices as duplicates. Every table
+    is emptied in place, not the file deleted: a running worker keeps
+    connections to it, and a new file under the same name would be opened
+    with their write-ahead log, which goes by the name."""
+    with PayablesSystem().transaction() as db:
+        tables = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for (table,) in tables:
+            db.execute(f"DELETE FROM {table}")
     load_seed(seed)
 
 
