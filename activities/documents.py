@@ -1,6 +1,11 @@
 """Documents: reading them, the fields extracted from them, checking those
 fields (against the register's earlier entries too: duplicates), and
-entering them in the system of record."""
+entering them in the system of record.
+
+Workflow modules import this one for its models and activity declarations,
+so the system of record is imported inside the activities that use it: a
+workflow never loads systems/, and the strict sandbox (make test) refuses
+one that does."""
 
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ from baton.document_store import (
 from baton.gates import GateDecision
 from baton.idempotency import idempotency_key, run_key_prefix
 from baton.injection import suspected_instructions
-from systems.erp import DocumentRegister
 
 DocType = Literal["invoice", "receipt", "purchase_order", "unknown"]
 
@@ -281,6 +285,8 @@ def find_earlier_entries(query: EarlierEntriesQuery) -> EarlierEntries:
     with its number, or with its total in its currency. This run's own
     entries are left out: a resumed or re-read run must not find itself. A
     document with no party, or of no known type, has nothing to compare."""
+    from systems.erp import DocumentRegister
+
     document = query.document
     if not document.party or document.doc_type == "unknown":
         return EarlierEntries()
@@ -377,6 +383,8 @@ def enter_document(request: EnterRequest) -> EntryReceipt:
     """Write the document to the register, once per run and node visit: a
     retry finds the earlier entry, another document under the same key fails
     (IdempotencyConflict) instead of being dropped."""
+    from systems.erp import DocumentRegister
+
     key = idempotency_key()
     entry = DocumentRegister().enter(
         idempotency_key=key, document=request.document.model_dump(mode="json")
@@ -388,6 +396,8 @@ def enter_document(request: EnterRequest) -> EntryReceipt:
 def void_document(receipt: EntryReceipt) -> VoidReceipt:
     """Undo an entry when its run is stopped: the register voids it (an
     entry is never deleted) and keeps the first void if asked again."""
+    from systems.erp import DocumentRegister
+
     info = activity.info()
     voided_at = DocumentRegister().void(
         receipt.entry_id, reason=f"run {info.workflow_id} was stopped"

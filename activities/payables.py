@@ -7,6 +7,8 @@ Lookups return ``None`` for what is not there (an unknown vendor or PO is a
 business exception for a person to review, not an error); writes are keyed
 by baton.idempotency, so a retried or resumed step finds its earlier write.
 The rules themselves are pure (activities.matching, activities.payables_policy).
+The systems are imported inside the activities that use them, as in
+activities.documents: the workflow imports this module, never systems/.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from activities.payables_models import (
 )
 from activities.payables_policy import Tolerances
 from baton.idempotency import idempotency_key, run_key_prefix
-from systems.ledger import InvoiceLedger, Payments
-from systems.purchasing import GoodsReceipts, PurchaseOrders, VendorMaster
 
 
 class VendorQuery(BaseModel):
@@ -105,12 +105,16 @@ class ReconcileRequest(BaseModel):
 
 @activity.defn
 def look_up_vendor(query: VendorQuery) -> VendorLookup:
+    from systems.purchasing import VendorMaster
+
     found = VendorMaster().find(vat_id=query.vat_id, name=query.name)
     return VendorLookup(vendor=None if found is None else Vendor.model_validate(found))
 
 
 @activity.defn
 def look_up_purchase_order(query: PoQuery) -> PoLookup:
+    from systems.purchasing import PurchaseOrders
+
     found = PurchaseOrders().get(query.po_number) if query.po_number else None
     return PoLookup(purchase_order=None if found is None else PurchaseOrder.model_validate(found))
 
@@ -197,6 +201,8 @@ def _document_findings(request: PrepareRequest) -> list[Finding]:
 def check_duplicates(query: DuplicateQuery) -> DuplicateReport:
     """The vendor's invoices in the ledger, this run's own record left out
     (a resumed run must not find itself), through activities.matching."""
+    from systems.ledger import InvoiceLedger
+
     own = run_key_prefix()
     earlier = [
         PriorInvoice.model_validate(row)
@@ -211,6 +217,8 @@ def match_lines(request: MatchRequest) -> MatchReport:
     """Match against the order and the goods received on it so far, read
     now: after a receipt the run waited for arrives, the match runs again
     and reads it."""
+    from systems.purchasing import GoodsReceipts
+
     order = request.purchase_order
     rows = GoodsReceipts().for_order(order.po_number) if order is not None else []
     return match_invoice(
@@ -226,6 +234,8 @@ def match_lines(request: MatchRequest) -> MatchReport:
 def record_invoice(request: RecordRequest) -> InvoiceRecorded:
     """Record the invoice once per run and node visit, and what it bills of
     each PO line, so the next invoice is matched net of it."""
+    from systems.ledger import InvoiceLedger
+
     key = idempotency_key()
     written = InvoiceLedger().record(
         idempotency_key=key,
@@ -251,6 +261,8 @@ def pay_invoice(request: PaymentRequest) -> PaymentReceipt:
     """Pay once per run and node visit: a retry after a crash finds the
     payment and returns it. The account is the vendor master's (Payments.pay
     takes none from the caller)."""
+    from systems.ledger import Payments
+
     key = idempotency_key()
     payments = Payments()
     written = payments.pay(
@@ -266,6 +278,9 @@ def pay_invoice(request: PaymentRequest) -> PaymentReceipt:
 
 @activity.defn
 def reconcile_invoice(request: ReconcileRequest) -> ReconciliationReport:
+    from systems.ledger import InvoiceLedger, Payments
+    from systems.purchasing import VendorMaster
+
     invoice = InvoiceLedger().get(request.invoice_id)
     if invoice is None:
         raise ApplicationError(

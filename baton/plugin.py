@@ -13,6 +13,9 @@ that idempotency keys are made from, tracing, and the sandbox.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +23,14 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.converter import DataConverter
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Interceptor, ReplayerConfig, WorkerConfig
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker._workflow_instance import WorkflowInstance, WorkflowInstanceDetails
+from temporalio.worker.workflow_sandbox import (
+    SandboxedWorkflowRunner,
+    SandboxMatcher,
+    SandboxRestrictions,
+)
+from temporalio.worker.workflow_sandbox._importer import Importer
+from temporalio.worker.workflow_sandbox._runner import _Instance
 
 from activities.audit import AuditFlush, reconcile_trail
 from activities.config import fixed_run_config, snapshot_run_config
@@ -39,11 +49,76 @@ from baton.runner import GraphWorkflow
 # no state between runs; importing them once instead of per workflow run
 # keeps the sandbox cheap (re-importing workflows/ built and validated every
 # graph and its pydantic models again for each run).
+OWN_MODULES = ("baton", "activities", "systems", "workflows")
+# Passed through by both sandboxes: the tracing interceptor's workflow half
+# shares OpenTelemetry's context with the worker, and cryptography's Rust
+# core cannot be loaded twice in one process (SystemError when it is).
+LIBRARIES = ("opentelemetry", "cryptography")
 SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "baton", "activities", "systems", "workflows", "opentelemetry", "cryptography"
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*OWN_MODULES, *LIBRARIES)
+)
+
+# The strict sandbox checks what SANDBOX trusts. Nothing of Baton or of the
+# processes passes through, not even inside a workflow module's
+# `workflow.unsafe.imports_passed_through()`: every run imports it all again
+# in its sandbox, where a wall-clock read, a random number or I/O (a when=
+# predicate's datetime.now()) fails the workflow task with a
+# RestrictedWorkflowAccessError, and a workflow that imports systems/, even
+# through an activity module, fails to load. Each run pays for it (about a
+# second of CPU a run), so only `make test` runs the workflow tests under it.
+STRICT_SANDBOX_ENV = "BATON_STRICT_SANDBOX"
+# The exceptions: the audit interceptor's workflow half is made outside the
+# sandbox and records into the run's trail, so Trail and Actor must be the
+# same classes on both sides of the wall; and this module, the worker's
+# assembly, which runs no workflow code but which a test module that
+# declares a workflow imports.
+CROSSING = ("baton.audit.trail", "baton.audit.events", __name__)
+
+
+class _OwnCodeImporter(Importer):
+    """Imports Baton's and the processes' modules into the sandbox even
+    where a workflow module asks for them to be passed through."""
+
+    def _maybe_passthrough_module(self, name: str) -> types.ModuleType | None:
+        if name.partition(".")[0] in OWN_MODULES and not self.module_configured_passthrough(name):
+            return None
+        return super()._maybe_passthrough_module(name)
+
+
+class _StrictInstance(_Instance):
+    # The SDK's private classes (temporalio is pinned in constraints.txt):
+    # tests/test_strict_sandbox.py fails if an upgrade changes them.
+    def _create_instance(self) -> None:
+        self.importer.__class__ = _OwnCodeImporter
+        super()._create_instance()
+
+
+@dataclasses.dataclass(frozen=True)
+class StrictSandboxedWorkflowRunner(SandboxedWorkflowRunner):
+    """The SDK's sandbox with :class:`_OwnCodeImporter`."""
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return _StrictInstance(det, self.runner_class, self.restrictions)
+
+
+STRICT_SANDBOX = StrictSandboxedWorkflowRunner(
+    restrictions=dataclasses.replace(
+        SandboxRestrictions.default.with_passthrough_modules(*LIBRARIES, *CROSSING),
+        invalid_modules=SandboxMatcher(children={"systems": SandboxMatcher.all}),
     )
 )
+
+
+def strict_sandbox_requested() -> bool:
+    """Whether BATON_STRICT_SANDBOX asks for the strict sandbox (set, not 0)."""
+    return os.environ.get(STRICT_SANDBOX_ENV, "") not in ("", "0")
+
+
+def sandbox(*, strict: bool | None = None) -> SandboxedWorkflowRunner:
+    """STRICT_SANDBOX if ``strict`` (None: if BATON_STRICT_SANDBOX asks for
+    it), else SANDBOX."""
+    return STRICT_SANDBOX if (strict_sandbox_requested() if strict is None else strict) else SANDBOX
+
 
 # The activities node kinds name rather than hold (see Node.activities).
 _BATON_ACTIVITIES: dict[str, Callable[..., Any]] = {
@@ -73,7 +148,8 @@ class BatonPlugin(SimplePlugin):
     at each start). ``traced`` adds OpenTelemetry spans unless the worker's
     client traces already (a worker takes on its client's interceptors, and
     two made every span twice). ``data_converter`` is the replayer's; a
-    worker uses its client's."""
+    worker uses its client's. ``strict_sandbox`` runs them in
+    STRICT_SANDBOX (None: if BATON_STRICT_SANDBOX asks for it)."""
 
     def __init__(
         self,
@@ -83,6 +159,7 @@ class BatonPlugin(SimplePlugin):
         run_config: RunConfig | Callable[[], RunConfig] | None = None,
         traced: bool = True,
         data_converter: DataConverter | None = None,
+        strict_sandbox: bool | None = None,
     ) -> None:
         activities = graph_activities(workflows)
         if run_config is not None:
@@ -99,7 +176,7 @@ class BatonPlugin(SimplePlugin):
             workflows=[*workflows, AuditReconcile],
             # A worker given some of these too (a test's own process) registers each once.
             activities=lambda given: list(dict.fromkeys([*activities, *(given or [])])),
-            workflow_runner=SANDBOX,
+            workflow_runner=sandbox(strict=strict_sandbox),
         )
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
