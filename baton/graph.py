@@ -45,6 +45,8 @@ from baton.nodes import (
     Node,
     Retry,
     Step,
+    Wait,
+    Waited,
 )
 from baton.nodes.base import INPUT, NOT_NODES, POLICY, all_of, model_fields, parse_ref
 
@@ -65,6 +67,8 @@ __all__ = [
     "Node",
     "Retry",
     "Step",
+    "Wait",
+    "Waited",
     "all_of",
     "hours",
     "parse_ref",
