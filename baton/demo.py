@@ -129,17 +129,15 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}\n"
                     f"    audit report {report_path}: {describe(report)}"
                 )
-            period_path = settings.data_dir / "reports" / "period-document_intake.html"
-            period = write_period_report(
-                store,
-                period_path,
-                process=DocumentIntake.graph.name,
-                since=started - timedelta(minutes=1),
-            )
-            print(
-                f"\nperiod report {period_path}: {period.runs} runs; "
-                f"`baton audit report --process document_intake --since DATE` writes it again"
-            )
+            for process in ("document_intake", "accounts_payable"):
+                period_path = settings.data_dir / "reports" / f"period-{process}.html"
+                period = write_period_report(
+                    store, period_path, process=process, since=started - timedelta(minutes=1)
+                )
+                print(
+                    f"\nperiod report {period_path}: {period.runs} runs; "
+                    f"`baton audit report --process {process} --since DATE` writes it again"
+                )
             print("\naccounts payable (samples/accounts_payable/expected.toml):")
             for invoice in paid:
                 mark = "as expected" if invoice.as_expected else f"EXPECTED {invoice.expected}"
