@@ -238,13 +238,16 @@ async def test_a_receipt_that_never_comes_goes_to_exception_review_after_the_wai
         handle = await start(client, task_queue, "ap-07-nordlicht-receipt-never-arrives.txt")
         await eventually(lambda: run_status(client, handle.id), lambda s: "receipt" in s.current)
         # Awaiting the result lets the test server skip time while the run
-        # waits: past the 5 days, to the review gate (where it stops: no one
-        # decides here, so the result never comes and is cancelled).
+        # waits: past the 5 days, to the review gate, where the clerk rejects
+        # it. (A result call cancelled instead left the server's clock locked
+        # for the tests after.)
         ending = asyncio.ensure_future(handle.result())
-        try:
-            status = await waiting_at(client, handle.id, "exception_review")
-        finally:
-            ending.cancel()
+        status = await waiting_at(client, handle.id, "exception_review")
+        rejection = Decision(
+            gate="exception_review", user="alex", outcome="reject", comment="no goods"
+        )
+        await decide(client, handle.id, rejection)
+        assert (await ending).outcome == "rejected"
         receipt = next(r for r in status.nodes if r.node == "receipt")
     why = open_gate(status).shown["why"]
     assert "no goods receipt arrived within 5 days of waiting" in why
@@ -329,11 +332,12 @@ async def test_two_invoices_matched_at_once_cannot_both_bill_what_was_open(
     async with build_worker(client, task_queue=task_queue):
         first = await start(client, task_queue, "ap-15-kestrel-partial-invoicing.txt")
         second = await start(client, task_queue, str(twin))
+        # Both matched (each waits for approval) before either is recorded.
         for handle in (first, second):
             await waiting_at(client, handle.id, "approve")
-        for handle in (first, second):
-            await decide(client, handle.id, approve("approve", "anna"))
+        await decide(client, first.id, approve("approve", "anna"))
         await waiting_at(client, first.id, "release")
+        await decide(client, second.id, approve("approve", "anna"))
         status = await settled(client, second.id)
     assert status.state == "failed"
     assert status.error is not None and "another invoice billed it since" in status.error
