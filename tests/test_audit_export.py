@@ -232,7 +232,10 @@ def test_html_names_each_problem_when_verification_fails(
     # As a careful insider would: the guard dropped, the record deleted, the guard put back.
     conn = sqlite3.connect(store.path, isolation_level=None)
     conn.execute("DROP TRIGGER audit_records_no_delete")
-    conn.execute("DELETE FROM audit_records WHERE workflow_id = 'invoice-1043' AND seq = 15")
+    conn.execute(
+        "DELETE FROM audit_records WHERE seq = 15 AND workflow_id ="
+        " (SELECT MIN(id) FROM audit_runs WHERE workflow_id = 'invoice-1043')"
+    )
     for statement in _SQLITE_SCHEMA:
         conn.execute(statement)
     conn.close()

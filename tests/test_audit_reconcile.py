@@ -77,9 +77,16 @@ def delete_records(workflow_id: str, *, event_type: str = "", event_id: str = ""
     url = AuditSettings.from_env().url
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     conn.execute("DROP TRIGGER audit_records_no_delete")
-    conn.execute(
-        "DELETE FROM audit_records WHERE workflow_id = ? AND (event_type = ? OR event_id = ?)",
-        (workflow_id, event_type, event_id),
+    store = open_store(url)
+    seqs = [
+        (r.seq,)
+        for r in store.records(workflow_id)
+        if r.event_type == event_type or r.event_id == event_id
+    ]
+    conn.executemany(
+        "DELETE FROM audit_records WHERE seq = ? AND workflow_id ="
+        " (SELECT MIN(id) FROM audit_runs WHERE workflow_id = ?)",
+        [(seq, workflow_id) for (seq,) in seqs],
     )
     for statement in _SQLITE_SCHEMA:
         conn.execute(statement)

@@ -37,6 +37,7 @@ from baton.audit.events import (
     record_hash,
     redact,
     seal,
+    sealed,
 )
 from baton.audit.export import export_jsonl
 from baton.audit.sink import AuditSettings
@@ -48,9 +49,12 @@ from baton.audit.store import (
     SqliteAuditStore,
     open_store,
 )
+from baton.audit.store_compact import Compact
+from baton.audit.store_layout import decode_event_id, encode_event_id, stored_forms, to_digests
 from baton.audit.store_schema import _PG_SCHEMA as PG_SCHEMA
 from baton.audit.store_schema import _SQLITE_SCHEMA as SQLITE_SCHEMA
 from baton.audit.store_schema import GUARDS
+from baton.audit.store_schema_v3 import pg_legacy_schema, sqlite_legacy_schema
 from baton.audit.verify import COLUMNS, ChainHead, StoredRow, verify_chain
 from baton.client import decide_in_turn
 from baton.gates import Decision
@@ -100,6 +104,34 @@ class Backend:
         for statement in SQLITE_SCHEMA if self.name == "sqlite" else PG_SCHEMA:
             if "TRIGGER" in statement or "FUNCTION" in statement:
                 self.sql(statement, ())
+
+
+def chain(workflow_id: str) -> str:
+    """SQL for a chain's key: version 4's records name their chain by the id of its first
+    run in audit_runs (baton.audit.store_layout)."""
+    return f"(SELECT MIN(id) FROM audit_runs WHERE workflow_id = '{workflow_id}')"
+
+
+def name_id(name: str) -> str:
+    """SQL for the row id of a name (event type, node, actor, stamp) in audit_names."""
+    return f"(SELECT id FROM audit_names WHERE name = '{name}')"
+
+
+def insert_record(backend: Backend, record: AuditRecord) -> None:
+    """A record written into version 4's tables as a forger with the code would write it:
+    past the store's checks and the chain head (inserting is what the guards allow)."""
+    event = AuditEvent.model_validate(record.model_dump(include=set(AuditEvent.model_fields)))
+    again = sealed(
+        event,
+        seq=record.seq,
+        prev_hash=record.prev_hash,
+        recorded_at=record.recorded_at,
+        retain_until=record.retain_until,
+    )
+    assert again.record.record_hash == record.record_hash
+    store = backend.make()
+    with store._transaction(write=True) as tx:
+        store._write(tx, Compact(tx), [again])
 
 
 def _sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
@@ -213,6 +245,46 @@ def test_event_ids_are_unique_across_workflows(backend: Backend) -> None:
     assert backend.store.verify().ok
 
 
+def test_an_event_id_is_unique_in_whichever_form_it_is_stored(backend: Backend) -> None:
+    """Version 4 stores a run's own ids relative to their run (store_layout): an id stored
+    that way under one run is still found when another workflow sends it whole."""
+    (mine,) = make_events("wf-a", 1, prefix="wf-a/run-1/w/node.finished/step0/v1")
+    backend.store.append([mine], retention_days=30)
+    (stored,) = backend.sql("SELECT event FROM audit_records", ())
+    assert stored == ("*/v1:0",)  # make_events adds ":<i>"
+    (theirs,) = make_events("wf-b", 1, prefix="wf-a/run-1/w/node.finished/step0/v1")
+    with pytest.raises(AuditConflict):
+        backend.store.append([theirs], retention_days=30)
+    (whole,) = make_events("wf-c", 1, prefix="wf-d/run-1/x")
+    backend.store.append([whole], retention_days=30)
+    (again,) = make_events("wf-d", 1, prefix="wf-d/run-1/x")
+    with pytest.raises(AuditConflict):
+        backend.store.append([again], retention_days=30)
+    assert backend.store.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("event_id", "node", "stored"),
+    [
+        ("wf/r/w/run.ended", None, "*"),
+        ("wf/r/w/node.started/load/v1", "load", "*/v1"),
+        ("wf/r/w/node.started/load/v1", "other", "w/node.started/load/v1"),
+        ("wf/r/w/node.started/a/b/v1", "a/b", "*/v1"),
+        ("wf/r/a/load#1/1/start", "load", "a/load#1/1/start"),
+        ("wf/r/*odd", None, "/wf/r/*odd"),
+        ("wf/r//odd", None, "/wf/r//odd"),
+        ("elsewhere:1", None, "/elsewhere:1"),
+    ],
+)
+def test_event_ids_are_stored_relative_to_their_run(
+    event_id: str, node: str | None, stored: str
+) -> None:
+    event_type = "run.ended" if node is None else "node.started"
+    assert encode_event_id(event_id, "wf", "r", event_type, node) == stored
+    assert decode_event_id(stored, "wf", "r", event_type, node) == event_id
+    assert stored in stored_forms(event_id, "wf", "r")
+
+
 def test_seq_is_gap_free_per_workflow_and_chained(backend: Backend) -> None:
     batch = [*make_events("wf-a", 3), *make_events("wf-b", 2), *make_events("wf-a", 2, start=3)]
     assert backend.store.append(batch, retention_days=200) == 7
@@ -230,7 +302,7 @@ def test_record_fields_and_retention(backend: Backend) -> None:
     backend.clock.now = T0 + timedelta(minutes=5)
     backend.store.append(make_events("wf-1", 1), retention_days=183)
     (record,) = backend.store.records("wf-1")
-    assert record.schema_version == 3
+    assert record.schema_version == 4
     assert record.recorded_at == T0 + timedelta(minutes=5)
     assert record.retain_until == record.recorded_at + timedelta(days=183)
     assert record.occurred_at == T0
@@ -244,7 +316,7 @@ def test_record_fields_and_retention(backend: Backend) -> None:
 def test_update_is_refused_by_the_database(backend: Backend) -> None:
     backend.store.append(make_events("wf-1", 2), retention_days=30)
     with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
-        backend.sql("UPDATE audit_records SET node = 'x' WHERE seq = 1", ())
+        backend.sql("UPDATE audit_records SET node = 0 WHERE seq = 1", ())
 
 
 def test_workflow_ids_filter_by_process_and_since(backend: Backend) -> None:
@@ -299,8 +371,8 @@ def _one(store: AuditStore, workflow_id: str = "wf-1") -> list[tuple[int, str, s
 def test_verify_names_a_record_whose_json_was_edited(backend: Backend) -> None:
     backend.store.append(make_events("wf-1", 6), retention_days=30)
     (stored,) = backend.sql("SELECT record_json FROM audit_records WHERE seq = 3", ())
-    doc = json.loads(stored[0])
-    doc["data"]["amount"] = 1  # the classic: quietly lower an invoice amount
+    doc = json.loads(stored[0])  # the record's data
+    doc["amount"] = 1  # the classic: quietly lower an invoice amount
     backend.tamper("UPDATE audit_records SET record_json = ? WHERE seq = 3", (json.dumps(doc),))
     assert _one(backend.store) == [(3, "wf-1:2", "edited")]
     assert backend.store.verify("wf-1").problems[0].detail.startswith("content no longer")
@@ -308,7 +380,7 @@ def test_verify_names_a_record_whose_json_was_edited(backend: Backend) -> None:
 
 def test_verify_names_a_record_whose_column_was_edited(backend: Backend) -> None:
     backend.store.append(make_events("wf-1", 4), retention_days=30)
-    backend.tamper("UPDATE audit_records SET node = 'approve' WHERE seq = 2")
+    backend.tamper(f"UPDATE audit_records SET node = {name_id('step3')} WHERE seq = 2")
     (problem,) = backend.store.verify().problems
     assert (problem.seq, problem.event_id, problem.kind) == (2, "wf-1:1", "edited")
     # The column is the record's one copy of its node: the hash no longer holds.
@@ -346,8 +418,8 @@ def test_verify_names_a_prev_hash_that_does_not_match(backend: Backend) -> None:
     forged = backend.store.records("wf-1")[2].model_copy(update={"prev_hash": "0" * 64})
     forged = forged.model_copy(update={"record_hash": record_hash(forged)})
     backend.tamper(
-        "UPDATE audit_records SET record_json = ?, prev_hash = ?, record_hash = ? WHERE seq = 3",
-        (forged.model_dump_json(), forged.prev_hash, forged.record_hash),
+        "UPDATE audit_records SET prev_hash = ?, record_hash = ? WHERE seq = 3",
+        (bytes.fromhex(forged.prev_hash), bytes.fromhex(forged.record_hash)),
     )
     assert _one(backend.store) == [(3, "wf-1:2", "broken_link"), (4, "wf-1:3", "broken_link")]
 
@@ -367,14 +439,14 @@ def test_verify_notices_a_forged_last_record_through_the_chain_head(backend: Bac
     forged = forged.model_copy(update={"record_hash": record_hash(forged)})
     backend.tamper(
         "UPDATE audit_records SET record_json = ?, record_hash = ? WHERE seq = 4",
-        (forged.model_dump_json(), forged.record_hash),
+        (canonical_json(forged.data), bytes.fromhex(forged.record_hash)),
     )
     assert _one(backend.store) == [(4, "wf-1:3", "broken_link")]
 
 
 def test_verify_all_chains_reports_only_the_damaged_one(backend: Backend) -> None:
     backend.store.append(make_events("wf-a", 3) + make_events("wf-b", 3), retention_days=30)
-    backend.tamper("DELETE FROM audit_records WHERE workflow_id = 'wf-b' AND seq = 2")
+    backend.tamper(f"DELETE FROM audit_records WHERE workflow_id = {chain('wf-b')} AND seq = 2")
     report = backend.store.verify()
     assert (report.ok, report.chains, report.records) == (False, 2, 5)
     assert {p.workflow_id for p in report.problems} == {"wf-b"}
@@ -652,25 +724,98 @@ def key_of(value: Any) -> str:
 
 
 def stored_values(backend: Backend) -> dict[str, str]:
-    return {bytes(k).hex(): v for k, v in backend.sql("SELECT * FROM audit_values", ())}
+    """Each value's text as the store keeps it (references by row id), by SHA-256."""
+    found = backend.sql("SELECT sha256, value_json FROM audit_values", ())
+    return {bytes(k).hex(): v for k, v in found}
+
+
+def hashed_values(backend: Backend) -> dict[str, str]:
+    """Each value's text as hashed (references by SHA-256), by SHA-256."""
+    found = backend.sql("SELECT id, sha256, value_json FROM audit_values", ())
+    digests = {int(i): bytes(k).hex() for i, k, _ in found}
+    return {bytes(k).hex(): to_digests(v, digests) for _, k, v in found}
 
 
 def test_a_value_is_stored_once_for_every_record_and_run_that_holds_it(backend: Backend) -> None:
     backend.store.append(proposal_events("wf-1") + proposal_events("wf-2"), retention_days=30)
 
     stored = [str(row[0]) for row in backend.sql("SELECT record_json FROM audit_records", ())]
-    values = stored_values(backend)
-    stored += values.values()
-    # Eight records over two runs, one copy of the proposal, referred to by its hash.
+    stored += stored_values(backend).values()
+    # Eight records over two runs, one copy of the proposal, referred to by its row id.
     for part in ("Acme Industrial Supplies GmbH", '"item 3"', "total missing"):
         assert sum(text.count(part) for text in stored) == 1, part
-    for key, text in values.items():
+    for key, text in hashed_values(backend).items():
         assert hashlib.sha256(text.encode()).hexdigest() == key
     # Readers see every record as it was appended.
     for workflow_id in ("wf-1", "wf-2"):
         records = backend.store.records(workflow_id)
         assert [r.data for r in records] == [e.data for e in proposal_events(workflow_id)]
         assert all(r.record_hash == record_hash(r) for r in records)
+    assert backend.store.verify().ok
+
+
+POLICY = {
+    "algorithm": "sha256(salt + canonical JSON of value)",
+    "detectors": ["iban", "card", "sort_code", "bank_account"],
+    "fields": ["iban"],
+    "salt_id": "bca02b0ebc17",
+}
+
+
+def stamped_events(workflow_id: str, count: int, context: Any, start: int = 0) -> list[AuditEvent]:
+    """Events as the audit sink hands them over: each stamped with where it was written and
+    the redaction policy (the policy a value of its own, being long)."""
+    return [
+        event.model_copy(
+            update={
+                "data": {
+                    **event.data,
+                    "context": context(event) if callable(context) else context,
+                    "redaction": POLICY,
+                }
+            }
+        )
+        for event in make_events(workflow_id, count, start=start)
+    ]
+
+
+def test_a_stamp_is_kept_once_and_a_retry_from_another_worker_is_harmless(
+    backend: Backend,
+) -> None:
+    events = stamped_events("wf-1", 3, {"worker": "1@a"})
+    assert backend.store.append(events, retention_days=30) == 3
+    # The stamp (context and policy) is a name, once; each record's JSON holds the rest.
+    assert backend.sql("SELECT COUNT(DISTINCT stamp) FROM audit_records WHERE stamp <> 0", ()) == [
+        (1,)
+    ]
+    assert all(
+        '"context"' not in row[0]
+        for row in backend.sql("SELECT record_json FROM audit_records", ())
+    )
+    # The same event re-sent from another worker (a retry): its context differs, nothing else.
+    again = stamped_events("wf-1", 1, {"worker": "2@b"})
+    assert backend.store.append(again, retention_days=30) == 0
+    records = backend.store.records("wf-1")
+    assert [r.data for r in records] == [jsonable(e.data) for e in events]
+    assert all(r.record_hash == record_hash(r) for r in records)
+    assert backend.store.verify().ok
+
+    backend.tamper("UPDATE audit_names SET name = replace(name, '1@a', '9@z')")
+    found = [(p.seq, p.kind) for p in backend.store.verify().problems]
+    assert found == [(1, "edited"), (2, "edited"), (3, "edited")]
+
+
+def test_a_traced_context_is_kept_with_its_record(backend: Backend) -> None:
+    """A traced record's context names its span: it never recurs, so it is not a name."""
+    for i in range(3):
+        events = stamped_events("wf-1", 1, {"worker": "1@a", "span_id": f"{i:016x}"}, start=i)
+        backend.store.append(events, retention_days=30)
+    stored = [row[0] for row in backend.sql("SELECT record_json FROM audit_records", ())]
+    assert all('"span_id"' in text and '"redaction"' not in text for text in stored[1:])
+    assert backend.sql("SELECT COUNT(*) FROM audit_names WHERE name LIKE '%span_id%'", ()) == [(0,)]
+    assert [r.data["context"]["span_id"] for r in backend.store.records("wf-1")] == [
+        f"{i:016x}" for i in range(3)
+    ]
     assert backend.store.verify().ok
 
 
@@ -720,8 +865,9 @@ def test_verify_names_a_value_that_was_deleted(backend: Backend) -> None:
         (seq, f"wf-1:{seq - 1}", "value_missing") for seq in (1, 2, 3, 4)
     ]
     assert "data.output" in report.problems[0].detail
-    # The record still reads, the missing value left as its reference.
-    assert backend.store.records("wf-1")[0].data["output"] == {"$value": digest}
+    # The record still reads, the missing value left as its reference (by row id: the
+    # row that said which SHA-256 it was is what is gone).
+    assert set(backend.store.records("wf-1")[0].data["output"]) == {"$value"}
 
 
 def test_the_database_refuses_to_change_or_drop_a_referenced_value(backend: Backend) -> None:
@@ -730,7 +876,7 @@ def test_the_database_refuses_to_change_or_drop_a_referenced_value(backend: Back
     for statement in (
         "UPDATE audit_values SET value_json = '{}' WHERE sha256 = ?",
         "DELETE FROM audit_values WHERE sha256 = ?",
-        "DELETE FROM audit_refs WHERE sha256 = ?",
+        "DELETE FROM audit_refs WHERE value = (SELECT id FROM audit_values WHERE sha256 = ?)",
     ):
         with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match=r"append-only|refers"):
             backend.sql(statement, (key,))
@@ -760,61 +906,206 @@ def test_purge_removes_the_values_no_remaining_run_refers_to(backend: Backend) -
     assert unique["held"] not in left
     # What was shown at the held run's gate went with it; the proposal stays for "new".
     assert shared in left and unique["new"] in left
-    assert len(left) == len(
-        {d for r in backend.sql("SELECT sha256 FROM audit_refs", ()) for d in [bytes(r[0]).hex()]}
+    referred = backend.sql(
+        "SELECT DISTINCT v.sha256 FROM audit_refs r JOIN audit_values v ON v.id = r.value", ()
     )
+    assert len(left) == len(referred)
     assert backend.store.verify().ok
 
 
-def test_records_stored_before_version_3_still_read_and_verify(backend: Backend) -> None:
-    """Version 2 kept the whole record as JSON beside its columns, and no values apart."""
-    backend.store.append(make_events("wf-0", 1), retention_days=30)  # makes the tables
-    events = proposal_events("wf-1")
-    backend.sql("INSERT INTO audit_chains VALUES ('wf-1', 0, '')", ())
+# -- stores of version 3 and before --------------------------------------------------------
+
+V4_ONLY = ("audit_runs", "audit_names", "audit_records", "audit_values", "audit_refs")
+
+
+def make_v3_store(backend: Backend) -> None:
+    """The tables and guards of a store of version 3, as its writers made them."""
+    schema = SQLITE_SCHEMA if backend.name == "sqlite" else PG_SCHEMA
+    shared = [s for s in schema if not any(table in s for table in V4_ONLY)]
+    legacy = sqlite_legacy_schema("") if backend.name == "sqlite" else pg_legacy_schema("")
+    for statement in (*shared, *legacy):
+        backend.sql(statement, ())
+
+
+def insert_v3(
+    backend: Backend, event: AuditEvent, *, version: int, seq: int, prev: str, at: datetime = T0
+) -> str:
+    """``event`` appended as a writer of ``version`` (2 or 3) did: the whole record as JSON
+    beside the columns, or (3) seq, actor and data with its large values apart."""
+    record = AuditRecord(
+        **event.model_dump(),
+        schema_version=version,
+        seq=seq,
+        prev_hash=prev,
+        record_hash="",
+        recorded_at=at,
+        retain_until=at + timedelta(days=30),
+    )
+    record = record.model_copy(update={"record_hash": record_hash(record)})
+    text = record.model_dump_json()
+    if version == 3:
+        folded = fold(record.data)
+        actor = record.actor.model_dump(mode="json") if record.actor else None
+        text = canonical_json(
+            {"actor": actor, "data": json.loads(folded.text), "schema_version": 3, "seq": seq}
+        )
+        for digest, value in folded.values.items():
+            backend.sql(
+                "INSERT INTO audit_values (sha256, value_json) VALUES (?, ?)"
+                " ON CONFLICT (sha256) DO NOTHING",
+                (bytes.fromhex(digest), value),
+            )
+            backend.sql(
+                "INSERT INTO audit_refs (sha256, workflow_id) VALUES (?, ?)"
+                " ON CONFLICT (sha256, workflow_id) DO NOTHING",
+                (bytes.fromhex(digest), record.workflow_id),
+            )
+    stamps = (record.occurred_at, record.recorded_at, record.retain_until)
+    times: list[object] = (
+        [format_timestamp(t) for t in stamps] if backend.name == "sqlite" else list(stamps)
+    )
+    backend.sql(
+        "INSERT INTO audit_records (seq, event_id, workflow_id, run_id, process, event_type,"
+        " node, occurred_at, recorded_at, retain_until, prev_hash, record_hash, record_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            seq,
+            record.event_id,
+            record.workflow_id,
+            record.run_id,
+            record.process,
+            record.event_type,
+            record.node,
+            *times,
+            prev,
+            record.record_hash,
+            text,
+        ),
+    )
+    backend.sql(
+        "INSERT INTO audit_chains VALUES (?, 0, '') ON CONFLICT (workflow_id) DO NOTHING",
+        (record.workflow_id,),
+    )
+    backend.sql(
+        "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE workflow_id = ?",
+        (seq, record.record_hash, record.workflow_id),
+    )
+    return record.record_hash
+
+
+def v3_chain(backend: Backend, workflow_id: str, *, at: datetime = T0) -> list[AuditEvent]:
+    """A chain begun in a store of version 3: two records of version 2, then one of 3."""
+    events = proposal_events(workflow_id, at=at)
     prev = ""
-    for seq, event in enumerate(events[:2], start=1):
-        record = AuditRecord(
-            **event.model_dump(),
-            schema_version=2,
-            seq=seq,
-            prev_hash=prev,
-            record_hash="",
-            recorded_at=T0,
-            retain_until=T0 + timedelta(days=30),
-        )
-        record = record.model_copy(update={"record_hash": record_hash(record)})
-        stamps = (record.occurred_at, record.recorded_at, record.retain_until)
-        times: list[object] = (
-            [format_timestamp(t) for t in stamps] if backend.name == "sqlite" else list(stamps)
-        )
-        backend.sql(
-            "INSERT INTO audit_records (seq, event_id, workflow_id, run_id, process, event_type,"
-            " node, occurred_at, recorded_at, retain_until, prev_hash, record_hash, record_json)"
-            " VALUES (?, ?, 'wf-1', 'run-1', 'invoice', ?, NULL, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                record.event_id,
-                record.event_type,
-                *times,
-                prev,
-                record.record_hash,
-                record.model_dump_json(),
-            ),
-        )
-        backend.sql(
-            "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE workflow_id = 'wf-1'",
-            (seq, record.record_hash),
-        )
-        prev = record.record_hash
-    backend.store.append(events[2:], retention_days=30)  # the chain goes on in version 3
+    for seq, (event, version) in enumerate(zip(events[:3], (2, 2, 3), strict=False), start=1):
+        prev = insert_v3(backend, event, version=version, seq=seq, prev=prev, at=at)
+    return events
+
+
+def test_a_store_of_version_3_reads_and_verifies_before_any_write(backend: Backend) -> None:
+    make_v3_store(backend)
+    events = v3_chain(backend, "wf-1")
+    store = backend.make()
+    tables = {"audit_records", "audit_chains", "audit_values", "audit_refs"}
+    report = store.verify()
+    assert report.ok and (report.chains, report.records) == (1, 3), report.problems
+    assert [r.data for r in store.records("wf-1")] == [e.data for e in events[:3]]
+    assert store.workflow_ids(process="invoice") == ["wf-1"]
+    assert sorted(store.chains()["wf-1"].hashes) == [1, 2, 3]
+    names = {str(row[0]) for row in backend.sql(_TABLES_SQL[backend.name], ())}
+    assert tables <= names and "audit_runs" not in names, "a reader changed nothing"
+
+
+_TABLES_SQL = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgres": "SELECT table_name FROM information_schema.tables"
+    " WHERE table_schema = current_schema()",
+}
+
+
+def test_records_stored_before_version_4_still_read_and_verify(backend: Backend) -> None:
+    """A writer of version 4 moves version 3's tables aside, rows untouched; a chain begun
+    there (records of versions 2 and 3) goes on in version 4's tables."""
+    make_v3_store(backend)
+    events = v3_chain(backend, "wf-1")
+    backend.store.append(events[3:], retention_days=30)
 
     records = backend.store.records("wf-1")
-    assert [r.schema_version for r in records] == [2, 2, 3, 3]
+    assert [r.schema_version for r in records] == [2, 2, 3, 4]
     assert [r.data for r in records] == [e.data for e in events]
-    assert backend.store.verify().ok
-    backend.tamper("UPDATE audit_records SET node = 'approve' WHERE seq = 2")
+    assert all(r.record_hash == record_hash(r) for r in records)
+    report = backend.store.verify()
+    assert report.ok and report.records == 4, report.problems
+    names = {str(row[0]) for row in backend.sql(_TABLES_SQL[backend.name], ())}
+    assert {"audit_records_v3", "audit_values_v3", "audit_refs_v3", "audit_runs"} <= names
+    moved = ("audit_records_v3", "audit_values_v3", "audit_refs_v3")
+    for table in moved:  # the guards moved with their tables
+        with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+            backend.sql(f"UPDATE {table} SET sha256 = sha256", ()) if "values" in table else (
+                backend.sql(f"UPDATE {table} SET workflow_id = workflow_id", ())
+            )
+
+    def tamper_v3(statement: str) -> None:
+        guards = [f"{t}_{g}" for t in moved for g in ("no_update", "no_delete")]
+        for guard in guards:
+            on = "" if backend.name == "sqlite" else f" ON {guard.rsplit('_no_', 1)[0]}"
+            backend.sql(f"DROP TRIGGER {guard}{on}", ())
+        backend.sql(statement, ())
+        legacy = sqlite_legacy_schema if backend.name == "sqlite" else pg_legacy_schema
+        for restore in legacy("_v3"):
+            backend.sql(restore, ())
+
+    tamper_v3("UPDATE audit_records_v3 SET node = 'approve' WHERE seq = 2")
     (problem,) = backend.store.verify().problems
     assert (problem.seq, problem.kind) == (2, "edited") and "column node" in problem.detail
+    tamper_v3("UPDATE audit_records_v3 SET node = NULL WHERE seq = 2")
+
+    (row,) = backend.sql("SELECT record_json FROM audit_records_v3 WHERE seq = 3", ())
+    doc = json.loads(row[0])
+    doc["approved_by_board"] = True  # not hashed by the model: it could say anything
+    tamper_v3(f"UPDATE audit_records_v3 SET record_json = '{json.dumps(doc)}' WHERE seq = 3")
+    (problem,) = backend.store.verify().problems
+    assert problem.seq == 3 and "fields no record has: approved_by_board" in problem.detail
+    tamper_v3(f"UPDATE audit_records_v3 SET record_json = '{row[0]}' WHERE seq = 3")
+
+    digest = key_of(PROPOSAL)
+    tamper_v3(
+        f"UPDATE audit_values_v3 SET value_json = '{{}}' WHERE sha256 = {_blob(backend, digest)}"
+    )
+    # Version 2 kept its values in the record; version 4 keeps its own copy of a value.
+    found = [(p.seq, p.kind) for p in backend.store.verify().problems]
+    assert found == [(3, "value_edited")]
+
+
+def _blob(backend: Backend, digest: str) -> str:
+    return f"x'{digest}'" if backend.name == "sqlite" else f"'\\x{digest}'::bytea"
+
+
+def test_a_purge_takes_a_chain_from_both_versions_tables(backend: Backend) -> None:
+    old = T0 - timedelta(days=400)
+    make_v3_store(backend)
+    events = v3_chain(backend, "old", at=old)
+    backend.clock.now = old
+    backend.store.append(events[3:], retention_days=30)
+    backend.clock.now = T0
+    backend.store.append(proposal_events("new")[:2], retention_days=183)
+
+    removed = backend.store.purge(
+        T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=stone
+    )
+    assert removed == 4
+    assert backend.store.records("old") == []
+    assert backend.sql("SELECT COUNT(*) FROM audit_values_v3", ()) == [(0,)]
+    assert backend.sql("SELECT COUNT(*) FROM audit_refs_v3", ()) == [(0,)]
+    assert set(hashed_values(backend)) == {key_of(PROPOSAL), *_inner(PROPOSAL)} | {
+        key_of(unique_text("new"))
+    }
+    report = backend.store.verify()
+    assert report.ok and report.chains == 1, report.problems
+
+
+def _inner(value: Any) -> set[str]:
+    return {d for d in fold({"v": value}).values if d != key_of(value)}
 
 
 async def test_a_reviewed_runs_store_holds_one_copy_of_the_proposal(
@@ -843,8 +1134,13 @@ async def test_a_reviewed_runs_store_holds_one_copy_of_the_proposal(
     assert shown["output"] == proposal.data["output"] == decided.data["shown"]["subject"]["output"]
 
     with sqlite3.connect(store.path) as conn:
-        kept = [str(row[0]) for row in conn.execute("SELECT record_json FROM audit_records")]
-        kept += [str(row[0]) for row in conn.execute("SELECT value_json FROM audit_values")]
+        values = conn.execute("SELECT id, sha256, value_json FROM audit_values").fetchall()
+        digests = {int(i): bytes(k).hex() for i, k, _ in values}
+        kept = [
+            to_digests(str(row[0]), digests)
+            for row in conn.execute("SELECT record_json FROM audit_records")
+        ]
+        kept += [to_digests(str(v), digests) for _, _, v in values]
     for answer in (inference.data["output"], proposal.data["output"]):
         key = key_of(answer)
         assert sum(text.count(key) for text in kept) >= 3, "referred to from several places"

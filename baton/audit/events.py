@@ -10,7 +10,8 @@ From schema version 3 a record's large values are stored once and referenced by 
 `fold`): the AI's output is in its attempt, in the node's output and in what the reviewer
 was shown, and the same configuration is in every run. The hash covers the references, so a
 record's hash does not change with where its values are kept, and each value is checked by
-its own hash.
+its own hash. Schema version 4 hashes as version 3 does; only the store's layout of a record
+changed (`baton.audit.store_layout`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic_core import to_jsonable_python
 
 from baton.audit.detectors import DETECTORS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {
@@ -241,10 +242,6 @@ runs (store bytes per run): 96, 256 and 512 all cost more than 128 (160 about th
 which takes in the redaction stamp every record carries (130-170 characters) and the
 document reference a run repeats; a reference is 77 characters and a row."""
 
-# A version-3 record's JSON in the store holds these; its other fields are columns only.
-# Seq is in both: a record moved to another place in its chain still says where it was.
-STORED_IN_JSON: tuple[str, ...] = ("actor", "data", "schema_version", "seq")
-
 _CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
 _MARKER_KEYS = ("$value", "$literal")
 # How those keys print in canonical JSON: inside a string value the quotes are escaped, so
@@ -383,8 +380,8 @@ class Sealed:
     """A record ready for the store."""
 
     record: AuditRecord  # its data in full, as readers see it
-    stored: str  # the JSON the store keeps beside the columns: STORED_IN_JSON, data folded
-    values: dict[str, str]  # the values it references, by SHA-256
+    data: str  # canonical JSON of its data as hashed: large values by reference (`fold`)
+    values: dict[str, str]  # the values it references, by SHA-256, those they hold first
 
 
 def seal(
@@ -412,8 +409,8 @@ def sealed(
     """Turn an event into the next record of its chain, as the store keeps it.
 
     The event's data is encoded once and folded once: the folded text goes into the hash
-    and the stored JSON as it is (encoding it three times was most of an append's time).
-    The hash equals `record_hash` of the record, which verification recomputes."""
+    and to the store as it is (encoding it three times was most of an append's time). The
+    hash equals `record_hash` of the record, which verification recomputes."""
     data_text = canonical_json(to_jsonable_python(event.data))
     data = json.loads(data_text)
     folded = fold(data) if len(data_text) >= VALUE_MIN_CHARS or "$" in data_text else None
@@ -429,10 +426,9 @@ def sealed(
     )
     envelope = record.model_dump(mode="python", exclude={*HASHED_EXCLUDE, "data"})
     digest = _sha256(_with_data(envelope, folded_text))
-    stored = _with_data({k: envelope[k] for k in STORED_IN_JSON if k != "data"}, folded_text)
     return Sealed(
         record=record.model_copy(update={"record_hash": digest}),
-        stored=stored,
+        data=folded_text,
         values={} if folded is None else folded.values,
     )
 

@@ -6,14 +6,20 @@ transaction that holds the chain head, which is what makes concurrent appenders 
 processes) produce one gap-free chain. A connection is opened per operation: the store is
 then safe to share between threads and cheap to hand to forked processes.
 
-A record (schema version 3) is kept once: its envelope in columns, the rest as JSON, and
-each large value once for the whole store in `audit_values`, keyed by its SHA-256, with a
-row in `audit_refs` for every chain that refers to it, so that a purge can tell which values
-no remaining chain needs. Readers get the values in full.
+A record (schema version 4) is kept once, in ids where a text recurs: its workflow id,
+run id and process once per run in `audit_runs`, its event type, node, actor and stamp once
+per store in `audit_names`, its times as integers and its hashes as bytes in the columns of
+`audit_records`, its data as JSON, and each large value once for the whole store in
+`audit_values` (keyed by its SHA-256, referred to by row id), with a row in `audit_refs` for
+every chain that refers to it, so that a purge can tell which values no remaining chain
+needs (`store_layout` has the details). Readers get the values in full; the hashes are
+version 3's, over the record as read.
 
 This module is what callers use: the `AuditStore` protocol, `open_store`, and the stores and
 errors they name. The parts live beside it: `store_schema` (tables and guards),
-`store_writes`, `store_reads` (verify too), `store_sqlite` and `store_postgres`.
+`store_layout` (a row's form), `store_compact` (its reads and writes), `store_schema_v3` and
+`store_legacy` (stores of version 3 and before), `store_writes`, `store_reads` (verify too),
+`store_sqlite` and `store_postgres`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from baton.audit.store_reads import AuditStoreMissing, _Tx
-from baton.audit.store_schema import _PG_SCHEMA, _PG_TRUNCATE_GUARDS, GUARDS
-from baton.audit.store_writes import Clock, _SqlAuditStore
+from baton.audit.store_schema import _PG_SCHEMA
+from baton.audit.store_schema_v3 import MOVED, pg_legacy_schema, pg_move_aside
+from baton.audit.store_writes import Clock, _SqlAuditStore, to_move_aside
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,6 +44,7 @@ class PostgresAuditStore(_SqlAuditStore):
     serialise per chain on its head row, locked `FOR UPDATE`."""
 
     _LOCK_SUFFIX = " FOR UPDATE"
+    _POSTGRES = True
 
     def __init__(self, dsn: str, *, clock: Clock | None = None) -> None:
         super().__init__(clock=clock)
@@ -68,13 +70,41 @@ class PostgresAuditStore(_SqlAuditStore):
             # existed): replacing a trigger locks its table against appenders, and two
             # processes doing so while appending deadlock.
             try:
-                self._require_schema(tx)
-                if not self._missing_guards(tx):
+                tables = self._require_schema(tx)
+                triggers = self._trigger_names(tx)
+                missing = [g for g in self._expected_guards(tables) if g not in triggers]
+                if not missing and "audit_runs" in tables:
                     return
             except AuditStoreMissing:
                 pass
+            moving = to_move_aside(self, tx)
+            if moving is not None:
+                renames, rest = pg_move_aside(moving)
+                for statement in renames:
+                    tx.run(statement)
+                for table in (moving.records, moving.values, moving.refs):
+                    if table is not None:
+                        self._rename_indexes(tx, table, table + MOVED)
+                for statement in rest:
+                    tx.run(statement)
             for statement in _PG_SCHEMA:
                 tx.run(statement)
+            tables = self._table_names(tx)
+            if f"audit_records{MOVED}" in tables:
+                values = f"audit_values{MOVED}" in tables
+                for statement in pg_legacy_schema(MOVED, values=values):
+                    tx.run(statement)
+
+    def _rename_indexes(self, tx: _Tx, old: str, new: str) -> None:
+        """An index's name is the schema's, not its table's: those of a table moved aside
+        (its primary key's, say) would stand in the way of the new table's."""
+        for (name,) in tx.rows(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND tablename = ?",
+            (new,),
+        ):
+            if str(name).startswith(old) and not str(name).startswith(new):
+                tx.run(f'ALTER INDEX "{name}" RENAME TO "{new}{str(name)[len(old) :]}"')
 
     def _table_names(self, tx: _Tx) -> set[str]:
         return {
@@ -91,20 +121,32 @@ class PostgresAuditStore(_SqlAuditStore):
             "search_path names): check BATON_AUDIT_URL"
         )
 
-    def _missing_guards(self, tx: _Tx) -> list[str]:
-        names = {
+    def _trigger_names(self, tx: _Tx) -> set[str]:
+        return {
             str(r[0])
             for r in tx.rows(
                 "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
                 " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
             )
         }
-        return [g for g in (*GUARDS, *_PG_TRUNCATE_GUARDS) if g not in names]
 
-    def _lock_values(self, tx: _Tx) -> None:
-        # Appenders insert into audit_values (ROW EXCLUSIVE) before their references, so
-        # once this is granted, every reference being added is committed and visible.
-        tx.run("LOCK TABLE audit_values IN SHARE ROW EXCLUSIVE MODE")
+    def _columns(self, tx: _Tx, table: str) -> set[str]:
+        return {
+            str(r[0])
+            for r in tx.rows(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+        }
+
+    def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
+        # Appenders lock audit_values (ROW EXCLUSIVE) before they look a value up, and
+        # add their references after; once a purge's lock is granted, every reference
+        # being added is committed and visible, and no appender refers to a value the
+        # purge deletes.
+        mode = "SHARE ROW EXCLUSIVE" if purging else "ROW EXCLUSIVE"
+        tx.run(f"LOCK TABLE audit_values IN {mode} MODE")
 
     def _to_db_time(self, value: datetime) -> object:
         return value.astimezone(UTC)

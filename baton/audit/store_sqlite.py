@@ -16,8 +16,9 @@ from typing import Any
 
 from baton.audit.events import format_timestamp
 from baton.audit.store_reads import AuditStoreMissing, _Tx
-from baton.audit.store_schema import _SQLITE_SCHEMA, GUARDS
-from baton.audit.store_writes import Clock, _SqlAuditStore
+from baton.audit.store_schema import _SQLITE_SCHEMA
+from baton.audit.store_schema_v3 import MOVED, sqlite_legacy_schema, sqlite_move_aside
+from baton.audit.store_writes import Clock, _SqlAuditStore, to_move_aside
 
 
 class _SqliteTx:
@@ -97,8 +98,20 @@ class SqliteAuditStore(_SqlAuditStore):
         with self._connection() as conn:
             self._enable_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SQLITE_SCHEMA:
-                conn.execute(statement)
+            try:
+                tx = _SqliteTx(conn)
+                moving = to_move_aside(self, tx)
+                for statement in sqlite_move_aside(moving) if moving else ():
+                    conn.execute(statement)
+                for statement in _SQLITE_SCHEMA:
+                    conn.execute(statement)
+                if f"audit_records{MOVED}" in self._table_names(tx):
+                    values = f"audit_values{MOVED}" in self._table_names(tx)
+                    for statement in sqlite_legacy_schema(MOVED, values=values):
+                        conn.execute(statement)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
@@ -127,11 +140,13 @@ class SqliteAuditStore(_SqlAuditStore):
     def _not_a_store(self, missing: str) -> str:
         return f"{self.path} is not a Baton audit store (no table {missing}): check BATON_AUDIT_URL"
 
-    def _missing_guards(self, tx: _Tx) -> list[str]:
-        names = {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='trigger'")}
-        return [g for g in GUARDS if g not in names]
+    def _trigger_names(self, tx: _Tx) -> set[str]:
+        return {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='trigger'")}
 
-    def _lock_values(self, tx: _Tx) -> None:
+    def _columns(self, tx: _Tx, table: str) -> set[str]:
+        return {str(r[0]) for r in tx.rows("SELECT name FROM pragma_table_info(?)", (table,))}
+
+    def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
         """Nothing to do: the write transaction holds SQLite's one writer lock."""
 
     def _to_db_time(self, value: datetime) -> object:

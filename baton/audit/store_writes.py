@@ -5,18 +5,43 @@ retention overrides. The database's guards (`store_schema`) refuse anything else
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from baton.audit.anchor import Tombstone
-from baton.audit.events import AuditEvent, AuditRecord, event_content, format_timestamp, sealed
+from baton.audit.events import (
+    AuditEvent,
+    Sealed,
+    canonical_json,
+    event_content,
+    format_timestamp,
+    sealed,
+)
 from baton.audit.retention import RetentionOverride
-from baton.audit.store_reads import _BATCH, _DIGEST, _ROW_COLUMNS, _referred_by, _StoreReader, _Tx
-from baton.audit.verify import COLUMNS, ChainHead
+from baton.audit.store_compact import Compact
+from baton.audit.store_layout import (
+    STAMP_KEYS,
+    encode_event_id,
+    hash_bytes,
+    split_stamp,
+    stamp_members,
+    to_ids,
+    to_micros,
+)
+from baton.audit.store_legacy import Legacy
+from baton.audit.store_reads import _StoreReader, _Tx
+from baton.audit.store_schema_v3 import LegacyTables, legacy_tables
+from baton.audit.verify import ChainHead
 
 Clock = Callable[[], datetime]
+
+# How many recurring stamp members a writer remembers (see `_stamps`).
+_RECURRING_LIMIT = 4096
 
 
 class RetentionError(Exception):
@@ -28,21 +53,19 @@ class AuditConflict(Exception):
     about what happened (a code change that reuses ids, a forger). Nothing is written."""
 
 
-_INSERT = (
-    f"INSERT INTO audit_records ({_ROW_COLUMNS}) VALUES ({', '.join('?' * (len(COLUMNS) + 2))})"
-    " ON CONFLICT (event_id) DO NOTHING"
-)
-_CHAIN_AGE = (
-    "SELECT workflow_id FROM audit_records GROUP BY workflow_id"
-    " HAVING MAX(occurred_at) < ? AND MAX(recorded_at) < ? AND MAX(retain_until) <= ?"
-)
-_INSERT_VALUE = (
-    "INSERT INTO audit_values (sha256, value_json) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING"
-)
-_INSERT_REF = (
-    "INSERT INTO audit_refs (sha256, workflow_id) VALUES (?, ?)"
-    " ON CONFLICT (sha256, workflow_id) DO NOTHING"
-)
+def to_move_aside(store: _SqlAuditStore, tx: _Tx) -> LegacyTables | None:
+    """The tables of a store of version 3 or before, which a writer of version 4 moves
+    aside (`store_schema_v3`); None when there are none (a new store, or moved already)."""
+    tables = store._table_names(tx)
+    legacy = legacy_tables(tables)
+    if legacy is None or legacy.records != "audit_records":
+        return None
+    if "event_id" not in store._columns(tx, "audit_records"):
+        raise RuntimeError(
+            "audit_records holds neither version 4's columns nor version 3's, and audit_runs "
+            "is missing: this store was changed by hand; nothing was written"
+        )
+    return legacy
 
 
 class _SqlAuditStore(_StoreReader):
@@ -55,14 +78,24 @@ class _SqlAuditStore(_StoreReader):
         self._clock = clock or (lambda: datetime.now(UTC))
         self._schema_lock = threading.Lock()
         self._schema_ready = False
+        self._legacy: LegacyTables | None = None
+        # Names are never changed or deleted: those written are remembered, once committed.
+        self._names: dict[str, int] = {}
+        self._recurring: set[str] = set()
 
     @abstractmethod
-    def _create_schema(self) -> None: ...
+    def _create_schema(self) -> None:
+        """Make the tables and guards that are missing, the tables of a store of version 3
+        moved aside first (`store_schema_v3`)."""
 
     @abstractmethod
-    def _lock_values(self, tx: _Tx) -> None:
-        """Keep appenders from referring to values until this transaction ends, so that a
-        value is never deleted while a reference to it is being added."""
+    def _columns(self, tx: _Tx, table: str) -> set[str]: ...
+
+    @abstractmethod
+    def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
+        """Keep a value from being deleted while a reference to it is being added: an
+        appender (``purging`` False) before it looks up values, a purge before it reads
+        the references."""
 
     def append(self, events: Sequence[AuditEvent], *, retention_days: int) -> int:
         """Store the events not stored yet; returns how many were new."""
@@ -71,9 +104,11 @@ class _SqlAuditStore(_StoreReader):
         if not events:
             return 0
         self._ensure_schema()
+        names: dict[str, int] = {}
         with self._transaction(write=True) as tx:
             heads = self._lock_heads(tx, sorted({event.workflow_id for event in events}))
-            stored = self._stored_events(tx, [event.event_id for event in events])
+            compact = Compact(tx)
+            stored = self._stored_events(tx, compact, events)
             for event in events:
                 if event.event_id in stored and stored[event.event_id] != event_content(event):
                     raise AuditConflict(
@@ -84,10 +119,7 @@ class _SqlAuditStore(_StoreReader):
             seen = set(stored)
             recorded_at = self._clock()
             retain_until = recorded_at + timedelta(days=retention_days)
-            added = 0
-            moved: dict[str, ChainHead] = {}
-            values: dict[str, str] = {}
-            refs: set[tuple[str, str]] = set()
+            new: list[Sealed] = []
             for event in events:
                 if event.event_id in seen:
                     continue
@@ -100,25 +132,98 @@ class _SqlAuditStore(_StoreReader):
                     recorded_at=recorded_at,
                     retain_until=retain_until,
                 )
-                # Zero rows: the id was appended concurrently under another workflow_id.
-                if tx.run(_INSERT, self._row_params(record.record, record.stored)):
-                    heads[event.workflow_id] = ChainHead(
-                        record.record.seq, record.record.record_hash
-                    )
-                    moved[event.workflow_id] = heads[event.workflow_id]
-                    added += 1
-                    values.update(record.values)
-                    refs.update((digest, event.workflow_id) for digest in record.values)
-            # Values before references: a purge on PostgreSQL locks the values table, then
-            # reads the references, so it waits for this transaction or this one for it.
-            tx.many(_INSERT_VALUE, [(bytes.fromhex(d), text) for d, text in values.items()])
-            tx.many(_INSERT_REF, [(bytes.fromhex(d), w) for d, w in sorted(refs)])
-            for workflow_id, head in moved.items():
+                heads[event.workflow_id] = ChainHead(record.record.seq, record.record.record_hash)
+                new.append(record)
+            if new:
+                names = self._write(tx, compact, new)
+            for workflow_id in sorted({s.record.workflow_id for s in new}):
+                head = heads[workflow_id]
                 tx.run(
                     "UPDATE audit_chains SET head_seq = ?, head_hash = ? WHERE workflow_id = ?",
                     (head.seq, head.hash, workflow_id),
                 )
-        return added
+        self._names.update(names)
+        return len(new)
+
+    def _write(self, tx: _Tx, compact: Compact, new: Sequence[Sealed]) -> dict[str, int]:
+        """Insert the records (runs, names and values first); returns the names used."""
+        records = [s.record for s in new]
+        runs = compact.run_ids({(r.workflow_id, r.run_id, r.process) for r in records})
+        chains = {
+            workflow_id: compact.chain_key(workflow_id)
+            for workflow_id in {r.workflow_id for r in records}
+        }
+        values: dict[str, str] = {}
+        for s in new:
+            values.update(s.values)
+        if values:
+            self._lock_values(tx, purging=False)
+        value_ids = compact.value_ids(values)
+        datas, stamps = self._stamps(new)
+        actors = [
+            canonical_json(r.actor.model_dump(mode="json")) if r.actor else None for r in records
+        ]
+        wanted = {r.event_type for r in records} | {r.node for r in records if r.node}
+        wanted |= {text for text in (*actors, *stamps) if text is not None}
+        names = compact.name_ids(wanted, self._names)
+        rows: list[list[object]] = []
+        refs: set[tuple[int, int]] = set()
+        for s, data, actor, stamp in zip(new, datas, actors, stamps, strict=True):
+            r = s.record
+            chain = chains[r.workflow_id]
+            assert chain is not None  # its run was made above
+            rows.append(
+                [
+                    chain,
+                    r.seq,
+                    runs[(r.workflow_id, r.run_id, r.process)],
+                    encode_event_id(r.event_id, r.workflow_id, r.run_id, r.event_type, r.node),
+                    names[r.event_type],
+                    names[r.node] if r.node else 0,
+                    names[actor] if actor else 0,
+                    names[stamp] if stamp else 0,
+                    to_micros(r.occurred_at),
+                    to_micros(r.recorded_at),
+                    to_micros(r.retain_until),
+                    hash_bytes(r.prev_hash),
+                    hash_bytes(r.record_hash),
+                    to_ids(data, value_ids),
+                ]
+            )
+            refs |= {(value_ids[digest], chain) for digest in s.values}
+        compact.insert(rows)
+        # Values before references: a purge on PostgreSQL locks the values table, then
+        # reads the references, so it waits for this transaction or this one for it.
+        compact.add_refs(refs)
+        return names
+
+    def _stamps(self, new: Sequence[Sealed]) -> tuple[list[str], list[str | None]]:
+        """Each record's data without its stamp, and its stamp (`store_layout.STAMP_KEYS`),
+        as JSON. A stamp member is kept apart only when it recurs: twice in this batch, or
+        seen in an earlier one; a traced record's context never does."""
+        parsed: list[dict[str, Any] | None] = []
+        seen: Counter[str] = Counter()
+        for s in new:
+            stamped = any(f'"{key}":' in s.data for key in STAMP_KEYS)
+            data = json.loads(s.data) if stamped else None
+            parsed.append(data if isinstance(data, dict) else None)
+            if isinstance(data, dict):
+                seen.update(stamp_members(data, canonical_json))
+        recurring = self._recurring | {member for member, n in seen.items() if n > 1}
+        datas: list[str] = []
+        stamps: list[str | None] = []
+        for s, data in zip(new, parsed, strict=True):
+            stamp, rest = (
+                (None, data)
+                if data is None
+                else split_stamp(data, canonical_json, recurring.__contains__)
+            )
+            stamps.append(stamp)
+            datas.append(s.data if stamp is None else canonical_json(rest))
+        if len(self._recurring) > _RECURRING_LIMIT:
+            self._recurring = set()
+        self._recurring |= set(seen)
+        return datas, stamps
 
     def _lock_heads(self, tx: _Tx, workflow_ids: Sequence[str]) -> dict[str, ChainHead]:
         # Sorted order everywhere, so two appenders locking several chains cannot deadlock.
@@ -139,26 +244,15 @@ class _SqlAuditStore(_StoreReader):
                     heads[workflow_id] = ChainHead(int(found[0][0]), str(found[0][1]))
         return heads
 
-    def _stored_events(self, tx: _Tx, event_ids: Sequence[str]) -> dict[str, str]:
-        """The ids among ``event_ids`` already stored, with their content as compared."""
-        unique = sorted(set(event_ids))
-        stored: dict[str, str] = {}
-        for start in range(0, len(unique), _BATCH):
-            chunk = unique[start : start + _BATCH]
-            marks = ", ".join("?" * len(chunk))
-            found = tx.rows(
-                f"SELECT {_ROW_COLUMNS} FROM audit_records WHERE event_id IN ({marks})", chunk
-            )
-            stored.update((r.event_id, event_content(r)) for r in self._read(tx, found))
-        return stored
-
-    def _row_params(self, record: AuditRecord, stored: str) -> list[object]:
-        values: list[object] = [record.seq]
-        for column in COLUMNS:
-            value = getattr(record, column)
-            values.append(self._to_db_time(value) if isinstance(value, datetime) else value)
-        values.append(stored)
-        return values
+    def _stored_events(
+        self, tx: _Tx, compact: Compact, events: Sequence[AuditEvent]
+    ) -> dict[str, str]:
+        """The ids among the events' already stored, with their content as compared."""
+        found = compact.by_events(events)
+        if self._legacy is not None:
+            legacy = Legacy(tx, self._legacy, self._from_db_time)
+            found += legacy.by_event_ids([event.event_id for event in events])
+        return {record.event_id: event_content(record) for record in found}
 
     def purge(
         self,
@@ -186,15 +280,17 @@ class _SqlAuditStore(_StoreReader):
                 f"minimum retention of {min_retention_days} days)"
             )
         self._ensure_schema()
-        params = (self._to_db_time(before), self._to_db_time(before), self._to_db_time(now))
         with self._transaction(write=True) as tx:
-            candidates = sorted(str(row[0]) for row in tx.rows(_CHAIN_AGE, params))
+            legacy = None if self._legacy is None else Legacy(tx, self._legacy, self._from_db_time)
+            compact = Compact(tx)
+            candidates = sorted(self._old_chains(legacy, compact, before, now))
             self._lock_existing_heads(tx, candidates)
             # Re-read under the locks: an append may have extended a chain meanwhile.
-            still_old = {str(row[0]) for row in tx.rows(_CHAIN_AGE, params)}
+            still_old = self._old_chains(legacy, compact, before, now)
             held = {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
             removed = 0
             released: set[str] = set()
+            released_ids: set[int] = set()
             for workflow_id in (w for w in candidates if w in still_old and w not in held):
                 (found,) = tx.rows(
                     "SELECT head_seq, head_hash FROM audit_chains WHERE workflow_id = ?",
@@ -205,11 +301,40 @@ class _SqlAuditStore(_StoreReader):
                     "INSERT INTO audit_tombstones (workflow_id, tombstone_json) VALUES (?, ?)",
                     (workflow_id, stone.model_dump_json()),
                 )
-                released |= self._release_values(tx, workflow_id)
-                removed += tx.run("DELETE FROM audit_records WHERE workflow_id = ?", (workflow_id,))
+                if legacy is not None:
+                    count, digests = legacy.purge(workflow_id)
+                    removed += count
+                    released |= digests
+                count, ids = compact.purge(workflow_id)
+                removed += count
+                released_ids |= ids
                 tx.run("DELETE FROM audit_chains WHERE workflow_id = ?", (workflow_id,))
-            self._drop_unreferenced(tx, released)
+            if legacy is not None:
+                legacy.drop_unreferenced(released)
+            if released_ids:
+                self._lock_values(tx, purging=True)
+                compact.drop_unreferenced(released_ids)
         return removed
+
+    def _old_chains(
+        self, legacy: Legacy | None, compact: Compact, before: datetime, now: datetime
+    ) -> set[str]:
+        """Chains last written before ``before`` whose records' retention is over at
+        ``now``, over both layouts."""
+        last: dict[str, tuple[datetime, datetime, datetime]] = {}
+        for layout in (legacy, compact):
+            for workflow_id, *times in layout.ages() if layout else ():
+                seen = last.get(workflow_id, tuple(times))
+                last[workflow_id] = (
+                    max(times[0], seen[0]),
+                    max(times[1], seen[1]),
+                    max(times[2], seen[2]),
+                )
+        return {
+            w
+            for w, (occurred, recorded, retain) in last.items()
+            if occurred < before and recorded < before and retain <= now
+        }
 
     def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None:
         """Put a run's records under legal hold: no purge deletes them until released."""
@@ -248,34 +373,10 @@ class _SqlAuditStore(_StoreReader):
                 (workflow_id,),
             )
 
-    def _release_values(self, tx: _Tx, workflow_id: str) -> set[str]:
-        """Drop a chain's references to values (its tombstone written, its records about to
-        go); returns the values it referred to, which may now be unreferenced."""
-        found = tx.rows(
-            "SELECT record_json FROM audit_records WHERE workflow_id = ?", (workflow_id,)
-        )
-        digests = {d for row in found for d in _referred_by(str(row[0]))}
-        # Those held inside them too: the chain has a reference to each.
-        released = {d for d in digests | set(self._values(tx, digests)) if _DIGEST.fullmatch(d)}
-        tx.many(
-            "DELETE FROM audit_refs WHERE sha256 = ? AND workflow_id = ?",
-            [(bytes.fromhex(d), workflow_id) for d in sorted(released)],
-        )
-        return released
-
-    def _drop_unreferenced(self, tx: _Tx, digests: Collection[str]) -> None:
-        """Delete those of the values that no chain refers to any more."""
-        if not digests:
-            return
-        self._lock_values(tx)
-        tx.many(
-            "DELETE FROM audit_values WHERE sha256 = ?"
-            " AND NOT EXISTS (SELECT 1 FROM audit_refs WHERE audit_refs.sha256 = ?)",
-            [(bytes.fromhex(d),) * 2 for d in sorted(digests)],
-        )
-
     def _ensure_schema(self) -> None:
         with self._schema_lock:
             if not self._schema_ready:
                 self._create_schema()
+                with self._transaction(write=False) as tx:
+                    self._legacy = legacy_tables(self._table_names(tx))
                 self._schema_ready = True

@@ -1,16 +1,18 @@
 """Chain verification over rows as stored, independent of the database that holds them.
 
-A record of schema version 3 is kept once: its envelope in columns (what queries filter
-on), the rest as JSON, its large values in a table of their own keyed by their SHA-256 (see
-`baton.audit.events.fold`). Its hash is recomputed over all of it, references included, and
-each value it references over its own text. Older records kept the whole record as JSON
-beside the columns; both are checked, the JSON against its hash and the columns against it.
+A record of schema version 4 is kept once: every field but its data in columns (see
+`baton.audit.store_layout`), the data as JSON, its large values in a table of their own
+keyed by their SHA-256 (see `baton.audit.events.fold`). Its hash is recomputed over all of
+it, references included, and each value it references over its own text. Version 3 kept
+seq, actor and schema version in the JSON beside the data; older records the whole record.
+Those are checked as they were: the JSON against its hash and the columns against it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,12 +79,18 @@ class VerifyReport(BaseModel):
 class StoredRow:
     """A record as kept: in a store, columns plus JSON whose references `values` resolves
     (the store's values by SHA-256, those it has); in an export, the whole record as JSON
-    with its values in full (`values` None)."""
+    with its values in full (`values` None).
+
+    A record of version 4 (`data_only`) has every field but its data in ``columns`` and the
+    data alone as JSON, where a reference to a value row the store no longer has is left
+    as its row id (`{"$value": 7}`); `error` says why its row could not be read at all."""
 
     seq: int
     columns: Mapping[str, Any]
     record_json: str
     values: Mapping[str, str] | None = None
+    data_only: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,9 +137,12 @@ class _ChainChecker:
         )
 
     def place_rows(self, rows: Sequence[StoredRow]) -> dict[int, _Link]:
+        placed = _DataRows(rows)
         links: dict[int, _Link] = {}
-        for row in rows:
-            seq, link = self._check_row(row)
+        for index, row in enumerate(rows):
+            seq, link = (
+                self._check_data_row(row, placed, index) if row.data_only else self._check_row(row)
+            )
             if seq in links:
                 self.report(
                     row.seq,
@@ -199,6 +210,43 @@ class _ChainChecker:
             self._check_values(row.seq, record, row.values)
         return record.seq, _Link(row, record.event_id, record.prev_hash, record.record_hash)
 
+    def _check_data_row(self, row: StoredRow, placed: _DataRows, index: int) -> tuple[int, _Link]:
+        """A record of version 4: its hash at the seq it is stored at, or where its link puts
+        it (`_DataRows`), unless a value it refers to is gone: then its hash cannot be
+        recomputed, and what is gone is named."""
+        assert row.values is not None
+        record = placed.records.get(index)
+        if row.error is not None or record is None:
+            detail = placed.invalid.get(index, "") if row.error is None else row.error
+            self.report(row.seq, str(row.columns["event_id"]), "edited", detail)
+            return row.seq, _fallback_link(row)
+        gone = _gone(record.data, "data")
+        for where, row_id in gone:
+            self.report(
+                row.seq,
+                record.event_id,
+                "value_missing",
+                f"the value at {where} (value row {row_id}) is gone from the store; the "
+                "record's hash cannot be recomputed without it",
+            )
+        seq = placed.seqs.get(index)
+        if seq is None and not gone:
+            self.report(
+                row.seq, record.event_id, "edited", "content no longer matches its record_hash"
+            )
+            return row.seq, _fallback_link(row)
+        if seq is not None and seq != row.seq:
+            self.report(
+                row.seq,
+                record.event_id,
+                "reordered",
+                f"stored at seq {row.seq} but its hash holds at seq {seq}, where its "
+                "prev_hash links it",
+            )
+        self._check_values(row.seq, record, row.values)
+        seq = row.seq if seq is None else seq
+        return seq, _Link(row, record.event_id, record.prev_hash, record.record_hash)
+
     def _check_values(self, seq: int, record: AuditRecord, values: Mapping[str, str]) -> None:
         """Every value the record refers to, at any depth, is there with the hash it is
         referred to by; one finding per value, where the record first refers to it."""
@@ -218,6 +266,16 @@ class _ChainChecker:
                     f"the value at {where} (sha256 {digest[:12]}…) is gone from the store",
                 )
                 continue
+            held = [(_path(where, path), n) for path, n in _gone(_loads(text), "")]
+            for inner, row_id in held:
+                self.report(
+                    seq,
+                    record.event_id,
+                    "value_missing",
+                    f"the value at {inner} (value row {row_id}) is gone from the store",
+                )
+            if held:
+                continue  # its text, and so its hash, cannot be made again without them
             if hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
                 self.report(
                     seq,
@@ -300,6 +358,88 @@ class _ChainChecker:
                 "the chain head's hash differs from the last record's record_hash: "
                 "the last record was replaced",
             )
+
+
+# A reference to a value row the store no longer has, as a reader of version 4 leaves it.
+_ROW_REFERENCE = re.compile(r'\{"\$value":(\d+)\}')
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text) if _ROW_REFERENCE.search(text) else None
+    except ValueError:
+        return None
+
+
+def _gone(value: Any, path: str) -> list[tuple[str, int]]:
+    """Each reference to a value row that is gone, as (where, row id). Stored data never
+    holds one otherwise: a dict whose only key is "$value" is stored as {"$literal": ...}."""
+    found: list[tuple[str, int]] = []
+    if isinstance(value, dict):
+        if len(value) == 1 and type(value.get("$value")) is int:
+            return [(path, value["$value"])]
+        for key, inner in value.items():
+            found += _gone(inner, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _gone(inner, f"{path}[{index}]")
+    return found
+
+
+class _DataRows:
+    """The records of version 4 among stored rows, and the seq at which each one's hash
+    holds: the seq it is stored at, or else the one its prev_hash links it to. Version 4
+    keeps seq in a column only, so a record moved to another place in its chain still says
+    where it was through its hash and its link."""
+
+    def __init__(self, rows: Sequence[StoredRow]) -> None:
+        self.records: dict[int, AuditRecord] = {}
+        self.invalid: dict[int, str] = {}
+        self.seqs: dict[int, int] = {}
+        self._holding: dict[str, int] = {}  # record_hash -> seq it holds at
+        self._waiting: dict[str, list[int]] = {}  # prev_hash -> rows linked to it
+        moved: list[int] = []
+        for index, row in enumerate(rows):
+            if not row.data_only or row.error is not None:
+                continue
+            try:
+                data = json.loads(row.record_json)
+                fields = {**row.columns, "seq": row.seq, "data": data}
+                self.records[index] = AuditRecord.model_validate(fields)
+            except ValueError as exc:  # pydantic's ValidationError, or JSON that is not
+                self.invalid[index] = (
+                    f"stored JSON is not a valid record: {str(exc).splitlines()[0]}"
+                )
+                continue
+            if self._holds(index, row.seq):
+                self._place(index, row.seq)
+            elif not _gone(self.records[index].data, ""):
+                moved.append(index)
+        for index in moved:
+            prev = self.records[index].prev_hash
+            if prev == "":
+                self._try(index, 1)
+            elif prev in self._holding:
+                self._try(index, self._holding[prev] + 1)
+            else:
+                self._waiting.setdefault(prev, []).append(index)
+
+    def _holds(self, index: int, seq: int) -> bool:
+        record = self.records[index]
+        if seq != record.seq:
+            record = record.model_copy(update={"seq": seq})
+        return stored_hash(record) == record.record_hash
+
+    def _try(self, index: int, seq: int) -> None:
+        if index not in self.seqs and self._holds(index, seq):
+            self._place(index, seq)
+
+    def _place(self, index: int, seq: int) -> None:
+        self.seqs[index] = seq
+        digest = self.records[index].record_hash
+        self._holding.setdefault(digest, seq)
+        for later in self._waiting.pop(digest, []):
+            self._try(later, seq + 1)
 
 
 def _path(where: str, inner: str) -> str:
