@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -97,6 +97,12 @@ class Graph(BaseModel):
     stop_roles: tuple[str, ...] = Field(
         default=("admin",),
         description="Roles whose users may stop a run (the AI Act's stop button)",
+    )
+    on_failure: Literal["fail", "compensate"] = Field(
+        default="fail",
+        description="When a node fails for good: 'fail' ends the run failed; 'compensate' "
+        "first undoes what the run's compensable steps did (baton.compensation), then fails "
+        "it with the node's reason",
     )
     policies: Mapping[str, PolicyLoader] = Field(
         default_factory=dict,

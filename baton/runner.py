@@ -16,7 +16,10 @@ The base class brings what every run needs:
   forget: a refused signal is recorded and changes nothing), judged in
   :mod:`baton.acts`;
 - the ``stop`` update and signal: an authorised user stops the run, which
-  compensates the steps that declared a compensation and ends as stopped;
+  cancels what runs, compensates the steps that declared a compensation
+  (:mod:`baton.compensation`) and ends as stopped; a cancel from Temporal
+  compensates the same way, and so does a failure where the graph declares
+  ``on_failure="compensate"``;
 - the ``event`` update and signal: news from outside (a goods receipt was
   booked) that an ``Await`` node takes, kept from the moment it is accepted,
   so news that arrives before the run reaches its Await is not lost;
@@ -36,11 +39,11 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from baton import acts, search
-from baton.audit.events import Actor
 from baton.audit.trail import Trail
+from baton.compensation import COMPENSATE_IN_FLIGHT, compensate
 from baton.config import RunConfig
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
 from baton.graph import INPUT, POLICY, Graph, Node
@@ -91,6 +94,9 @@ class GraphWorkflow:
         # The search attributes as Temporal holds them: read again at every
         # start, so not part of the run's state.
         self._published: dict[str, Any] = {}
+        # Why running nodes are being cancelled: the detail of those recorded
+        # as cancelled.
+        self._cancelling = "the run was cancelled"
 
     async def execute(self, raw_input: Any) -> RunResult:
         """Run the graph for ``raw_input``, the process input as sent. It is
@@ -100,6 +106,7 @@ class GraphWorkflow:
         state = self.state
         state.clockless_view = workflow.patched(CLOCKLESS_GATE_VIEW)
         state.states_why = workflow.patched(GATE_STATES_WHY)
+        state.undo_in_flight = workflow.patched(COMPENSATE_IN_FLIGHT)
         # Whatever the starter set is published already (baton.client.start_run
         # sets the process and "running"), so the first state needs no upsert.
         self._published = {
@@ -125,9 +132,14 @@ class GraphWorkflow:
             state.input = acts.admit(self, raw_input)
             state.outcome = "running"
             self.publish()
-            await self._run_graph()
+            try:
+                await self._run_graph()
+            except ApplicationError as err:
+                if state.undo_in_flight and self.graph.on_failure == "compensate":
+                    await self._compensate_failure(err)
+                raise
             if state.stop is not None:
-                await self._compensate(state.stop)
+                await compensate(self, state.stop)
         except ApplicationError as err:
             state.outcome = "failed"
             state.error = err.message
@@ -136,7 +148,7 @@ class GraphWorkflow:
         except asyncio.CancelledError:
             # Cancelled from Temporal (the Web UI, `temporal workflow cancel`):
             # undo what can be undone, then end as cancelled.
-            await self._compensate(None)
+            await compensate(self, None)
             raise
         outcome: Literal["completed", "rejected", "stopped"] = (
             "stopped" if state.stop else "rejected" if state.rejected else "completed"
@@ -175,30 +187,38 @@ class GraphWorkflow:
                     [*running.values(), stop_requested], return_when=asyncio.FIRST_COMPLETED
                 )
                 if self.state.stop is not None:
-                    await self._cancel(running)
-                    self._skip_rest(f"the run was stopped by {self.state.stop.user}")
+                    stopped = f"the run was stopped by {self.state.stop.user}"
+                    await self._cancel(running, stopped)
+                    self._skip_rest(stopped)
                     return
                 for node_id, task in list(running.items()):
                     if not task.done():
                         continue
                     del running[node_id]
                     if task.exception() is not None:
-                        await self._cancel(running)
+                        failed = f"node '{node_id}' failed"
+                        await self._cancel(running, failed)
+                        if self.state.undo_in_flight:
+                            self._skip_rest(failed)
                         raise task.exception()  # type: ignore[misc]
                     done.add(node_id)
                     done.difference_update(task.result())
                 if self.state.rejected:
-                    await self._cancel(running)
+                    await self._cancel(running, "the run was rejected at a gate")
                     self._skip_rest("the run was rejected at a gate")
                     return
         except asyncio.CancelledError:
-            await self._cancel(running)
+            await self._cancel(running, "the run was cancelled")
             self._skip_rest("the run was cancelled")
             raise
         finally:
             stop_requested.cancel()
 
-    async def _cancel(self, running: dict[str, asyncio.Task[set[str]]]) -> None:
+    async def _cancel(self, running: dict[str, asyncio.Task[set[str]]], why: str) -> None:
+        """Cancel the running nodes and wait until each has stopped: a
+        compensable step's activity has then really ended (see
+        baton.compensation)."""
+        self._cancelling = why
         for task in running.values():
             task.cancel()
         if running:
@@ -243,7 +263,15 @@ class GraphWorkflow:
             record.meta["condition"] = f"{node.condition_name} was true"
         try:
             visit = await node.run(self, record)
+        except asyncio.CancelledError:
+            if self.state.undo_in_flight and record.status == "running":
+                self._finish(record, "cancelled", None, self._cancelling)
+            raise
         except ActivityError as err:
+            if self.state.undo_in_flight and is_cancelled_exception(err):
+                # Its activity was cancelled: the node was, it did not fail.
+                self._finish(record, "cancelled", None, self._cancelling)
+                raise asyncio.CancelledError from err
             message = f"node '{node.id}' failed: {root_message(err)}"
             self._finish(record, "failed", None, message)
             raise ApplicationError(message, type="NodeFailed", non_retryable=True) from err
@@ -281,49 +309,16 @@ class GraphWorkflow:
             self.state.records[node_id].status = "pending"
         return again
 
-    async def _compensate(self, stop: StopRecord | None) -> None:
-        """Undo, newest first, every finished visit of a step that declared a
-        compensation. A compensation that fails for good fails the run: what
-        was undone and what was not is then in its status and trail."""
-        undone: list[str] = []
-        compensable = self.state.compensable
-        while compensable:
-            entry = compensable.pop()
-            node, visit = self.graph.node(entry.node), entry.visit
-            self.trail.record("compensation.started", node=node.id, about=f"v{visit}", visit=visit)
-            try:
-                result = await node.undo(self, visit, entry.output)
-            except ActivityError as err:
-                message = f"compensating node '{node.id}' failed: {root_message(err)}"
-                self.trail.record(
-                    "compensation.failed",
-                    node=node.id,
-                    about=f"v{visit}",
-                    visit=visit,
-                    error=message,
-                )
-                if stop is not None:
-                    stop.compensated, stop.compensation_failed = undone, message
-                raise ApplicationError(
-                    message, type="CompensationFailed", non_retryable=True
-                ) from err
-            undone.append(node.id)
-            self.state.records[node.id].meta["compensation"] = result.model_dump(mode="json")
-            self.trail.record(
-                "compensation.finished",
-                node=node.id,
-                about=f"v{visit}",
-                visit=visit,
-                output=result.model_dump(mode="json"),
-            )
-        if stop is not None:
-            stop.compensated = undone
-            self.trail.record(
-                "run.stopped",
-                actor=Actor(type="human", id=stop.user, role=stop.role),
-                reason=stop.reason,
-                compensated=undone,
-            )
+    async def _compensate_failure(self, failure: ApplicationError) -> None:
+        """A node failed for good in a graph declared to compensate then: undo
+        what was done, and fail with the node's reason (and the undo's, if
+        that failed too)."""
+        try:
+            await compensate(self, None)
+        except ApplicationError as err:
+            raise ApplicationError(
+                f"{failure.message}; {err.message}", type=failure.type, non_retryable=True
+            ) from failure
 
     # -- what node kinds read of the run (baton.nodes.base.Run) ----------------
 
@@ -422,6 +417,8 @@ class GraphWorkflow:
             refusals=state.refusals,
             events=state.events,
             stopped=state.stop,
+            compensated=state.compensated,
+            compensation_failed=state.compensation_failed,
             cost_usd=self.cost(),
             min_confidence=self._min_confidence(),
             error=state.error,

@@ -34,7 +34,9 @@ from baton.signing import Signature, digest
 
 M = TypeVar("M", bound=BaseModel)
 
-NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed"]
+# "cancelled": stopped while it ran (a stop, a cancel, or another branch's
+# failure); "failed": failed for good on its own.
+NodeStatus = Literal["pending", "running", "waiting", "finished", "skipped", "failed", "cancelled"]
 RunPhase = Literal["starting", "running", "waiting", "completed", "rejected", "stopped", "failed"]
 
 
@@ -76,11 +78,18 @@ class NodeRecord(BaseModel):
 
 
 class Compensable(BaseModel):
-    """A finished visit of a node that declared how to undo it."""
+    """A visit of a node that declared how to undo it. Listed before its
+    activity is scheduled (see :mod:`baton.compensation`): a visit stopped,
+    cancelled or failed while its activity ran may have written all the same,
+    and is undone with the rest."""
 
     node: str
     visit: int
     output: Any = None
+    input: Any = Field(default=None, description="What the visit's activity was sent")
+    finished: bool = Field(
+        default=True, description="False while its activity runs, and for ever if it never returned"
+    )
 
 
 class RunState(BaseModel):
@@ -101,8 +110,14 @@ class RunState(BaseModel):
     error: str | None = None
     stop: StopRecord | None = None
     compensable: list[Compensable] = Field(
-        default_factory=list, description="In the order the visits finished"
+        default_factory=list,
+        description="In the order the visits were scheduled (runs started before "
+        "baton.compensation.COMPENSATE_IN_FLIGHT: finished)",
     )
+    compensated: list[str] = Field(
+        default_factory=list, description="The nodes undone, in the order their undos finished"
+    )
+    compensation_failed: str | None = None
     changes_requested: dict[str, int] = Field(default_factory=dict)
     feedback: dict[str, tuple[list[str], Any]] = Field(
         default_factory=dict,
@@ -118,6 +133,7 @@ class RunState(BaseModel):
     # The run's `workflow.patched` answers (see baton.nodes.gate).
     clockless_view: bool = False
     states_why: bool = False
+    undo_in_flight: bool = False
     trail_numbering: dict[str, int] = Field(
         default_factory=dict, description="How often each audit event meaning has occurred"
     )
@@ -165,6 +181,10 @@ class RunStatus(BaseModel):
     refusals: list[Refusal]
     events: list[ReceivedEvent] = Field(default_factory=list)
     stopped: StopRecord | None = None
+    compensated: list[str] = Field(
+        default_factory=list, description="What the run undid (stopped, cancelled or failed)"
+    )
+    compensation_failed: str | None = None
     cost_usd: float = 0.0
     min_confidence: float | None = None
     error: str | None = None

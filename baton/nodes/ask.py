@@ -8,6 +8,7 @@ a gate on this node that shows the reviewer every attempt."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cache
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from baton.audit.events import Actor
 from baton.gates import GateState
@@ -202,6 +203,7 @@ class _Cascade:
             decision="escalated to a person",
             why=escalation,
         )
+        self._stop_if_cancelled()
         return await self._ask_a_person(plan, escalation, best)
 
     async def _try_tier(
@@ -268,6 +270,7 @@ class _Cascade:
         minimum: float,
     ) -> tuple[Attempt, Any]:
         node = self.node
+        self._stop_if_cancelled()
         started = workflow.now()
         request = AskRequest(
             task=node.task,
@@ -284,6 +287,12 @@ class _Cascade:
         options = activity_options(self.run, node, self.record)
         options["activity_id"] += f".{index}"
         options["summary"] = f"{node.id}: {option.candidate.provider}/{option.candidate.model}"
+        if self.run.state.undo_in_flight:
+            # A stop waits until the model call has really ended (the activity
+            # heartbeats): no call of a stopped run outlives it.
+            options["cancellation_type"] = (
+                workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            )
         attempt = Attempt(
             index=index,
             tier=option.tier,
@@ -301,8 +310,15 @@ class _Cascade:
         except ActivityError as err:
             if error_type(err) in FATAL_PROVIDER_ERRORS:
                 raise
+            # A stop or cancel, not a provider's failure: the cascade ends here,
+            # with no further model call and no gate (runs started before
+            # COMPENSATE_IN_FLIGHT took it as a failed attempt).
+            if self.run.state.undo_in_flight and is_cancelled_exception(err):
+                raise
+            self._stop_if_cancelled()
             failed = {"errors": [root_message(err)], "finished_at": workflow.now()}
             return attempt.model_copy(update=failed), None
+        self._stop_if_cancelled()
         value, problems = self._judge(answer)
         if problems:
             outcome: AttemptOutcome = "invalid"
@@ -324,6 +340,15 @@ class _Cascade:
             "finished_at": workflow.now(),
         }
         return attempt.model_copy(update=answered), value
+
+    def _stop_if_cancelled(self) -> None:
+        """End the visit if its node was cancelled. The SDK takes the task's
+        cancellation as a request to cancel the activity it awaits, so a call
+        that ended anyway (it answered as the stop came) returns as if nothing
+        happened: the task's pending cancellation is what tells."""
+        task = asyncio.current_task()
+        if self.run.state.undo_in_flight and task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     def _judge(self, answer: AskAnswer) -> tuple[Any, list[str]]:
         """The answer as the node's output, or why it is refused: the reply's

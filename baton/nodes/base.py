@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from baton.state import NodeRecord, RunState, RunView
+from baton.state import Compensable, NodeRecord, RunState, RunView
 
 if TYPE_CHECKING:
     from baton.audit.trail import Trail
@@ -198,9 +198,10 @@ class Node(BaseModel):
         with its message; an ActivityError fails it naming the cause."""
         raise NotImplementedError
 
-    async def undo(self, run: Run, visit: int, output: Any) -> BaseModel:
-        """Compensate a finished visit; asked only of visits the node listed
-        in ``RunState.compensable``."""
+    async def undo(self, run: Run, entry: Compensable) -> BaseModel:
+        """Compensate a visit; asked only of visits the node listed in
+        ``RunState.compensable``, which may never have returned (``entry.
+        finished`` False: see baton.compensation)."""
         raise NotImplementedError
 
     def mermaid_shape(self) -> str:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from baton.compensation import Undo, undo_request
 from baton.nodes.base import (
     NOT_NODES,
     ActivityRef,
@@ -45,8 +46,10 @@ class Step(Node):
     local: bool = False
     compensate: Callable[..., Any] | None = Field(
         default=None,
-        description="An activity that undoes this step when the run is stopped: it takes "
-        "the step's output model",
+        description="An activity that undoes this step when the run is stopped, cancelled "
+        "or fails (Graph on_failure='compensate'): it takes baton.compensation.Undo (the "
+        "visit's key, input and output if any; it can undo a visit that never returned) "
+        "or the step's output model (see baton.compensation)",
     )
 
     kind: ClassVar[str] = "step"
@@ -78,11 +81,12 @@ class Step(Node):
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
         _validate_inputs(graph, self)
         compensation_input = self.compensation_input
-        if compensation_input is not None and compensation_input is not self.output_model:
+        if compensation_input not in (None, Undo, self.output_model):
+            assert compensation_input is not None
             raise GraphError(
                 f"node '{self.id}': compensate= takes {compensation_input.__name__}, but the "
                 f"step's output is {self.output_model.__name__}; a compensation undoes the "
-                "step from what the step returned"
+                "step from what the step returned, or takes baton.compensation.Undo"
             )
 
     def activities(self) -> Sequence[ActivityRef]:
@@ -98,6 +102,17 @@ class Step(Node):
                 non_retryable=True,
             ) from None
         options = activity_options(run, self, record)
+        entry: Compensable | None = None
+        if self.compensate is not None and run.state.undo_in_flight:
+            # Listed before it is scheduled, so a stop while it runs undoes it
+            # too; and stopped only once it has (see baton.compensation).
+            entry = Compensable(
+                node=self.id, visit=record.visits, input=arg.model_dump(mode="json"), finished=False
+            )
+            run.state.compensable.append(entry)
+            options["cancellation_type"] = (
+                workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            )
         if self.local:
             options.pop("summary")
             options.pop("heartbeat_timeout", None)
@@ -112,17 +127,31 @@ class Step(Node):
         else:
             result = await workflow.execute_activity(self.activity, arg, **options)
         output = result.model_dump(mode="json")
-        if self.compensate is not None:
+        if entry is not None:
+            entry.output, entry.finished = output, True
+        elif self.compensate is not None:
             run.state.compensable.append(
                 Compensable(node=self.id, visit=record.visits, output=output)
             )
         return Done(output)
 
-    async def undo(self, run: Run, visit: int, output: Any) -> BaseModel:
+    async def undo(self, run: Run, entry: Compensable) -> BaseModel:
+        if self.compensation_input is Undo:
+            arg: BaseModel = undo_request(entry)
+        elif entry.finished:
+            arg = self.output_model.model_validate(entry.output)
+        else:
+            raise ApplicationError(
+                f"visit {entry.visit} never returned, and {self.compensate.__name__} "  # type: ignore[union-attr]
+                f"undoes from the step's output: what it may have written is not undone; "
+                "declare the compensation taking baton.compensation.Undo",
+                type="NothingToUndoFrom",
+                non_retryable=True,
+            )
         result: BaseModel = await workflow.execute_activity(
             self.compensate,  # type: ignore[arg-type]
-            self.output_model.model_validate(output),
-            activity_id=f"{self.id}#{visit}.undo",
+            arg,
+            activity_id=f"{self.id}#{entry.visit}.undo",
             start_to_close_timeout=self.timeout,
             retry_policy=self.retry.to_temporal(),
             summary=f"{run.graph.name}.{self.id}: compensate",
