@@ -122,10 +122,15 @@ async def terminate_started_runs() -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's Java test server: timers of days pass in milliseconds."""
+    """Temporal's Java test server: timers of days pass in milliseconds.
+    Every run started through its client is terminated when its test ends
+    (tests.helpers.STARTED)."""
+    from tests.helpers import RecordStarts
+
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
         data_converter=DATA_CONVERTER,
+        interceptors=[RecordStarts()],
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(

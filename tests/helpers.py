@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError
 
 from baton.client import build_input, describe_execution, run_status, start_run
@@ -75,8 +81,24 @@ WORKER_CONFIG = WorkerConfig()
 
 # Runs a test started: those left waiting at a gate would hold the
 # time-skipping server's clock for later tests (no worker serves them after
-# their test), so conftest terminates them when each test ends.
+# their test: each timer that fires leaves a workflow task nobody takes, and
+# a later test's sleep times out), so conftest terminates them when each test
+# ends. The time-skipping server's client records every start (RecordStarts).
 STARTED: list[WorkflowHandle[Any, RunResult]] = []
+
+
+class _RecordingOutbound(OutboundInterceptor):
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        handle = await super().start_workflow(input)
+        STARTED.append(handle)
+        return handle
+
+
+class RecordStarts(Interceptor):
+    """Puts every run its client starts in STARTED."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _RecordingOutbound(next)
 
 
 def stored(path: Path) -> DocumentRef:
