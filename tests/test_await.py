@@ -233,3 +233,36 @@ async def test_news_from_anyone_not_entitled_is_refused_and_recorded(
         await handle.result()
         # The run has ended: late news is refused, not kept.
         assert "has already ended" in await refusal(client, handle.id, delivered("TRK-5"))
+
+
+async def test_oversized_replayed_and_malformed_news_is_refused_and_recorded(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = time_skipping_env.client
+    async with build_worker(
+        client, task_queue=task_queue, extra_workflows=[ParcelRun], extra_activities=[note_parcel]
+    ):
+        handle = await start(client, task_queue, ParcelRun, "TRK-6")
+        huge = ExternalEvent(
+            event="delivered", user="warehouse", key="TRK-6", data={"note": "x" * 5000}
+        )
+        assert "at most 4096 are taken" in await refusal(client, handle.id, huge)
+        with pytest.raises(WorkflowUpdateFailedError) as malformed:
+            await client.get_workflow_handle(handle.id).execute_update(
+                "event", {"event": 5, "user": ["warehouse"]}, result_type=ReceivedEvent
+            )
+        assert "not a valid event request" in str(malformed.value.cause)
+        # One signed event, delivered twice: the second is a replay.
+        news = delivered("TRK-6")
+        run_id = handle.first_execution_run_id
+        assert run_id is not None
+        signature = Signer.load("warehouse").sign(
+            "event", news.signed_fields(), workflow_id=handle.id, run_id=run_id
+        )
+        signed = news.model_copy(update={"signature": signature})
+        await send_event(client, handle.id, signed)
+        assert "delivered before" in await refusal(client, handle.id, signed)
+        status = await run_status(client, handle.id)
+    assert len(status.events) == 1
+    reasons = [r.reason for r in status.refusals if r.act == "event"]
+    assert len(reasons) == 3 and "not a valid event request" in reasons[1]
