@@ -19,6 +19,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from activities.matching import masked_iban
 from baton.client import build_input, decide_in_turn, run_status, send_event, start_run
 from baton.gates import Decision
 from baton.keys import Signer
@@ -124,8 +125,8 @@ async def _through(
     result = await handle.result()
     payment = (result.outputs.get("pay") or {}).get("payment")
     if payment is not None:
-        iban = payment["iban"]
-        paid = f"paid {payment['amount']} {payment['currency']} to {iban[:4]} ... {iban[-4:]}"
+        account = masked_iban(payment["iban"])
+        paid = f"paid {payment['amount']} {payment['currency']} to {account}"
         return outcome("paid", f"{note}; {paid}")
     return outcome("credit_recorded", f"{note}; recorded, set off against the next payment")
 
