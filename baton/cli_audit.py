@@ -135,22 +135,36 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         anchors = audit.anchors(write=False)
         assert anchors is not None
         if args.file is not None:
-            report = verify_export(args.file, anchors.public)
+            report = verify_export(args.file, anchors.public, anchors.timestamps)
             print(f"{args.file}: {describe(report)}")
             return 0 if report.ok else 1
-        report = anchors.verify(store, args.workflow_id)
-        print(describe(report))
-        return 0 if report.ok else 1
+        anchored = anchors.verify(store, args.workflow_id)
+        print(describe(anchored))
+        if anchored.not_timestamped:
+            numbers = ", ".join(str(n) for n in anchored.not_timestamped)
+            print(
+                f"{len(anchored.not_timestamped)} checkpoint(s) not yet timestamped ({numbers}): "
+                "the TSA could not be reached yet; the next checkpoint fetches their tokens"
+            )
+        return 0 if anchored.ok else 1
     if args.audit_command == "checkpoint":
         writer = audit.anchors(write=True)
         assert writer is not None
-        made = writer.checkpoint(store, now=now)
+        made = writer.checkpoint(store, now=now, stamp=False)
         print(
             f"checkpoint {made.number}: {len(made.heads)} chain head(s) signed, in "
             f"{writer.log.folder}"
             if made
             else "no chain moved since the last checkpoint"
         )
+        if writer.timestamps is not None and writer.timestamps.url:
+            waiting = writer.stamp_missing()
+            print(
+                f"{len(waiting)} checkpoint(s) not yet timestamped: the TSA at "
+                f"{writer.timestamps.url} could not be reached or refused (see the warning)"
+                if waiting
+                else f"no checkpoint is waiting for its token from {writer.timestamps.url}"
+            )
         return 0
     if args.audit_command == "purge":
         writer = audit.anchors(write=True)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from baton.audit.anchoring import Anchors
 from baton.audit.events import AuditEvent
+from baton.audit.reconcile import findings_chain
 from baton.audit.retention import OverrideRefused, RetentionOverride, signed_override
 from baton.audit.store import SqliteAuditStore
 from baton.cli import main
@@ -197,3 +198,30 @@ def test_a_retention_below_the_floor_needs_an_admins_signed_override(
     capsys.readouterr()
     assert main(purge) == 2
     assert "the retention override in effect (183 days, by ada (admin)" in capsys.readouterr().err
+
+
+def test_a_legal_hold_keeps_the_runs_reconcile_findings_until_released(
+    backend: Backend, anchors: Anchors
+) -> None:
+    """What reconcile found about a held run is part of what the matter needs: a purge that
+    keeps the run must keep its findings chain too, and a release lets both go."""
+    old = T0 - timedelta(days=400)
+    backend.clock.now = old
+    for run in ("held", "other"):
+        backend.store.append(ended_run(run, 2, at=old), retention_days=183)
+        backend.store.append(make_events(findings_chain(run), 1, at=old), retention_days=183)
+    backend.store.hold("held", by="ada", reason="dispute 2026-17", now=old)
+    backend.clock.now = T0
+    _, make = anchors.tombstone_maker(by="ada", reason="retention over", now=T0)
+
+    backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=make)
+
+    assert len(backend.store.records("held")) == 2
+    assert len(backend.store.records(findings_chain("held"))) == 1
+    assert backend.store.records("other") == []
+    assert backend.store.records(findings_chain("other")) == []
+
+    assert backend.store.release("held")
+    backend.store.purge(T0 - timedelta(days=200), min_retention_days=183, now=T0, tombstone=make)
+    assert backend.store.records("held") == []
+    assert backend.store.records(findings_chain("held")) == []

@@ -245,6 +245,41 @@ def test_event_ids_are_unique_across_workflows(backend: Backend) -> None:
     assert backend.store.verify().ok
 
 
+def test_two_writers_racing_one_event_id_into_two_chains_store_it_once(backend: Backend) -> None:
+    """Two writers append the same event id at the same moment, each to another run's
+    chain: each holds only its own chain's head, so the check that the id is new must not
+    race the other's insert. Once stored in one of the chains, the other is refused. The
+    ids take both forms: relative to the first writer's run, and whole."""
+    rounds = 40
+    barrier = threading.Barrier(2)
+    outcomes: dict[int, list[str]] = {0: [], 1: []}
+
+    def race(writer: int) -> None:
+        store = backend.make()
+        for n in range(rounds):
+            prefix = f"wf-a{n}/run-1/w/node.finished/step0/v1" if n % 2 else f"race-{n}"
+            (event,) = make_events(f"wf-{'ab'[writer]}{n}", 1, prefix=prefix)
+            barrier.wait(timeout=60)
+            try:
+                store.append([event], retention_days=30)
+            except AuditConflict:
+                outcomes[writer].append("refused")
+            else:
+                outcomes[writer].append("stored")
+
+    threads = [threading.Thread(target=race, args=(w,)) for w in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    both = [n for n in range(rounds) if outcomes[0][n] == outcomes[1][n] == "stored"]
+    assert both == [], f"rounds {both} stored one event id in two chains"
+    assert all(
+        sorted((outcomes[0][n], outcomes[1][n])) == ["refused", "stored"] for n in range(rounds)
+    )
+    assert backend.store.verify().ok
+
+
 def test_an_event_id_is_unique_in_whichever_form_it_is_stored(backend: Backend) -> None:
     """Version 4 stores a run's own ids relative to their run (store_layout): an id stored
     that way under one run is still found when another workflow sends it whole."""

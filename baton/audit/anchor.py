@@ -9,8 +9,9 @@ a correct hash. So the heads are signed where that insider cannot sign:
   that moved since the previous checkpoint, one leaf per chain: its
   workflow id, head seq and head hash. Its root goes into a C2SP
   `tlog-checkpoint` note (origin, tree size, base64 root, then Baton's
-  extension lines: the hash of the previous note and the time), signed as a
-  C2SP `signed-note` with an Ed25519 key kept outside the database.
+  extension lines: the hash of the previous note, the time, and the Time-Stamp
+  Authority that stamps it, if one does: baton.audit.timestamping), signed as
+  a C2SP `signed-note` with an Ed25519 key kept outside the database.
 - The **checkpoint log** is a folder outside the database (by default
   `<data dir>/audit-checkpoints`): each checkpoint is a note file and the
   leaves it signs, written once and never rewritten. Each note names the one
@@ -280,6 +281,7 @@ class Checkpoint:
     root: bytes
     prev: str
     heads: dict[str, ChainHead]
+    tsa: str = ""  # the TSA's URL when one was configured to stamp this note
 
     @functools.cached_property
     def order(self) -> dict[str, int]:
@@ -294,11 +296,20 @@ class Checkpoint:
         return proof_from_levels(self.levels, self.order[workflow_id])
 
 
-def note_text(size: int, root: bytes, prev: str, at: datetime) -> str:
+def note_text(size: int, root: bytes, prev: str, at: datetime, tsa: str = "") -> str:
     return (
         f"{ORIGIN}\n{size}\n{base64.b64encode(root).decode()}\n"
-        f"prev {prev}\ntime {format_timestamp(at)}\n"
+        f"prev {prev}\ntime {format_timestamp(at)}\n" + (f"tsa {tsa}\n" if tsa else "")
     )
+
+
+def note_time(lines: list[str]) -> datetime:
+    return datetime.fromisoformat(lines[4].removeprefix("time "))
+
+
+def note_tsa(lines: list[str]) -> str:
+    """The TSA a note names as the one that stamps it ("" for none)."""
+    return lines[5].removeprefix("tsa ") if lines[5:] and lines[5].startswith("tsa ") else ""
 
 
 def note_digest(note: str) -> str:
@@ -360,17 +371,24 @@ class CheckpointLog:
         return Checkpoint(
             number=int(path.stem),
             note=note,
-            at=datetime.fromisoformat(lines[4].removeprefix("time ")),
+            at=note_time(lines),
             root=root,
             prev=lines[3].removeprefix("prev "),
             heads=heads,
+            tsa=note_tsa(lines),
         )
 
     def append(
-        self, signer: CheckpointSigner, heads: Mapping[str, ChainHead], *, now: datetime
+        self,
+        signer: CheckpointSigner,
+        heads: Mapping[str, ChainHead],
+        *,
+        now: datetime,
+        tsa: str = "",
     ) -> Checkpoint | None:
-        """A new checkpoint over the heads that moved since the last one; None when none
-        did. Files are created exclusively: of two writers, the second takes the next number."""
+        """A new checkpoint over the heads that moved since the last one; None when none did;
+        ``tsa``: the TSA that is to stamp it. Files are created exclusively: of two writers,
+        the second takes the next number."""
         if self._tail is None:
             self._tail = self._read_tail(signer.public)
         last, prev, known = self._tail
@@ -381,7 +399,7 @@ class CheckpointLog:
         number = last + 1
         leaves = [leaf_bytes(w, moved[w]) for w in sorted(moved)]
         root = merkle_root(leaves)
-        note = signer.sign_note(note_text(len(leaves), root, prev, now))
+        note = signer.sign_note(note_text(len(leaves), root, prev, now, tsa))
         path = self.folder / f"{number:08d}.note"
         heads_json = {w: {"seq": h.seq, "hash": h.hash} for w, h in sorted(moved.items())}
         try:
@@ -391,11 +409,11 @@ class CheckpointLog:
         except FileExistsError:
             # Another writer took this number: read the log's end again and sign after it.
             self._tail = None
-            return self.append(signer, heads, now=now)
+            return self.append(signer, heads, now=now, tsa=tsa)
         with open(path, "x", encoding="utf-8") as out:
             out.write(note)
         self._tail = (number, note_digest(note), {**known, **moved})
-        return Checkpoint(number, note, now, root, prev, dict(moved))
+        return Checkpoint(number, note, now, root, prev, dict(moved), tsa)
 
     def _read_tail(self, public: Ed25519PublicKey) -> tuple[int, str, dict[str, ChainHead]]:
         checkpoints, _ = self.read(public)
@@ -553,47 +571,3 @@ def check_against_log(
                 )
                 break
     return problems
-
-
-# -- proofs that travel with an export ------------------------------------------------------
-
-
-class AnchorProof(BaseModel):
-    """That a run's chain, up to ``seq`` with hash ``hash``, is in a signed checkpoint:
-    the checkpoint's note and the leaf's inclusion proof, checkable offline."""
-
-    workflow_id: str
-    seq: int
-    hash: str
-    checkpoint: str
-    leaf_index: int
-    tree_size: int
-    proof: list[str]
-
-    def check(self, public: Ed25519PublicKey) -> None:
-        """Raise ValueError naming what does not hold."""
-        lines = open_note(self.checkpoint, public).splitlines()
-        if len(lines) < 3 or lines[0] != ORIGIN or int(lines[1]) != self.tree_size:
-            raise ValueError("its checkpoint is not a Baton audit checkpoint of this size")
-        leaf = leaf_bytes(self.workflow_id, ChainHead(self.seq, self.hash))
-        proof = [base64.b64decode(p) for p in self.proof]
-        if root_from_proof(leaf, self.leaf_index, self.tree_size, proof) != base64.b64decode(
-            lines[2]
-        ):
-            raise ValueError("its inclusion proof does not lead to the checkpoint's signed root")
-
-
-def proof_for(log: LogView, workflow_id: str) -> AnchorProof | None:
-    """The proof from the latest checkpoint that signed this chain's head."""
-    if workflow_id not in log.signed:
-        return None
-    checkpoint, head = log.signed[workflow_id][-1]
-    return AnchorProof(
-        workflow_id=workflow_id,
-        seq=head.seq,
-        hash=head.hash,
-        checkpoint=checkpoint.note,
-        leaf_index=checkpoint.order[workflow_id],
-        tree_size=len(checkpoint.heads),
-        proof=[base64.b64encode(p).decode() for p in checkpoint.proof_for(workflow_id)],
-    )

@@ -1,32 +1,33 @@
 """The audit store and its checkpoint log together: how the sink anchors what it
 wrote, how `baton audit verify` checks a store against the anchors, how a purge
 leaves its signed tombstones, and how a retention override is kept in both (see
-baton.audit.anchor and baton.audit.retention for what is signed)."""
+baton.audit.anchor and baton.audit.retention for what is signed, and
+baton.audit.timestamping for the TSA's tokens on the checkpoints)."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from baton.audit.anchor import (
-    AnchorProof,
     Checkpoint,
     CheckpointLog,
     CheckpointSigner,
     Tombstone,
     check_against_log,
-    proof_for,
 )
+from baton.audit.anchor_proof import AnchorProof, proof_for
 from baton.audit.events import AuditRecord, format_timestamp
 from baton.audit.export import read_export
 from baton.audit.retention import RetentionOverride, authorise, latest, parse
 from baton.audit.store import AuditStore
+from baton.audit.timestamping import TimestampAuthority, check_tokens, stamp, unstamped
 from baton.audit.verify import (
     COLUMNS,
     ChainHead,
@@ -39,6 +40,13 @@ from baton.audit.verify import (
 from baton.config import DirectoryEntry
 
 PUBLIC_KEY_ENV = "BATON_AUDIT_CHECKPOINT_PUBLIC_KEY"
+
+
+class AnchoredReport(VerifyReport):
+    """A verification against the anchors, and the checkpoints whose time-stamp token is
+    still to come (the TSA could not be reached yet): not a problem until it is late."""
+
+    not_timestamped: list[int] = []
 
 
 @dataclass
@@ -57,38 +65,69 @@ class _Overrides:
 @dataclass(frozen=True)
 class Anchors:
     """The checkpoint log and the key its notes are checked with; ``signer`` too where
-    checkpoints are written (the sink, a purge), not where they are only checked."""
+    checkpoints are written (the sink, a purge), not where they are only checked; and the
+    Time-Stamp Authority that stamps them, if one does."""
 
     log: CheckpointLog
     public: Ed25519PublicKey
     signer: CheckpointSigner | None = None
+    timestamps: TimestampAuthority | None = None
 
     @classmethod
-    def writer(cls, key_file: Path, log_folder: Path) -> Anchors:
+    def writer(
+        cls, key_file: Path, log_folder: Path, timestamps: TimestampAuthority | None = None
+    ) -> Anchors:
         signer = CheckpointSigner.load_or_create(key_file)
-        return cls(CheckpointLog(log_folder), signer.public, signer)
+        return cls(CheckpointLog(log_folder), signer.public, signer, timestamps)
 
     @classmethod
-    def reader(cls, key_file: Path, log_folder: Path, public_text: str | None) -> Anchors:
+    def reader(
+        cls,
+        key_file: Path,
+        log_folder: Path,
+        public_text: str | None,
+        timestamps: TimestampAuthority | None = None,
+    ) -> Anchors:
         """Checked with ``public_text`` (base64 of the raw Ed25519 key, for an auditor
         who holds only the public key), else with the key file's public half."""
         if public_text:
             public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_text))
-            return cls(CheckpointLog(log_folder), public)
+            return cls(CheckpointLog(log_folder), public, timestamps=timestamps)
         if not key_file.exists():
             raise LookupError(
                 f"no checkpoint key at {key_file}: nothing anchors this trail yet (workers make "
                 f"the key when they first write), or set {PUBLIC_KEY_ENV} to its public key"
             )
-        return cls(CheckpointLog(log_folder), CheckpointSigner.load_or_create(key_file).public)
+        public = CheckpointSigner.load_or_create(key_file).public
+        return cls(CheckpointLog(log_folder), public, timestamps=timestamps)
 
     def checkpoint(
-        self, store: AuditStore, *, now: datetime, moved: Collection[str] | None = None
+        self,
+        store: AuditStore,
+        *,
+        now: datetime,
+        moved: Collection[str] | None = None,
+        stamp: bool = True,
     ) -> Checkpoint | None:
         """A checkpoint of the heads that moved since the last one; ``moved`` names the
-        chains a writer knows it appended to, else every chain is looked at."""
+        chains a writer knows it appended to, else every chain is looked at. With a TSA
+        and ``stamp``, then the tokens of every checkpoint still lacking one are fetched
+        (`stamp_missing`); the sink does that on a thread of its own instead."""
         assert self.signer is not None, "a reader's anchors cannot sign"
-        return self.log.append(self.signer, store.heads(moved), now=now)
+        url = self.timestamps.url if self.timestamps is not None else ""
+        made = self.log.append(self.signer, store.heads(moved), now=now, tsa=url)
+        if stamp:
+            self.stamp_missing()
+        return made
+
+    def stamp_missing(self, checkpoints: Collection[Checkpoint] | None = None) -> list[Checkpoint]:
+        """Fetch the tokens of ``checkpoints`` (else of every checkpoint in the log) that
+        were taken with a TSA configured and have none yet; returns those still waiting."""
+        if self.timestamps is None or not self.timestamps.url:
+            return []
+        if checkpoints is None:
+            checkpoints = unstamped(self.log, self.log.read(self.public)[0])
+        return stamp(self.log, self.timestamps, checkpoints)
 
     def tombstone_maker(
         self, *, by: str, reason: str, now: datetime
@@ -186,20 +225,27 @@ class Anchors:
 
     def proofs(self, workflow_ids: list[str]) -> list[AnchorProof]:
         log = self.log.view(self.public)
-        found = [proof_for(log, workflow_id) for workflow_id in workflow_ids]
+        found = [proof_for(log, workflow_id, self.log.folder) for workflow_id in workflow_ids]
         return [proof for proof in found if proof is not None]
 
-    def verify(self, store: AuditStore, workflow_id: str | None = None) -> VerifyReport:
-        """The store's own chain check, then the store against the signed checkpoints."""
+    def verify(self, store: AuditStore, workflow_id: str | None = None) -> AnchoredReport:
+        """The store's own chain check, then the store against the signed checkpoints and
+        the checkpoints against their time-stamp tokens."""
         return self.verify_each(store, [workflow_id] if workflow_id is not None else None)
 
-    def verify_each(self, store: AuditStore, workflow_ids: list[str] | None) -> VerifyReport:
+    def verify_each(
+        self, store: AuditStore, workflow_ids: list[str] | None, *, now: datetime | None = None
+    ) -> AnchoredReport:
         """``verify`` over the runs ``workflow_ids`` (every run: None), with the log and
-        its tombstones read once for all of them."""
+        its tombstones read once for all of them; ``now`` decides which missing tokens are
+        late."""
         log = self.log.view(self.public)
+        tokens = check_tokens(
+            self.log, log.checkpoints, self.timestamps, now=now or datetime.now(UTC)
+        )
         problems: list[Problem] = [
             Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=detail)
-            for detail in log.problems
+            for detail in [*log.problems, *tokens.problems]
         ]
         problems += self._overrides(store).problems
         try:
@@ -217,13 +263,17 @@ class Anchors:
             records += report.records
             problems += report.problems
             problems += check_against_log(store.chains(workflow_id), log, stones, only=workflow_id)
-        return summarise(chains, records, problems)
+        report = summarise(chains, records, problems)
+        return AnchoredReport(**report.model_dump(), not_timestamped=tokens.pending)
 
 
-def verify_export(path: Path, public: Ed25519PublicKey) -> VerifyReport:
+def verify_export(
+    path: Path, public: Ed25519PublicKey, timestamps: TimestampAuthority | None = None
+) -> VerifyReport:
     """A JSONL export checked on its own, offline: each run's chain as exported (hashes,
-    seq, links) and its anchor (the checkpoint's signature, the inclusion proof, and the
-    exported record at the signed seq carrying the signed hash)."""
+    seq, links) and its anchor (the checkpoint's signature, the inclusion proof, the
+    exported record at the signed seq carrying the signed hash, and the checkpoint's
+    time-stamp token, checked with ``timestamps``' certificates)."""
     lines, proofs = read_export(path)
     anchors = {proof.workflow_id: proof for proof in proofs}
     rows: dict[str, list[StoredRow]] = {}
@@ -255,6 +305,9 @@ def verify_export(path: Path, public: Ed25519PublicKey) -> VerifyReport:
         except ValueError as err:
             report(workflow_id, anchor.seq, f"its anchor does not hold: {err}")
             continue
+        unstamped = anchor.timestamp_problem(public, timestamps)
+        if unstamped:
+            report(workflow_id, anchor.seq, unstamped)
         signed = next((row for row in chain if row.seq == anchor.seq), None)
         if signed is None:
             report(

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from baton.audit.anchor import AnchorProof
+from baton.audit.anchor_proof import AnchorProof
 from baton.audit.events import AuditRecord
 from baton.audit.export_sections import (
     _graph_section,

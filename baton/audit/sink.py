@@ -20,12 +20,13 @@ from pathlib import Path
 
 from opentelemetry import trace
 
-from baton.audit.anchor import log_path, signer_path
+from baton.audit.anchor import Checkpoint, log_path, signer_path
 from baton.audit.anchoring import PUBLIC_KEY_ENV, Anchors
 from baton.audit.detectors import Scrubber
 from baton.audit.events import AuditEvent, RedactionPolicy, redact_values, salt_id
 from baton.audit.retention import DEFAULT_RETENTION_DAYS, RetentionOverride, floor_refusal
 from baton.audit.store import AuditConflict, AuditStore, open_store
+from baton.audit.timestamping import CERT_ENV, URL_ENV, TimestampAuthority
 from baton.config import ConfigError, Settings, config_path, read_toml
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class AuditSettings:
     checkpoint_log: Path | None = None
     # The signed override that lets the retention above go below the floor, if one must.
     retention_override: RetentionOverride | None = None
+    # The RFC 3161 Time-Stamp Authority that stamps each checkpoint (baton.audit.timestamping).
+    timestamps: TimestampAuthority | None = None
 
     @classmethod
     def from_env(
@@ -68,6 +71,7 @@ class AuditSettings:
             min_retention_days=int(table.get("min_retention_days", DEFAULT_RETENTION_DAYS)),
             checkpoint_key=signer_path(settings.data_dir),
             checkpoint_log=log_path(settings.data_dir),
+            timestamps=_timestamp_authority(table, path),
         )
         lowered = min(audit.retention_days, audit.min_retention_days) < DEFAULT_RETENTION_DAYS
         return audit._below_floor(path) if enforce_floor and lowered else audit
@@ -99,10 +103,36 @@ class AuditSettings:
         if self.checkpoint_key is None or self.checkpoint_log is None:
             return None
         if write:
-            return Anchors.writer(self.checkpoint_key, self.checkpoint_log)
+            return Anchors.writer(self.checkpoint_key, self.checkpoint_log, self.timestamps)
         return Anchors.reader(
-            self.checkpoint_key, self.checkpoint_log, os.environ.get(PUBLIC_KEY_ENV)
+            self.checkpoint_key,
+            self.checkpoint_log,
+            os.environ.get(PUBLIC_KEY_ENV),
+            self.timestamps,
         )
+
+
+def _timestamp_authority(table: dict[str, object], path: Path) -> TimestampAuthority | None:
+    """The TSA of `[audit] timestamp_url`, `timestamp_certificate` and `timestamp_ca` (paths
+    relative to the config file), or of BATON_AUDIT_TIMESTAMP_URL and _CERT. A certificate
+    alone is enough to check tokens (an auditor's verify); asking for them needs both."""
+    url = os.environ.get(URL_ENV) or str(table.get("timestamp_url", ""))
+    certificate = os.environ.get(CERT_ENV) or str(table.get("timestamp_certificate", ""))
+    ca = str(table.get("timestamp_ca", ""))
+    if not certificate:
+        if url:
+            raise ConfigError(
+                f"[audit] timestamp_url is set (in {path} or {URL_ENV}) but not the TSA's "
+                "certificate its tokens are checked with: set [audit] timestamp_certificate = "
+                f'"path/to/tsa.pem" or {CERT_ENV}'
+            )
+        return None
+    try:
+        return TimestampAuthority.load(
+            url, path.parent / certificate, path.parent / ca if ca else None
+        )
+    except ValueError as err:
+        raise ConfigError(f"{err} (in {path} or {CERT_ENV})") from None
 
 
 def _local_salt(data_dir: Path) -> str:
@@ -134,6 +164,10 @@ class AuditSink:
         self.settings = settings
         self.store = store or open_store(settings.url)
         self._anchors = settings.anchors(write=True)
+        # Checkpoints waiting for their time-stamp token, fetched by a thread of their own
+        # so that a slow or unreachable TSA never holds up the writer.
+        self._unstamped: queue.SimpleQueue[Checkpoint] = queue.SimpleQueue()
+        self._stamper: threading.Thread | None = None
         self._checkpointed_at = 0.0
         # The chains appended to since the last checkpoint: only their heads are read.
         self._moved: set[str] = set()
@@ -247,9 +281,35 @@ class AuditSink:
         self._checkpointed_at = time.monotonic()
         moved, self._moved, self._run_ended = self._moved, set(), False
         try:
-            self._anchors.checkpoint(self.store, now=datetime.now(UTC), moved=moved)
+            made = self._anchors.checkpoint(
+                self.store, now=datetime.now(UTC), moved=moved, stamp=False
+            )
         except Exception:
             self._moved |= moved
             # The records are stored; the next checkpoint covers them. Loud, since
             # until then they are anchored by nothing outside the database.
             logger.exception("audit checkpoint failed; the next one will cover these records")
+            return
+        if made is not None and made.tsa:
+            self._unstamped.put(made)
+            if self._stamper is None:
+                self._stamper = threading.Thread(target=self._stamp_forever, daemon=True)
+                self._stamper.start()
+
+    def _stamp_forever(self) -> None:
+        """Fetch the tokens of this writer's checkpoints, each new one together with those
+        still lacking one (the TSA was down); the others' writers fetch theirs."""
+        assert self._anchors is not None
+        waiting: dict[int, Checkpoint] = {}
+        while True:
+            made = self._unstamped.get()
+            waiting[made.number] = made
+            while not self._unstamped.empty():
+                made = self._unstamped.get()
+                waiting[made.number] = made
+            try:
+                still = self._anchors.stamp_missing(list(waiting.values()))
+            except Exception:
+                logger.exception("time-stamping the audit checkpoints failed; trying again later")
+                continue
+            waiting = {c.number: c for c in still}

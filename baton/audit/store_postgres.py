@@ -4,7 +4,8 @@ per operation, one snapshot per read, and DDL only when something is missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,13 @@ if TYPE_CHECKING:
     import psycopg
 
 _PG_SCHEMA_LOCK = 0x6261746F6E  # "baton": serialises concurrent first-use DDL across processes
+
+
+def _event_lock(event_id: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) that appenders of ``event_id`` take."""
+    named = "/".join(event_id.split("/", 2)[:2])
+    digest = hashlib.sha256(b"baton.audit.event " + named.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class _PgTx:
@@ -139,6 +147,17 @@ class PostgresAuditStore(_SqlAuditStore):
                 (table,),
             )
         }
+
+    def _lock_event_ids(self, tx: _Tx, event_ids: Collection[str]) -> None:
+        # An id may be stored relative to its run or whole (store_layout), so no index on
+        # the stored column can keep it unique across chains. Instead each appender takes a
+        # lock named by the ids it is about to look up, until it commits; the second one
+        # then finds the first one's row. The lock is named by the id up to its second
+        # slash (`<workflow id>/<run id>` for Baton's own ids): one lock per run a batch
+        # writes to, where a lock per id would fill PostgreSQL's lock table with a batch of
+        # 500. Sorted, so that two appenders cannot deadlock.
+        for key in sorted({_event_lock(event_id) for event_id in event_ids}):
+            tx.run("SELECT pg_advisory_xact_lock(?)", (key,))
 
     def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
         # Appenders lock audit_values (ROW EXCLUSIVE) before they look a value up, and

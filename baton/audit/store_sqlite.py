@@ -8,7 +8,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -145,6 +145,9 @@ class SqliteAuditStore(_SqlAuditStore):
 
     def _columns(self, tx: _Tx, table: str) -> set[str]:
         return {str(r[0]) for r in tx.rows("SELECT name FROM pragma_table_info(?)", (table,))}
+
+    def _lock_event_ids(self, tx: _Tx, event_ids: Collection[str]) -> None:
+        """Nothing to do: the write transaction holds SQLite's one writer lock."""
 
     def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
         """Nothing to do: the write transaction holds SQLite's one writer lock."""

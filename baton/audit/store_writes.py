@@ -9,7 +9,7 @@ import json
 import threading
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,14 @@ class AuditConflict(Exception):
     about what happened (a code change that reuses ids, a forger). Nothing is written."""
 
 
+def _with_findings(held: set[str]) -> set[str]:
+    """The chains that a hold on the runs ``held`` keeps: theirs and their findings chains."""
+    # Imported here: baton.audit.reconcile reads the store, which is built on this module.
+    from baton.audit.reconcile import findings_chain
+
+    return held | {findings_chain(workflow_id) for workflow_id in held}
+
+
 def to_move_aside(store: _SqlAuditStore, tx: _Tx) -> LegacyTables | None:
     """The tables of a store of version 3 or before, which a writer of version 4 moves
     aside (`store_schema_v3`); None when there are none (a new store, or moved already)."""
@@ -92,6 +100,11 @@ class _SqlAuditStore(_StoreReader):
     def _columns(self, tx: _Tx, table: str) -> set[str]: ...
 
     @abstractmethod
+    def _lock_event_ids(self, tx: _Tx, event_ids: Collection[str]) -> None:
+        """Keep another appender from storing one of ``event_ids`` under another chain
+        between this one's look-up and its insert (its chain head is not held here)."""
+
+    @abstractmethod
     def _lock_values(self, tx: _Tx, *, purging: bool) -> None:
         """Keep a value from being deleted while a reference to it is being added: an
         appender (``purging`` False) before it looks up values, a purge before it reads
@@ -107,6 +120,7 @@ class _SqlAuditStore(_StoreReader):
         names: dict[str, int] = {}
         with self._transaction(write=True) as tx:
             heads = self._lock_heads(tx, sorted({event.workflow_id for event in events}))
+            self._lock_event_ids(tx, {event.event_id for event in events})
             compact = Compact(tx)
             stored = self._stored_events(tx, compact, events)
             for event in events:
@@ -266,7 +280,8 @@ class _SqlAuditStore(_StoreReader):
 
         A chain is kept while any of its records is inside its own retain_until, even past
         `before`: the retention an event was appended with is a promise made to someone. A
-        chain under legal hold is kept whatever its age. Each chain deleted leaves the
+        chain under legal hold is kept whatever its age, and so is the findings chain of a
+        run under hold (what reconcile found about it). Each chain deleted leaves the
         signed tombstone that ``tombstone`` makes (what, up to which record, by whom, why):
         the database refuses the deletion without one.
         """
@@ -287,7 +302,9 @@ class _SqlAuditStore(_StoreReader):
             self._lock_existing_heads(tx, candidates)
             # Re-read under the locks: an append may have extended a chain meanwhile.
             still_old = self._old_chains(legacy, compact, before, now)
-            held = {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
+            held = _with_findings(
+                {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
+            )
             removed = 0
             released: set[str] = set()
             released_ids: set[int] = set()
@@ -337,12 +354,18 @@ class _SqlAuditStore(_StoreReader):
         }
 
     def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None:
-        """Put a run's records under legal hold: no purge deletes them until released."""
+        """Put a run's records, and its reconcile findings, under legal hold: no purge
+        deletes them until released."""
         if not reason.strip():
             raise ValueError("a legal hold needs a reason (the matter it is kept for)")
         self._ensure_schema()
+        kept = sorted(_with_findings({workflow_id}))
         with self._transaction(write=True) as tx:
-            if not tx.rows("SELECT 1 FROM audit_chains WHERE workflow_id = ?", (workflow_id,)):
+            found = tx.rows(
+                f"SELECT 1 FROM audit_chains WHERE workflow_id IN ({', '.join('?' * len(kept))})",
+                kept,
+            )
+            if not found:
                 raise LookupError(f"no audit records for run '{workflow_id}' to hold")
             tx.run(
                 "INSERT INTO audit_holds (workflow_id, held_at, held_by, reason) VALUES"
@@ -351,6 +374,7 @@ class _SqlAuditStore(_StoreReader):
             )
 
     def release(self, workflow_id: str) -> bool:
+        """End a run's legal hold, over its records and its reconcile findings alike."""
         self._ensure_schema()
         with self._transaction(write=True) as tx:
             return bool(tx.run("DELETE FROM audit_holds WHERE workflow_id = ?", (workflow_id,)))
