@@ -39,6 +39,7 @@ from baton.audit.export import export_jsonl
 from baton.audit.reports import select_runs, write_report
 from baton.audit.store import SqliteAuditStore
 from baton.cli import main as cli
+from bench.reports import default_out, save_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -334,8 +335,7 @@ def main(runs: int, out: Path, variants: list[str]) -> dict[str, Any]:
             v: round(r["peak_rss_mib"] - base, 1) for v, r in results.items() if v != "baseline"
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out)
     print(json.dumps(report, indent=2))
     print(f"written to {out}")
     return report
@@ -346,10 +346,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=10_000)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-export-memory.json"
-    )
+    parser.add_argument("--out", type=Path, default=default_out("export-memory"))
     parser.add_argument(
         "--variants",
         nargs="+",

@@ -57,6 +57,7 @@ from baton.keys import Signer
 from baton.llm.offline_documents import extract_document_fields
 from baton.server import EmbeddedServer, free_port, temporal_binary
 from bench.bare import BareApproval, BareRequest
+from bench.reports import default_out, save_report
 from workflows.document_intake import DocumentIntake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,6 +339,22 @@ def share_payload_key(folder: Path) -> None:
     os.environ[KEY_FILE_ENV] = str(path)
 
 
+def share_documents_and_key(folder: Path) -> None:
+    """This driver puts documents where every worker it starts reads them,
+    and encrypts with the key they decrypt with."""
+    os.environ[STORE_ENV] = str(folder / "documents")
+    share_payload_key(folder)
+
+
+def worker_vars(data_dir: Path, queue: str) -> dict[str, str]:
+    """What a benchmark's worker is told on top of this process's environment."""
+    return {
+        "BATON_DATA_DIR": str(data_dir),
+        "BATON_CONFIG": str(ROOT / "baton.toml"),
+        "BATON_TASK_QUEUE": queue,
+    }
+
+
 async def measure(
     variant: str, runs: int, server: EmbeddedServer, data_dir: Path, profile: Path | None = None
 ) -> Result:
@@ -346,12 +363,8 @@ async def measure(
     env = (
         os.environ
         | extra_env
-        | {
-            "TEMPORAL_ADDRESS": server.address,
-            "BATON_TASK_QUEUE": queue,
-            "BATON_DATA_DIR": str(data_dir / variant),
-            "BATON_CONFIG": str(ROOT / "baton.toml"),
-        }
+        | {"TEMPORAL_ADDRESS": server.address}
+        | worker_vars(data_dir / variant, queue)
     )
     env.pop("BATON_ERP_DB", None)
     audit_before = audit_footprint(data_dir / variant)
@@ -515,10 +528,7 @@ async def main(
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        # The driver puts documents where every variant's worker reads them,
-        # and encrypts with the key they decrypt with.
-        os.environ[STORE_ENV] = str(data_dir / "documents")
-        share_payload_key(data_dir)
+        share_documents_and_key(data_dir)
         SIGNERS.update(
             local_identities(data_dir, (REQUESTER, *(a.user for a in APPROVALS)), via="bench")
         )
@@ -546,8 +556,7 @@ async def main(
         "results": [asdict(r) for r in results],
         "ratios": ratios(results),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out)
     print(f"\n{json.dumps(report['ratios'], indent=2)}\nwritten to {out}")
     return results
 
@@ -594,8 +603,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=1)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}.json")
+    parser.add_argument("--out", type=Path, default=default_out())
     parser.add_argument(
         "--profile", type=Path, help="record each worker with py-spy into this folder"
     )

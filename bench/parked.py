@@ -25,21 +25,21 @@ from temporalio.client import Client
 from baton.client import build_input, connect, start_run
 from baton.config import Settings
 from baton.demo import local_identities
-from baton.document_store import STORE_ENV
 from baton.server import EmbeddedServer, free_port
 from bench.harness import (
     APPROVALS,
     IN_FLIGHT,
-    ROOT,
     SAMPLES,
     SIGNERS,
     approve_in_turn,
     cpu_seconds,
     machine,
     sample_histories,
-    share_payload_key,
+    share_documents_and_key,
     start_worker,
+    worker_vars,
 )
+from bench.reports import default_out, save_report
 from workflows.document_intake import DocumentIntake
 
 DOCUMENT = next(p for p in SAMPLES if p.name == "invoice-missing-total.txt")
@@ -115,17 +115,10 @@ async def for_each(ids: list[str], action: Callable[[str], Awaitable[object]]) -
 async def main(runs: int, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        # The driver puts documents where the worker reads them, and
-        # encrypts with the key it decrypts with.
-        os.environ[STORE_ENV] = str(data / "documents")
-        share_payload_key(data)
+        share_documents_and_key(data)
         queue = "parked"
         SIGNERS.update(local_identities(data, ("mailroom", APPROVALS[0].user), via="bench"))
-        env = os.environ | {
-            "BATON_DATA_DIR": str(data),
-            "BATON_CONFIG": str(ROOT / "baton.toml"),
-            "BATON_TASK_QUEUE": queue,
-        }
+        env = os.environ | worker_vars(data, queue)
         env.pop("BATON_ERP_DB", None)
         server = EmbeddedServer(db_file=data / "temporal.db", port=free_port(), ui_port=None)
         async with server:
@@ -196,8 +189,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
             "activity_retries_by_type": sample.retries_by_activity,
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out)
     print(json.dumps(report, indent=2))
     print(f"written to {out}")
     return report
@@ -206,9 +198,6 @@ async def main(runs: int, out: Path) -> dict[str, object]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10_000)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-parked.json"
-    )
+    parser.add_argument("--out", type=Path, default=default_out("parked"))
     args = parser.parse_args()
     asyncio.run(main(args.runs, args.out))

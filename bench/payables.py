@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 import time
@@ -47,14 +46,12 @@ from baton.demo_payables import (
     TREASURER,
     reset_systems,
 )
-from baton.document_store import STORE_ENV
 from baton.gates import Decision, GateState
 from baton.runner import RunResult
 from baton.server import EmbeddedServer, free_port
 from baton.state import SigningView
 from bench.harness import (
     POLL,
-    ROOT,
     SIGNERS,
     approve_in_turn,
     cpu_seconds,
@@ -62,9 +59,11 @@ from bench.harness import (
     patiently,
     percentile,
     sample_histories,
-    share_payload_key,
+    share_documents_and_key,
     start_worker,
+    worker_vars,
 )
+from bench.reports import default_out, save_report
 from workflows.accounts_payable import AccountsPayable
 
 
@@ -143,18 +142,12 @@ async def main(runs: int, out: Path) -> dict[str, object]:
     invoices = clean_invoices()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        # The driver puts documents where the worker reads them, encrypts
-        # with the key it decrypts with, and reseeds the systems it writes.
-        os.environ[STORE_ENV] = str(data / "documents")
+        share_documents_and_key(data)
+        # The driver reseeds the systems the worker writes.
         os.environ["BATON_PAYABLES_DB"] = str(data / "payables.sqlite")
-        share_payload_key(data)
         SIGNERS.update(local_identities(data, PEOPLE, via="bench"))
         queue = "payables"
-        env = os.environ | {
-            "BATON_DATA_DIR": str(data),
-            "BATON_CONFIG": str(ROOT / "baton.toml"),
-            "BATON_TASK_QUEUE": queue,
-        }
+        env = os.environ | worker_vars(data, queue)
         server = EmbeddedServer(db_file=data / "temporal.db", port=free_port(), ui_port=None)
         async with server:
             env["TEMPORAL_ADDRESS"] = server.address
@@ -204,8 +197,7 @@ async def main(runs: int, out: Path) -> dict[str, object]:
         "activity_retries_per_run": sample.retries,
         "activity_retries_per_run_by_type": sample.retries_by_activity,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out)
     print(table(report))
     print(f"written to {out}")
     return report
@@ -231,9 +223,6 @@ def table(r: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=100)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-payables.json"
-    )
+    parser.add_argument("--out", type=Path, default=default_out("payables"))
     args = parser.parse_args()
     asyncio.run(main(args.runs, args.out))

@@ -34,7 +34,6 @@ from temporalio.client import WorkflowHandle
 from baton.client import build_input, connect, start_run
 from baton.config import Settings
 from baton.demo import local_identities
-from baton.document_store import STORE_ENV
 from baton.server import EmbeddedServer, free_port
 from bench.harness import (
     NEEDS_REVIEW,
@@ -42,8 +41,10 @@ from bench.harness import (
     SAMPLES,
     distinct_documents,
     machine,
-    share_payload_key,
+    share_documents_and_key,
+    worker_vars,
 )
+from bench.reports import default_out, save_report
 from systems.erp import DocumentRegister
 from workflows.document_intake import DocumentIntake
 
@@ -72,19 +73,14 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        # The driver puts documents where the worker reads them, and
-        # encrypts with the key it decrypts with.
-        os.environ[STORE_ENV] = str(data / "documents")
-        share_payload_key(data)
+        share_documents_and_key(data)
         calls = data / "calls.log"
         requester = local_identities(data, ("mailroom",), via="bench")["mailroom"]
-        env = os.environ | {
-            "BATON_DATA_DIR": str(data),
-            "BATON_ERP_DB": str(data / "erp.sqlite"),
-            "BATON_CONFIG": str(ROOT / "baton.toml"),
-            "BATON_TASK_QUEUE": "resume",
-            "BATON_TEST_CALL_LOG": str(calls),
-        }
+        env = (
+            os.environ
+            | worker_vars(data, "resume")
+            | {"BATON_ERP_DB": str(data / "erp.sqlite"), "BATON_TEST_CALL_LOG": str(calls)}
+        )
         async with EmbeddedServer(db_file=data / "t.db", port=free_port(), ui_port=None) as server:
             env["TEMPORAL_ADDRESS"] = server.address
             client = await connect(Settings(address=server.address, task_queue="resume"))
@@ -140,8 +136,7 @@ async def main(runs: int, kill_at: float, out: Path) -> dict[str, object]:
         "calls_run_again_before_recorded": repeated,
         "erp_entries_per_run": sorted(set(entries.values())),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save_report(report, out)
     print(json.dumps(report, indent=2))
     return report
 
@@ -152,9 +147,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--kill-at", type=float, default=0.3, help="kill once this share of runs has entered"
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / f"{stamp}-resume.json"
-    )
+    parser.add_argument("--out", type=Path, default=default_out("resume"))
     args = parser.parse_args()
     asyncio.run(main(args.runs, args.kill_at, args.out))

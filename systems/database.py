@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def data_file(env_var: str, name: str) -> Path:
@@ -77,6 +78,12 @@ class SqliteSystem:
             self._migrate(db)
         _kept.connections[self.path] = (self.path.stat().st_ino, db)
         return db
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.transaction() as db:
+            cursor = db.cursor()
+            cursor.row_factory = sqlite3.Row
+            return [dict(row) for row in cursor.execute(sql, params).fetchall()]
 
 
 def add_column(

@@ -166,16 +166,12 @@ class DocumentRegister(SqliteSystem):
     def entries(self, key_prefix: str = "") -> list[dict[str, Any]]:
         """Entries whose key starts with ``key_prefix``, with ``voided_at``
         set on those a stopped run undid."""
-        with self.transaction() as db:
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            rows = cursor.execute(
-                "SELECT documents.*, voids.voided_at, voids.reason AS void_reason"
-                " FROM documents LEFT JOIN voids USING (entry_id)"
-                " WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
-                (len(key_prefix), key_prefix),
-            ).fetchall()
-        return [dict(row) for row in rows]
+        return self._rows(
+            "SELECT documents.*, voids.voided_at, voids.reason AS void_reason"
+            " FROM documents LEFT JOIN voids USING (entry_id)"
+            " WHERE substr(idempotency_key, 1, ?) = ? ORDER BY entry_id",
+            (len(key_prefix), key_prefix),
+        )
 
     def for_party(self, party: str, doc_type: str) -> list[dict[str, Any]]:
         """The entries of ``party`` (as :func:`party_key` compares it) and
@@ -184,15 +180,11 @@ class DocumentRegister(SqliteSystem):
         key = party_key(party)
         if key is None:
             return []
-        with self.transaction() as db:
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            rows = cursor.execute(
-                "SELECT entry_id, idempotency_key, doc_type, number, po_number, party,"
-                " issue_date, currency, total, entered_at"
-                " FROM documents LEFT JOIN voids USING (entry_id)"
-                " WHERE party_key = ? AND doc_type = ? AND voids.entry_id IS NULL"
-                " ORDER BY entry_id",
-                (key, doc_type),
-            ).fetchall()
-        return [dict(row) for row in rows]
+        return self._rows(
+            "SELECT entry_id, idempotency_key, doc_type, number, po_number, party,"
+            " issue_date, currency, total, entered_at"
+            " FROM documents LEFT JOIN voids USING (entry_id)"
+            " WHERE party_key = ? AND doc_type = ? AND voids.entry_id IS NULL"
+            " ORDER BY entry_id",
+            (key, doc_type),
+        )

@@ -7,7 +7,6 @@ Each notice carries an idempotency key, so a retried activity sends once.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,7 @@ class Outbox(SqliteSystem):
         return row[0], created
 
     def notices(self, workflow_id: str) -> list[dict[str, Any]]:
-        with self.transaction() as db:
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            rows = cursor.execute(
-                "SELECT * FROM notices WHERE workflow_id = ? ORDER BY notice_id", (workflow_id,)
-            ).fetchall()
-        return [{**dict(row), "roles": json.loads(row["roles"])} for row in rows]
+        rows = self._rows(
+            "SELECT * FROM notices WHERE workflow_id = ? ORDER BY notice_id", (workflow_id,)
+        )
+        return [{**row, "roles": json.loads(row["roles"])} for row in rows]

@@ -14,9 +14,7 @@ decimal text, never floats.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 from systems.database import SqliteSystem, data_file
 
@@ -111,13 +109,7 @@ def default_path() -> Path:
 
 
 class PayablesSystem(SqliteSystem):
-    """Base of the AP systems: the file, and rows read as dicts."""
+    """Base of the AP systems: the file they share."""
 
     def __init__(self, path: Path | None = None) -> None:
         super().__init__(path or default_path(), SCHEMA)
-
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self.transaction() as db:
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            return [dict(row) for row in cursor.execute(sql, params).fetchall()]

@@ -3,36 +3,26 @@ from a forced tool call whose input schema is the task's answer schema."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import anthropic
 
 from baton.llm import AskAnswer, AskRequest
-from baton.llm.faults import as_application_error
 from baton.llm.prompt import answer_schema, prompt, read_reply
+from baton.llm.sdk_provider import SdkProvider
 
 ANSWER_TOOL = "record_answer"
 MAX_TOKENS = 4096
 
 
-class AnthropicMessages:
-    def __init__(self, name: str, client: anthropic.AsyncAnthropic, *, key_env: str | None) -> None:
-        self.name = name
-        self._client = client
-        self._key_env = key_env
-
-    @classmethod
-    def from_spec(
-        cls, name: str, *, base_url: str | None, key_env: str | None, timeout_s: float
-    ) -> AnthropicMessages:
-        client = anthropic.AsyncAnthropic(
-            base_url=base_url,
-            api_key=os.environ.get(key_env, "") if key_env else None,
-            max_retries=0,
-            timeout=timeout_s,
+class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
+    @staticmethod
+    def new_client(
+        *, base_url: str | None, api_key: str | None, timeout_s: float
+    ) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
         )
-        return cls(name, client, key_env=key_env)
 
     async def ask(self, request: AskRequest) -> AskAnswer:
         system, user = prompt(request)
@@ -52,9 +42,7 @@ class AnthropicMessages:
                 tool_choice={"type": "tool", "name": ANSWER_TOOL},
             )
         except anthropic.AnthropicError as err:
-            raise as_application_error(
-                err, provider=self.name, model=request.model, key_env=self._key_env
-            ) from err
+            raise self.failure(err, request) from err
         reply: str | dict[str, Any] = ""
         for block in message.content:
             if block.type == "tool_use" and block.name == ANSWER_TOOL:

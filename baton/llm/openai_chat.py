@@ -5,34 +5,26 @@ llama.cpp) by base URL: the self-hosted path."""
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import openai
 
 from baton.llm import AskAnswer, AskRequest
-from baton.llm.faults import as_application_error
 from baton.llm.prompt import answer_schema, prompt, read_reply
+from baton.llm.sdk_provider import SdkProvider
 
 # Self-hosted servers often need no key, but the SDK insists on one.
 NO_KEY = "not-needed"
 
 
-class OpenAIChat:
-    def __init__(self, name: str, client: openai.AsyncOpenAI, *, key_env: str | None) -> None:
-        self.name = name
-        self._client = client
-        self._key_env = key_env
-
-    @classmethod
-    def from_spec(
-        cls, name: str, *, base_url: str | None, key_env: str | None, timeout_s: float
-    ) -> OpenAIChat:
-        key = os.environ.get(key_env, "") if key_env else NO_KEY
-        client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=key or NO_KEY, max_retries=0, timeout=timeout_s
+class OpenAIChat(SdkProvider[openai.AsyncOpenAI]):
+    @staticmethod
+    def new_client(
+        *, base_url: str | None, api_key: str | None, timeout_s: float
+    ) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or NO_KEY, max_retries=0, timeout=timeout_s
         )
-        return cls(name, client, key_env=key_env)
 
     async def ask(self, request: AskRequest) -> AskAnswer:
         system, user = prompt(request)
@@ -51,9 +43,7 @@ class OpenAIChat:
                 temperature=0,
             )
         except openai.OpenAIError as err:
-            raise as_application_error(
-                err, provider=self.name, model=request.model, key_env=self._key_env
-            ) from err
+            raise self.failure(err, request) from err
         choice = response.choices[0]
         output, reported, format_errors = read_reply(choice.message.content or "")
         confidence, method = _confidence(choice, reported)

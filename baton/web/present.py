@@ -62,6 +62,21 @@ class InboxRow:
     holding: bool = False
     note: str = ""
 
+    @classmethod
+    def for_gate(
+        cls, workflow_id: str, process: str, gate: GateState, *, note: str = ""
+    ) -> InboxRow:
+        return cls(
+            workflow_id=workflow_id,
+            process=process,
+            gate=gate.gate,
+            roles=gate.roles,
+            due_at=gate.due_at,
+            waiting_since=gate.opened_at,
+            holding=gate.holding,
+            note=note,
+        )
+
     def clock(self, now: datetime) -> str:
         return sla_clock(self.due_at, now, holding=self.holding)
 

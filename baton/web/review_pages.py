@@ -82,14 +82,15 @@ class ReviewPages(PageGroup):
                 continue  # ended since it was listed
             if isinstance(status, NoWorkerError):
                 problems.append(f"{item.workflow_id}: {status}")
+                # All that visibility knows of the gate; the run's start stands in for its opening.
+                visible_gate = GateState(
+                    gate=item.node, roles=item.roles, due_at=item.due_at, opened_at=item.started_at
+                )
                 rows.append(
-                    present.InboxRow(
-                        workflow_id=item.workflow_id,
-                        process=item.process,
-                        gate=item.node,
-                        roles=item.roles,
-                        due_at=item.due_at,
-                        waiting_since=item.started_at,
+                    present.InboxRow.for_gate(
+                        item.workflow_id,
+                        item.process,
+                        visible_gate,
                         note="details unavailable: no worker answered",
                     )
                 )
@@ -97,15 +98,7 @@ class ReviewPages(PageGroup):
             if isinstance(status, BaseException):
                 raise status
             rows += [
-                present.InboxRow(
-                    workflow_id=status.workflow_id,
-                    process=status.process,
-                    gate=gate.gate,
-                    roles=gate.roles,
-                    due_at=gate.due_at,
-                    waiting_since=gate.opened_at,
-                    holding=gate.holding,
-                )
+                present.InboxRow.for_gate(status.workflow_id, status.process, gate)
                 for gate in present.open_for(status.gates, roles)
             ]
         return sorted(rows, key=present.InboxRow.sort_key), problems
