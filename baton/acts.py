@@ -62,7 +62,7 @@ def admit(run: Run, raw_input: Any) -> RunInput:
     try:
         request = graph.input.model_validate(raw_input)
     except ValidationError as err:
-        _refuse_start(
+        refuse_start(
             run,
             f"the input does not fit {graph.input.__name__}: {'; '.join(problems(err))}",
             raw_input.get("requested_by") if isinstance(raw_input, dict) else None,
@@ -73,7 +73,7 @@ def admit(run: Run, raw_input: Any) -> RunInput:
         run, "start", request.signed_fields(graph.name), signature, request.requested_by
     )
     if reason is not None:
-        _refuse_start(run, reason, request.requested_by)
+        refuse_start(run, reason, request.requested_by)
     assert signature is not None and run.state.config is not None
     requester = run.state.config.directory.users[request.requested_by]
     run.trail.record(
@@ -98,7 +98,7 @@ def check_policies(run: Run, raw_input: Any) -> None:
         try:
             run_policy(config, run.graph.policies, name)
         except ValueError as err:
-            _refuse_start(
+            refuse_start(
                 run,
                 f"the configuration cannot run {run.graph.name}: {err} "
                 f"(in [policies.{name}] of {config.source})",
@@ -106,7 +106,7 @@ def check_policies(run: Run, raw_input: Any) -> None:
             )
 
 
-def _refuse_start(run: Run, reason: str, claimed_by: Any) -> NoReturn:
+def refuse_start(run: Run, reason: str, claimed_by: Any) -> NoReturn:
     run.trail.record(
         "run.refused",
         actor=Actor(type="unproven", id=str(claimed_by or "unknown"), role="requester"),
@@ -382,6 +382,12 @@ def _event_refusal(run: Run, event: ExternalEvent) -> str | None:
         return (
             f"user '{event.user}' ({held}) may not send '{event.event}' to this run; "
             f"it needs one of: {', '.join(senders)}"
+        )
+    own_key = run.graph.event_keys.get(event.event)
+    if own_key is not None and event.key != (expected := own_key(run.view())):
+        return (
+            f"this run takes '{event.event}' only about '{expected}', and this one is about "
+            f"'{event.key or 'nothing'}': send it to the run of '{event.key}'"
         )
     size = len(canonical(event.data))
     if size > EVENT_DATA_LIMIT:

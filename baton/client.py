@@ -202,7 +202,11 @@ async def start_run(
             f"the run is requested by '{request.requested_by}' but would be signed by "
             f"'{signer.user}': a run is started by the person or service who signs it"
         )
-    workflow_id = workflow_id or new_workflow_id(name, _id_hint(request))
+    workflow_id = (
+        workflow_id
+        or workflow_cls.graph.workflow_id_for(request)
+        or new_workflow_id(name, _id_hint(request))
+    )
     signature = signer.sign("start", request.signed_fields(name), workflow_id=workflow_id)
     return await client.start_workflow(
         name,
@@ -229,14 +233,32 @@ async def run_status(client: Client, workflow_id: str) -> RunStatus:
 async def _query(
     client: Client, workflow_id: str, name: str, result_type: type[R], *args: Any
 ) -> R:
+    """Query the run's current execution. A query that meets the run as it
+    continues as new (baton.carry) is lost with the execution it went to
+    and times out: it is asked once more of the execution that took over."""
     handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await _query_once(handle, name, result_type, *args)
+    except NoWorkerError:
+        running = await describe_execution(client, workflow_id)
+        if not running.workflow_execution_info.execution.run_id:
+            raise
+        current = client.get_workflow_handle(
+            workflow_id, run_id=running.workflow_execution_info.execution.run_id
+        )
+        return await _query_once(current, name, result_type, *args)
+
+
+async def _query_once(
+    handle: WorkflowHandle[Any, Any], name: str, result_type: type[R], *args: Any
+) -> R:
     try:
         result: R = await handle.query(
             name, *args, result_type=result_type, rpc_timeout=QUERY_TIMEOUT
         )
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise LookupError(f"no run with id '{workflow_id}'") from None
+            raise LookupError(f"no run with id '{handle.id}'") from None
         if err.status == RPCStatusCode.DEADLINE_EXCEEDED or "Timeout" in err.message:
             raise NoWorkerError(
                 f"no worker answered within {QUERY_TIMEOUT.total_seconds():.0f}s: "

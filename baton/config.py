@@ -163,6 +163,20 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
+class ContinueAsNew(BaseModel):
+    """When a run starts a fresh history (``[continue_as_new]`` in
+    baton.toml): at this many history events or updates in the current one,
+    or when the server suggests it, as soon as every running node is parked
+    (waiting for a person, an event or a timer). Temporal refuses updates
+    past 2,000 per history (refused decisions count) and warns past 10,240
+    events, so both defaults stay well under."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_events: int = Field(default=5_000, ge=20)
+    after_updates: int = Field(default=500, ge=2, le=1_900)
+
+
 class RunConfig(BaseModel):
     """The configuration one run steers by, frozen at its start."""
 
@@ -176,6 +190,7 @@ class RunConfig(BaseModel):
         description="The [policies.<name>] tables: a process's own rules (the AP approval "
         "matrix), checked by the loader the process's graph declares",
     )
+    continue_as_new: ContinueAsNew = Field(default_factory=ContinueAsNew)
 
     def threshold(self, name: str, default: float) -> float:
         return self.thresholds.get(name, default)
@@ -371,6 +386,7 @@ def _read_run_config(path: Path) -> _ReadConfig:
             source=str(path.resolve()),
             thresholds=data.get("thresholds", {}),
             policies=data.get("policies", {}),
+            continue_as_new=data.get("continue_as_new", {}),
             routing=routing,
             # No password hashes: the snapshot is in Temporal history. Public
             # keys are public, and the run needs them to verify every act.

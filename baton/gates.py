@@ -131,6 +131,11 @@ class GateState(BaseModel):
         default_factory=list,
         description="Users who decided an earlier gate this one is kept apart from (not_by=)",
     )
+    barred: dict[str, str] = Field(
+        default_factory=dict,
+        description="Users the gate's route kept out of this run's decision, with why "
+        "(Approvers.excluded)",
+    )
     chain: list[str] = Field(default_factory=list)
     opened_at: datetime
     sla: timedelta | None = None
@@ -268,6 +273,11 @@ def refusal_reason(
         return (
             f"user '{decision.user}' decided an earlier gate of this run that gate "
             f"'{gate.gate}' is kept apart from: another person decides it (segregation of duties)"
+        )
+    if decision.user in gate.barred:
+        return (
+            f"user '{decision.user}' may not decide gate '{gate.gate}' in this run: "
+            f"{gate.barred[decision.user]} (segregation of duties)"
         )
     if gate.assignees and decision.user not in gate.assignees and not _escalated_to(user, gate):
         return (

@@ -45,10 +45,13 @@ from baton.nodes import (
     Node,
     Retry,
     Step,
+    Sub,
+    SubResult,
     Wait,
     Waited,
 )
 from baton.nodes.base import INPUT, NOT_NODES, POLICY, all_of, model_fields, parse_ref
+from baton.state import RunView
 
 __all__ = [
     "INPUT",
@@ -67,6 +70,8 @@ __all__ = [
     "Node",
     "Retry",
     "Step",
+    "Sub",
+    "SubResult",
     "Wait",
     "Waited",
     "all_of",
@@ -76,6 +81,7 @@ __all__ = [
 ]
 
 PolicyLoader = Callable[[Mapping[str, Any]], BaseModel]
+EventKey = Callable[[RunView], str]
 
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -109,6 +115,18 @@ class Graph(BaseModel):
         description="The [policies.<name>] tables the process steers by, each with the "
         "function that checks it (raising ValueError naming the setting and the fix): "
         "checked when a run starts, read by predicates through RunView.policy",
+    )
+    event_keys: Mapping[str, EventKey] = Field(
+        default_factory=dict,
+        description="Events that are only ever about this run's own thing, each with the "
+        "function of the run (of its input: it is asked whenever an event arrives) that "
+        "names it: an event with another key is refused and recorded, not kept. Events not "
+        "named here keep news about anything, for an Await whose key comes later",
+    )
+    workflow_id: Callable[[Any], str] | None = Field(
+        default=None,
+        description="The workflow id of a run, from its input: one run at a time per "
+        "business thing (an account), since Temporal refuses a second running one",
     )
     _digest: str | None = PrivateAttr(default=None)
 
@@ -144,6 +162,9 @@ class Graph(BaseModel):
 
     def descendants(self, node_id: str) -> set[str]:
         return {n.id for n in self.nodes if node_id in self.ancestors(n.id)}
+
+    def workflow_id_for(self, request: BaseModel) -> str | None:
+        return None if self.workflow_id is None else self.workflow_id(request)
 
     def editable_model(self, gate_id: str) -> type[BaseModel] | None:
         """The model a reviewer's edited output must fit at ``gate_id``: an
@@ -200,6 +221,13 @@ def _validate_graph(graph: Graph) -> None:
             if pred not in ids:
                 raise GraphError(f"node '{node.id}': after= names unknown node '{pred}'")
     _check_acyclic(graph)
+    awaited = {event for node in graph.nodes for event in node.awaited_events()}
+    for event in graph.event_keys:
+        if event not in awaited:
+            raise GraphError(
+                f"graph '{graph.name}': event_keys names '{event}', which no Await node "
+                f"waits for (they wait for: {', '.join(sorted(awaited)) or 'nothing'})"
+            )
     for node in graph.nodes:
         ancestors = graph.ancestors(node.id)
         _validate_inputs(graph, node, ancestors)

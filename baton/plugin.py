@@ -33,6 +33,7 @@ from temporalio.worker.workflow_sandbox._importer import Importer
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
 from activities.audit import AuditFlush, reconcile_trail
+from activities.carry import check_carried_run, seal_carried_run
 from activities.config import fixed_run_config, snapshot_run_config
 from activities.llm import ask
 from activities.notify import notify_reviewers
@@ -129,14 +130,19 @@ _BATON_ACTIVITIES: dict[str, Callable[..., Any]] = {
 
 def graph_activities(workflows: Sequence[type[GraphWorkflow]]) -> list[Callable[..., Any]]:
     """Every activity the graphs of ``workflows`` call, each once, with the
-    configuration snapshot every run takes and the audit reconciliation's."""
+    configuration snapshot every run takes, the seal of a run carried into a
+    fresh history (baton.carry) and the audit reconciliation's."""
     called = [
         _BATON_ACTIVITIES[ref] if isinstance(ref, str) else ref
         for cls in workflows
         for node in cls.graph.nodes
         for ref in node.activities()
     ]
-    return list(dict.fromkeys([snapshot_run_config, *called, reconcile_trail]))
+    return list(
+        dict.fromkeys(
+            [snapshot_run_config, seal_carried_run, check_carried_run, *called, reconcile_trail]
+        )
+    )
 
 
 class BatonPlugin(SimplePlugin):

@@ -25,7 +25,12 @@ The base class brings what every run needs:
   so news that arrives before the run reaches its Await is not lost;
 - search attributes (process, current node, status, pending gate roles, gate
   due time) upserted as the run moves, so the Web UI and ``baton inbox`` can
-  find runs waiting for a role.
+  find runs waiting for a role;
+- continue-as-new: when the history or the updates grow past the
+  configuration's ``[continue_as_new]`` bounds, Temporal suggests it, or a
+  node asks for it, and every running node is parked (waiting for a person,
+  an event or a timer), the run carries its whole state, sealed, into a
+  fresh history (:mod:`baton.carry`), where the parked nodes go on waiting.
 
 Everything here is workflow code: no I/O, no wall clock, no randomness.
 """
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -43,6 +48,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 from baton import acts, search
 from baton.audit.trail import Trail
+from baton.carry import CarriedRun, Carrier, resume
 from baton.compensation import COMPENSATE_IN_FLIGHT, compensate
 from baton.config import RunConfig
 from baton.gates import Decision, GateDecision, StopRecord, StopRequest
@@ -50,6 +56,7 @@ from baton.graph import INPUT, POLICY, Graph, Node
 from baton.nodes.ask import ASK_ACTIVITY
 from baton.nodes.base import root_message
 from baton.nodes.gate import CLOCKLESS_GATE_VIEW, GATE_STATES_WHY, NOTIFY_ACTIVITY
+from baton.nodes.sub import ChildStart, admit_child
 from baton.outside import ExternalEvent, ReceivedEvent
 from baton.state import (
     NodeRecord,
@@ -97,6 +104,7 @@ class GraphWorkflow:
         # Why running nodes are being cancelled: the detail of those recorded
         # as cancelled.
         self._cancelling = "the run was cancelled"
+        self.carrier = Carrier()
 
     async def execute(self, raw_input: Any) -> RunResult:
         """Run the graph for ``raw_input``, the process input as sent. It is
@@ -113,23 +121,15 @@ class GraphWorkflow:
             pair.key.name: pair.value for pair in workflow.info().typed_search_attributes
         }
         try:
-            config = await workflow.execute_local_activity(
-                SNAPSHOT_CONFIG_ACTIVITY,
-                result_type=RunConfig,
-                start_to_close_timeout=timedelta(seconds=10),
-            )
-            state.config = config
-            self.trail.record(
-                "config.snapshot",
-                digest=config.digest,
-                source=config.source,
-                routing=config.routing.source,
-                thresholds=config.thresholds,
-                intended_purpose=self.graph.purpose,
-                risk_class=self.graph.risk_class,
-            )
-            acts.check_policies(self, raw_input)
-            state.input = acts.admit(self, raw_input)
+            if workflow.info().continued_run_id and CarriedRun.claims(raw_input):
+                state = self.state = await resume(self, raw_input)
+                self.trail.carry_on(state.trail_numbering)
+                # What an execution inherits is read back from history in a form
+                # that is not always the one it was written in (the test server's
+                # date-times): publish everything anew, the same live and on replay.
+                self._published = {}
+            else:
+                await self._begin(raw_input)
             state.outcome = "running"
             self.publish()
             try:
@@ -165,6 +165,37 @@ class GraphWorkflow:
             skipped={r.node: r.detail for r in records if r.status == "skipped"},
         )
 
+    async def _begin(self, raw_input: Any) -> None:
+        """Snapshot the configuration and admit the input of a new run."""
+        config = await workflow.execute_local_activity(
+            SNAPSHOT_CONFIG_ACTIVITY,
+            result_type=RunConfig,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        self.state.config = config
+        self.trail.record(
+            "config.snapshot",
+            digest=config.digest,
+            source=config.source,
+            routing=config.routing.source,
+            thresholds=config.thresholds,
+            intended_purpose=self.graph.purpose,
+            risk_class=self.graph.risk_class,
+        )
+        acts.check_policies(self, raw_input)
+        self.state.input = (
+            await admit_child(self, raw_input)
+            if ChildStart.claims(raw_input)
+            else acts.admit(self, raw_input)
+        )
+
+    @contextlib.contextmanager
+    def parked(self, node_id: str, *, fresh_history: bool = False) -> Iterator[None]:
+        """While the block waits, ``node_id`` may be carried into the run's
+        next execution (baton.carry); with ``fresh_history`` it asks for that now."""
+        with self.carrier.parked(node_id, fresh_history=fresh_history):
+            yield
+
     # -- the graph ---------------------------------------------------------
 
     async def _run_graph(self) -> None:
@@ -173,6 +204,7 @@ class GraphWorkflow:
         stop_requested = asyncio.ensure_future(
             workflow.wait_condition(lambda: self.state.stop is not None)
         )
+        carry_due = self._carry_watch(running)
         try:
             while True:
                 for node in self.graph.nodes:
@@ -183,9 +215,8 @@ class GraphWorkflow:
                 if not running:
                     return
                 self.publish()
-                await workflow.wait(
-                    [*running.values(), stop_requested], return_when=asyncio.FIRST_COMPLETED
-                )
+                watched: list[asyncio.Future[Any]] = [*running.values(), stop_requested, carry_due]
+                await workflow.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 if self.state.stop is not None:
                     stopped = f"the run was stopped by {self.state.stop.user}"
                     await self._cancel(running, stopped)
@@ -207,12 +238,25 @@ class GraphWorkflow:
                     await self._cancel(running, "the run was rejected at a gate")
                     self._skip_rest("the run was rejected at a gate")
                     return
+                if carry_due.done():
+                    reason = self.carrier.reason(running, self.state)
+                    if reason is not None:
+                        self.carrier.carrying = True
+                        await self._cancel(running, "carried into the run's next execution")
+                        await self.carrier.carry(self, reason)
+                    carry_due = self._carry_watch(running)
         except asyncio.CancelledError:
             await self._cancel(running, "the run was cancelled")
             self._skip_rest("the run was cancelled")
             raise
         finally:
             stop_requested.cancel()
+            carry_due.cancel()
+
+    def _carry_watch(self, running: Mapping[str, object]) -> asyncio.Future[None]:
+        return asyncio.ensure_future(
+            workflow.wait_condition(lambda: self.carrier.reason(running, self.state) is not None)
+        )
 
     async def _cancel(self, running: dict[str, asyncio.Task[set[str]]], why: str) -> None:
         """Cancel the running nodes and wait until each has stopped: a
@@ -237,33 +281,16 @@ class GraphWorkflow:
                 self.trail.record("node.skipped", node=record.node, reason=reason)
 
     async def _run_node(self, node: Node) -> set[str]:
-        """Run one visit of a node; returns the nodes an edge back sends the run back to."""
+        """Run one visit of a node; returns the nodes an edge back sends the run back to.
+        A node carried here parked (its record "waiting") goes on with the same visit."""
         record = self.state.records[node.id]
-        record.visits += 1
-        record.status = "running"
-        record.started_at = workflow.now()
-        record.finished_at = None
-        record.detail = ""
-        self.trail.record(
-            "node.started",
-            node=node.id,
-            about=f"v{record.visits}",
-            kind=node.kind,
-            visit=record.visits,
-        )
-        # Asked when the node is reached, where a worker of the old graph went
-        # straight on: a run recorded before the node existed skips it on replay.
-        if node.since is not None and not workflow.patched(node.since):
-            self._finish(record, "skipped", None, f"added after this run started ({node.since})")
+        if record.status != "waiting" and not self._visit_begins(node, record):
             return set()
-        if node.when is not None and node.when_skips:
-            if not node.when(self.view()):
-                self._finish(record, "skipped", None, f"condition {node.condition_name} was false")
-                return set()
-            record.meta["condition"] = f"{node.condition_name} was true"
         try:
             visit = await node.run(self, record)
         except asyncio.CancelledError:
+            if self.carrier.carrying:
+                raise
             if self.state.undo_in_flight and record.status == "running":
                 self._finish(record, "cancelled", None, self._cancelling)
             raise
@@ -280,6 +307,32 @@ class GraphWorkflow:
             raise
         self._finish(record, "finished", visit.output, record.detail)
         return set() if visit.back_to is None else self._rewind(visit.back_to, node.id)
+
+    def _visit_begins(self, node: Node, record: NodeRecord) -> bool:
+        """Start a visit of ``node``; False when its ``since=`` or ``when=`` skips it."""
+        record.visits += 1
+        record.status = "running"
+        record.started_at = workflow.now()
+        record.finished_at = None
+        record.detail = ""
+        self.trail.record(
+            "node.started",
+            node=node.id,
+            about=f"v{record.visits}",
+            kind=node.kind,
+            visit=record.visits,
+        )
+        # Asked when the node is reached, where a worker of the old graph went
+        # straight on: a run recorded before the node existed skips it on replay.
+        if node.since is not None and not workflow.patched(node.since):
+            self._finish(record, "skipped", None, f"added after this run started ({node.since})")
+            return False
+        if node.when is not None and node.when_skips:
+            if not node.when(self.view()):
+                self._finish(record, "skipped", None, f"condition {node.condition_name} was false")
+                return False
+            record.meta["condition"] = f"{node.condition_name} was true"
+        return True
 
     def _finish(self, record: NodeRecord, status: NodeStatus, output: Any, detail: str) -> None:
         record.status = status
@@ -419,6 +472,7 @@ class GraphWorkflow:
             stopped=state.stop,
             compensated=state.compensated,
             compensation_failed=state.compensation_failed,
+            execution=state.execution,
             cost_usd=self.cost(),
             min_confidence=self._min_confidence(),
             error=state.error,
@@ -449,6 +503,7 @@ class GraphWorkflow:
     def decide(self, payload: Any) -> GateDecision:
         """Decision delivery that answers: the accepted decision, or the
         refusal's reason (a failed update)."""
+        self.carrier.updates += 1
         return acts.deliver(self, acts.parse(self, Decision, payload, "update", "decide"), "update")
 
     @workflow.signal(name="decide")
@@ -459,6 +514,7 @@ class GraphWorkflow:
     @workflow.update(name="stop")
     def stop(self, payload: Any) -> StopRecord:
         """The stop button: the caller learns whether the stop was accepted."""
+        self.carrier.updates += 1
         request = acts.parse(self, StopRequest, payload, "update", "stop")
         return acts.request_stop(self, request, "update")
 
@@ -475,6 +531,7 @@ class GraphWorkflow:
     @workflow.update(name="event")
     async def event(self, payload: Any) -> ReceivedEvent:
         """News for an Await node; the caller learns whether it was accepted."""
+        self.carrier.updates += 1
         news = acts.parse(self, ExternalEvent, payload, "update", "event")
         await workflow.wait_condition(self._admitted_or_ended)
         return acts.accept_event(self, news, "update")

@@ -137,9 +137,14 @@ class RunState(BaseModel):
     trail_numbering: dict[str, int] = Field(
         default_factory=dict, description="How often each audit event meaning has occurred"
     )
+    execution: int = Field(
+        default=1,
+        ge=1,
+        description="Which of the run's executions this is: each continue-as-new starts the next",
+    )
 
     @classmethod
-    def restore(cls, data: Any, input_model: type[RunInput]) -> RunState:
+    def restore(cls, data: Any, input_model: type[BaseModel]) -> RunState:
         """A dumped state as it was, its input as the process's own model."""
         return cls.model_validate(data, context={"input_model": input_model})
 
@@ -185,6 +190,7 @@ class RunStatus(BaseModel):
         default_factory=list, description="What the run undid (stopped, cancelled or failed)"
     )
     compensation_failed: str | None = None
+    execution: int = Field(default=1, description="Histories so far: 1 + times continued as new")
     cost_usd: float = 0.0
     min_confidence: float | None = None
     error: str | None = None

@@ -17,6 +17,7 @@ from temporalio.client import (
     OutboundInterceptor,
     StartWorkflowInput,
     WorkflowHandle,
+    WorkflowHistory,
 )
 from temporalio.service import RPCError
 
@@ -99,6 +100,45 @@ class RecordStarts(Interceptor):
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
         return _RecordingOutbound(next)
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def continued_as_new(client: Client, workflow_id: str, times: int = 1) -> None:
+    """Wait, without querying, until the run has continued as new ``times``
+    times. A query in flight as a run continues as new is lost with its
+    execution, and on the time-skipping server it also keeps the clock
+    from moving for good: tests wait for the new execution first."""
+
+    async def executions_so_far() -> int:
+        return len(await executions(client, workflow_id))
+
+    await eventually(executions_so_far, lambda n: n > times)
+
+
+async def executions(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Each history of the run, oldest first: one per execution it continued
+    as new into (baton.carry)."""
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id
+        if not run_id:
+            return list(reversed(histories))
+
+
+def recorded_histories(process: str) -> list[Path]:
+    """The histories in tests/histories/ of runs of ``process``."""
+
+    def workflow_type(path: Path) -> str:
+        first = json.loads(path.read_text())["events"][0]
+        return str(first["workflowExecutionStartedEventAttributes"]["workflowType"]["name"])
+
+    return [p for p in sorted(HISTORIES.glob("*.json")) if workflow_type(p) == process]
 
 
 def stored(path: Path) -> DocumentRef:

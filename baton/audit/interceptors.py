@@ -6,8 +6,10 @@
   ``<workflow>/<run>/a/<activity id>/<attempt>``: a retried attempt is a new
   record, a re-sent one is the same record.
 - Workflows (inside the sandbox): the run's start and end (completed,
-  failed, cancelled); the runner adds node, routing and gate events to the
-  same trail; all of them leave through the `audit_flush` local activity.
+  failed, cancelled), and each execution it continued as new into
+  (`run.continued`: its chain goes on); the runner adds node, routing and
+  gate events to the same trail; all of them leave through the
+  `audit_flush` local activity.
 """
 
 from __future__ import annotations
@@ -116,14 +118,27 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
         # As claimed: the runner records whether the requester's signature
         # proves it (run.admitted) or not (run.refused).
         claimed = request.get("requested_by") if isinstance(request, dict) else None
-        trail.record(
-            "run.started",
-            actor=Actor(type="unproven", id=str(claimed or "unknown"), role="requester"),
-            input=request,
-            task_queue=workflow.info().task_queue,
-            graph_digest=_graph_digest(workflow.instance()),
-            attempt=workflow.info().attempt,
-        )
+        info = workflow.info()
+        if info.continued_run_id:
+            # The state it claims to carry is the runner's to prove (run.resumed or
+            # run.refused); it is not copied here again.
+            trail.record(
+                "run.continued",
+                continued_from=info.continued_run_id,
+                task_queue=info.task_queue,
+                graph_digest=_graph_digest(workflow.instance()),
+            )
+        else:
+            trail.record(
+                "run.started",
+                actor=Actor(type="unproven", id=str(claimed or "unknown"), role="requester"),
+                input=request,
+                task_queue=info.task_queue,
+                graph_digest=_graph_digest(workflow.instance()),
+                attempt=info.attempt,
+                # A Sub node's child: the trail names the run that started it.
+                **({"parent_workflow_id": info.parent.workflow_id} if info.parent else {}),
+            )
         shipping = asyncio.create_task(trail.ship_until_closed())
 
         async def shipped() -> None:
@@ -134,6 +149,10 @@ class _AuditedWorkflow(WorkflowInboundInterceptor):
         # and awaiting there would be an error; its history is complete anyway.
         try:
             result = await super().execute_workflow(input)
+        except workflow.ContinueAsNewError:
+            # Not an end: the runner recorded run.carried, the next execution goes on.
+            await shipped()
+            raise
         except asyncio.CancelledError:
             trail.record("run.ended", outcome="cancelled")
             await shipped()

@@ -212,9 +212,8 @@ async def reconcile(
             ids += [w.id async for w in client.list_workflows(query)]
     results = []
     for run in sorted(set(ids)):
-        handle = client.get_workflow_handle(run)
         try:
-            events = [event async for event in handle.fetch_history_events()]
+            events = await whole_history(client, run)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -227,6 +226,21 @@ async def reconcile(
             continue
         results.append(compare(run, history_facts(events), store.records(run)))
     return results
+
+
+async def whole_history(client: Client, workflow_id: str) -> list[HistoryEvent]:
+    """The run's history across every execution it continued as new into
+    (baton.carry), oldest first: its acts are spread over them."""
+    histories: list[list[HistoryEvent]] = []
+    run_id: str | None = None
+    while True:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        events = [event async for event in handle.fetch_history_events()]
+        histories.append(events)
+        started = events[0].workflow_execution_started_event_attributes if events else None
+        run_id = started.continued_execution_run_id if started is not None else ""
+        if not run_id:
+            return [event for history in reversed(histories) for event in history]
 
 
 # -- on a Temporal Schedule -----------------------------------------------------------------

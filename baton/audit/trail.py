@@ -83,6 +83,13 @@ class Trail:
             )
         )
 
+    def carry_on(self, occurrences: dict[str, int]) -> None:
+        """Number on from a run's earlier execution (baton.carry): count what
+        this one recorded already on top of what that one had counted."""
+        for meaning, count in self._occurrences.items():
+            occurrences[meaning] = occurrences.get(meaning, 0) + count
+        self._occurrences = occurrences
+
     def ship_soon(self) -> None:
         """Ship what is pending now: the run is about to wait (for a person)."""
         self._ship_now = True

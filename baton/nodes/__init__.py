@@ -7,6 +7,7 @@ from baton.nodes.base import Done, GraphError, Node, Retry, Run
 from baton.nodes.gate import Approvers, FourEyes, Gate
 from baton.nodes.map import Map, Mapped
 from baton.nodes.step import Step
+from baton.nodes.sub import Sub, SubResult
 from baton.nodes.wait import Wait, Waited
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "Retry",
     "Run",
     "Step",
+    "Sub",
+    "SubResult",
     "Wait",
     "Waited",
 ]

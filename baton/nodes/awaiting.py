@@ -13,7 +13,7 @@ Workflow code: pure and deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, Field
@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from baton.audit.events import Actor
-from baton.nodes.base import Done, GraphError, Node, Run, model_fields
+from baton.nodes.base import Done, GraphError, Node, Run, model_fields, resumed
 from baton.outside import ReceivedEvent
 from baton.state import NodeRecord, RunView
 
@@ -73,30 +73,13 @@ class Await(Node):
             )
 
     async def run(self, run: Run, record: NodeRecord) -> Done:
-        view = run.view()
-        key = None if self.key is None else self.key(view)
-        wait = self.wait(view) if callable(self.wait) else self.wait
-        if wait <= timedelta(0):
-            raise ApplicationError(
-                f"node '{self.id}': the wait computed for this run is {wait}; it must be "
-                "longer than zero (check the setting it is computed from)",
-                type="InvalidWait",
-                non_retryable=True,
-            )
-        reached = workflow.now()
+        if resumed(record):
+            key = record.meta["key"]
+            reached = record.started_at or workflow.now()
+            wait = datetime.fromisoformat(record.meta["until"]) - reached
+        else:
+            key, wait, reached = self._begin(run, record)
         taken_as = f"{self.id}#{record.visits}"
-        record.status = "waiting"
-        record.meta.update(awaiting=self.event, key=key, until=(reached + wait).isoformat())
-        run.trail.record(
-            "event.awaited",
-            node=self.id,
-            about=f"v{record.visits}",
-            event=self.event,
-            key=key,
-            senders=list(self.senders),
-            wait_seconds=wait.total_seconds(),
-        )
-        run.publish()
 
         def claimable() -> ReceivedEvent | None:
             return next(
@@ -109,11 +92,12 @@ class Await(Node):
             )
 
         try:
-            await workflow.wait_condition(
-                lambda: claimable() is not None,
-                timeout=wait,
-                timeout_summary=f"{self.id}: waiting for {self.event}",
-            )
+            with run.parked(self.id):
+                await workflow.wait_condition(
+                    lambda: claimable() is not None,
+                    timeout=max(reached + wait - workflow.now(), timedelta(milliseconds=1)),
+                    timeout_summary=f"{self.id}: waiting for {self.event}",
+                )
         except TimeoutError:
             waited = (workflow.now() - reached).total_seconds()
             about = f" about {key}" if key else ""
@@ -140,6 +124,33 @@ class Await(Node):
         waited = (workflow.now() - reached).total_seconds()
         received = Awaited(received=True, event=event, waited_seconds=waited)
         return Done(received.model_dump(mode="json"))
+
+    def _begin(self, run: Run, record: NodeRecord) -> tuple[str | None, timedelta, datetime]:
+        """Start waiting: the key, how long and since when."""
+        view = run.view()
+        key = None if self.key is None else self.key(view)
+        wait = self.wait(view) if callable(self.wait) else self.wait
+        if wait <= timedelta(0):
+            raise ApplicationError(
+                f"node '{self.id}': the wait computed for this run is {wait}; it must be "
+                "longer than zero (check the setting it is computed from)",
+                type="InvalidWait",
+                non_retryable=True,
+            )
+        reached = workflow.now()
+        record.status = "waiting"
+        record.meta.update(awaiting=self.event, key=key, until=(reached + wait).isoformat())
+        run.trail.record(
+            "event.awaited",
+            node=self.id,
+            about=f"v{record.visits}",
+            event=self.event,
+            key=key,
+            senders=list(self.senders),
+            wait_seconds=wait.total_seconds(),
+        )
+        run.publish()
+        return key, wait, reached
 
     def mermaid_shape(self) -> str:
         return f'[/"{self.id}<br/><small>awaits {self.event}</small>"/]'

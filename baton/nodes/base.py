@@ -13,6 +13,7 @@ Workflow code: pure and deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeGuard
@@ -107,6 +108,17 @@ class Run(Protocol):
     def publish(self) -> None: ...
 
     def cost(self) -> float: ...
+
+    def parked(
+        self, node_id: str, *, fresh_history: bool = False
+    ) -> AbstractContextManager[None]: ...
+
+
+def resumed(record: NodeRecord) -> bool:
+    """Whether this visit was carried into the run's next execution while it
+    waited (see ``Run.parked``, baton.carry): a kind that parks goes on
+    waiting from what its record kept, and announces nothing again."""
+    return record.status == "waiting"
 
 
 @dataclass(frozen=True)

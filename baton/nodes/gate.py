@@ -7,6 +7,7 @@ escalates to a person waits the same way (:func:`await_decision`)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -28,6 +29,7 @@ from baton.nodes.base import (
     Retry,
     Run,
     model_fields,
+    resumed,
     root_message,
 )
 from baton.routing import Attempt
@@ -81,6 +83,11 @@ class Approvers(BaseModel):
         description="Only these users decide, until the gate escalates; empty: anyone in the roles",
     )
     rule: str = Field(default="", description="Which rule chose them, in words, for the trail")
+    excluded: dict[str, str] = Field(
+        default_factory=dict,
+        description="Users who may not decide the gate in this run whatever roles they hold, "
+        "each with why (a hire's own manager, named in the run's data)",
+    )
 
 
 Route = Callable[[RunView], Approvers]
@@ -177,6 +184,17 @@ class Gate(Node):
 
     async def run(self, run: Run, record: NodeRecord) -> Done:
         state = run.state
+        if resumed(record):
+            gate = state.gates[self.id]
+            decision = await _decision_in(run, gate, record, parkable=True)
+        else:
+            gate = self._open(run, record)
+            decision = await await_decision(run, gate, record, parkable=True)
+        return self._decided(run, record, gate, decision)
+
+    def _open(self, run: Run, record: NodeRecord) -> GateState:
+        """This visit's gate, as its deciders will see it."""
+        state = run.state
         shown = run.resolve(self.inputs)
         if self.subject is not None:
             subject = state.records[self.subject]
@@ -188,16 +206,21 @@ class Gate(Node):
             shown["why"] = list(self.why(run.view()))
         approvers, approvals_needed = self._approvers(run)
         if self.route is not None:
-            shown["approvers"] = approvers.model_dump(mode="json")
+            # Left out when empty: what routed gates of runs already going
+            # showed, and their deciders signed, stays the same.
+            shown["approvers"] = approvers.model_dump(
+                mode="json", exclude=None if approvers.excluded else {"excluded"}
+            )
         # A reopened gate replaces its decided self; its reviewer still sees why it came back.
         previous = state.gates.get(self.id)
         earlier = [*previous.earlier, previous.decision] if previous and previous.decision else []
-        gate = GateState(
+        return GateState(
             gate=self.id,
             round=record.visits,
             roles=list(approvers.roles),
             assignees=list(approvers.assignees),
             excluded=_deciders(state, self.not_by),
+            barred=dict(approvers.excluded),
             chain=list(self.escalate_to),
             opened_at=workflow.now(),
             sla=self.sla,
@@ -212,7 +235,11 @@ class Gate(Node):
             shown=shown,
             earlier=earlier,
         )
-        decision = await await_decision(run, gate, record)
+
+    def _decided(
+        self, run: Run, record: NodeRecord, gate: GateState, decision: GateDecision
+    ) -> Done:
+        state = run.state
         if decision.outcome == "request_changes":
             state.changes_requested[self.id] = state.changes_requested.get(self.id, 0) + 1
             assert self.changes_to is not None
@@ -277,9 +304,13 @@ def shown_attempts(run: Run, attempts: list[Attempt]) -> list[dict[str, Any]]:
     return [a.model_dump(mode="json", exclude=hidden) for a in attempts]
 
 
-async def await_decision(run: Run, gate: GateState, record: NodeRecord) -> GateDecision:
+async def await_decision(
+    run: Run, gate: GateState, record: NodeRecord, *, parkable: bool = False
+) -> GateDecision:
     """Open ``gate`` and wait for an accepted decision, reminding,
-    escalating and finally holding or rejecting as its SLA says."""
+    escalating and finally holding or rejecting as its SLA says.
+    ``parkable``: the run may carry the wait into its next execution
+    (baton.carry), where the node resumes it with :func:`_decision_in`."""
     gate.start_clock(gate.opened_at)
     # As a decider's client receives it (the status query's JSON), so that
     # both sides digest the same values.
@@ -305,16 +336,25 @@ async def await_decision(run: Run, gate: GateState, record: NodeRecord) -> GateD
         shown=gate.shown,
     )
     run.publish()
+    return await _decision_in(run, gate, record, parkable=parkable)
+
+
+async def _decision_in(
+    run: Run, gate: GateState, record: NodeRecord, *, parkable: bool
+) -> GateDecision:
+    """Wait at the open ``gate`` for its decision, its SLA clock running
+    from the deadlines the gate keeps."""
     while gate.decision is None:
         deadline = gate.next_deadline()
         try:
-            await workflow.wait_condition(
-                lambda: gate.decision is not None,
-                timeout=None
-                if deadline is None
-                else max(deadline - workflow.now(), timedelta(milliseconds=1)),
-                timeout_summary=f"SLA of gate {gate.gate}",
-            )
+            with run.parked(gate.gate) if parkable else contextlib.nullcontext():
+                await workflow.wait_condition(
+                    lambda: gate.decision is not None,
+                    timeout=None
+                    if deadline is None
+                    else max(deadline - workflow.now(), timedelta(milliseconds=1)),
+                    timeout_summary=f"SLA of gate {gate.gate}",
+                )
         except TimeoutError:
             await _on_deadline(run, gate, record)
     record.status = "running"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from baton.nodes.base import Done, GraphError, Node, Run, model_fields
+from baton.nodes.base import Done, GraphError, Node, Run, model_fields, resumed
 from baton.state import NodeRecord, RunView
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ class Wait(Node):
 
     wait: timedelta | Callable[[RunView], timedelta] | None = None
     until: Callable[[RunView], datetime] | None = None
+    fresh_history: bool = Field(
+        default=False,
+        description="Continue the run as new while it waits here (a cycle of a long-lived "
+        "run), however small its history",
+    )
 
     kind: ClassVar[str] = "wait"
     __init__ = Node.__init__  # keeps the positional id for type checkers
@@ -57,24 +62,30 @@ class Wait(Node):
             )
 
     async def run(self, run: Run, record: NodeRecord) -> Done:
-        now = workflow.now()
-        until = self._until(run.view(), now)
-        if until.tzinfo is None:
-            raise ApplicationError(
-                f"node '{self.id}': until= gave {until.isoformat()} without a time zone; "
-                "return an aware datetime (UTC)",
-                type="InvalidWait",
-                non_retryable=True,
-            )
-        left = max(until - now, timedelta(0))
-        record.status = "waiting"
-        record.meta["until"] = until.isoformat()
-        record.detail = f"waiting until {until.isoformat(timespec='minutes')}"
-        run.publish()
+        carried_over = resumed(record)
+        if carried_over:
+            until = datetime.fromisoformat(record.meta["until"])
+        else:
+            until = self._until(run.view(), workflow.now())
+            if until.tzinfo is None:
+                raise ApplicationError(
+                    f"node '{self.id}': until= gave {until.isoformat()} without a time zone; "
+                    "return an aware datetime (UTC)",
+                    type="InvalidWait",
+                    non_retryable=True,
+                )
+            record.status = "waiting"
+            record.meta["until"] = until.isoformat()
+            record.detail = f"waiting until {until.isoformat(timespec='minutes')}"
+            run.publish()
+        left = max(until - workflow.now(), timedelta(0))
         if left > timedelta(0):
-            await workflow.sleep(left, summary=f"{self.id}: until {until.isoformat()}")
+            fresh = self.fresh_history and not carried_over
+            with run.parked(self.id, fresh_history=fresh):
+                await workflow.sleep(left, summary=f"{self.id}: until {until.isoformat()}")
         record.detail = ""
-        waited = (workflow.now() - now).total_seconds()
+        reached = record.started_at or workflow.now()
+        waited = (workflow.now() - reached).total_seconds()
         return Done(Waited(until=until, waited_seconds=waited).model_dump(mode="json"))
 
     def _until(self, view: RunView, now: datetime) -> datetime:
