@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.matching import invoice_number_key
+from baton.compensation import Undo
 from baton.document_store import (
     DocumentNotInStore,
     DocumentRef,
@@ -151,8 +152,10 @@ class EntryReceipt(BaseModel):
 
 
 class VoidReceipt(BaseModel):
-    entry_id: int
-    voided_at: str
+    """The entry voided; both None when the visit had entered nothing."""
+
+    entry_id: int | None
+    voided_at: str | None
 
 
 @activity.defn
@@ -393,13 +396,20 @@ def enter_document(request: EnterRequest) -> EntryReceipt:
 
 
 @activity.defn
-def void_document(receipt: EntryReceipt) -> VoidReceipt:
-    """Undo an entry when its run is stopped: the register voids it (an
-    entry is never deleted) and keeps the first void if asked again."""
+def void_document(undo: Undo) -> VoidReceipt:
+    """Undo an entry when its run is stopped, cancelled or fails: the register
+    voids it (an entry is never deleted) and keeps the first void if asked
+    again. The entry is found by the visit's key, so an entry whose step
+    never returned (stopped while the register wrote) is voided too, and a
+    visit that wrote nothing has nothing to undo."""
     from systems.erp import DocumentRegister
 
-    info = activity.info()
-    voided_at = DocumentRegister().void(
-        receipt.entry_id, reason=f"run {info.workflow_id} was stopped"
-    )
-    return VoidReceipt(entry_id=receipt.entry_id, voided_at=voided_at)
+    register = DocumentRegister()
+    entries = [
+        e for e in register.entries(undo.idempotency_key) if undo.writes(e["idempotency_key"])
+    ]
+    if not entries:
+        return VoidReceipt(entry_id=None, voided_at=None)
+    reason = f"run {activity.info().workflow_id} was undone at '{undo.node}'"
+    voided = [(int(e["entry_id"]), register.void(int(e["entry_id"]), reason)) for e in entries]
+    return VoidReceipt(entry_id=voided[0][0], voided_at=voided[0][1])

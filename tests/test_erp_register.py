@@ -17,9 +17,12 @@ from activities.documents import (
     EarlierEntries,
     EarlierEntriesQuery,
     ExtractedDocument,
+    VoidReceipt,
     duplicate_findings,
     find_earlier_entries,
+    void_document,
 )
+from baton.compensation import Undo
 from systems.erp import DocumentRegister
 from systems.keyed import payload_sha256
 
@@ -202,3 +205,27 @@ def test_duplicate_findings_name_the_entry_and_keep_to_the_window() -> None:
     assert [f.code for f in duplicate_findings(document(), earlier, 12)] == ["duplicate_number"]
     undated = document(issue_date="30/02/2026")
     assert [f.code for f in duplicate_findings(undated, earlier, 14)] == ["duplicate_number"]
+
+
+def test_an_entry_whose_step_never_returned_is_voided_by_its_key(isolated_data: Path) -> None:
+    register = DocumentRegister()
+    key = "intake-1/run-1/enter#1"
+    entry = register.enter(idempotency_key=key, document=DOCUMENT)
+    other = register.enter(idempotency_key="intake-1/run-1/enter#10", document=DOCUMENT)
+    # Stopped while the register wrote: the step's output never came back.
+    undo = Undo(node="enter", visit=1, idempotency_key=key, output=None, finished=False)
+    voided = in_run("intake-1", "undo-enter#1").run(void_document, undo)
+    assert voided.entry_id == entry.entry_id and voided.voided_at is not None
+    rows = {e["entry_id"]: e for e in register.entries("intake-1/")}
+    assert rows[entry.entry_id]["void_reason"] == "run intake-1 was undone at 'enter'"
+    assert rows[other.entry_id]["voided_at"] is None, "another visit's entry is not its to undo"
+    # Asked again, the first void stands.
+    assert in_run("intake-1", "undo-enter#1").run(void_document, undo) == voided
+
+
+def test_a_visit_that_entered_nothing_has_nothing_to_undo(isolated_data: Path) -> None:
+    undo = Undo(node="enter", visit=1, idempotency_key="intake-2/run-2/enter#1", finished=False)
+    assert in_run("intake-2", "undo-enter#1").run(void_document, undo) == VoidReceipt(
+        entry_id=None, voided_at=None
+    )
+    assert DocumentRegister().entries("intake-2/") == []

@@ -361,7 +361,7 @@ async def test_stop_compensates_the_write_and_is_recorded(
     assert result.skipped == {"confirm": "the run was stopped by ada"}
     entry = DocumentRegister().entries(handle.id)[0]
     assert entry["voided_at"] is not None
-    assert entry["void_reason"] == f"run {handle.id} was stopped"
+    assert entry["void_reason"] == f"run {handle.id} was undone at 'write'"
     assert status.state == "stopped"
     assert status.stopped is not None and status.stopped.compensated == ["write"]
     assert [r.user for r in status.refusals] == ["rita", "nobody", "ada"]
