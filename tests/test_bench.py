@@ -70,6 +70,14 @@ def test_payables_benchmark_pays_every_run_across_rounds(tmp_path: Path) -> None
     assert report["worker_cpu_ms_per_run"] > 0 and report["history_events_per_run"] > 0
 
 
+def test_stall_benchmark_runs_clean_runs_beside_a_one_line_document(tmp_path: Path) -> None:
+    report = bench("bench.stall", tmp_path / "stall.json", "--runs", "2", "--hostile", "1")
+    assert report["parameters"]["hostile_document_bytes"] == 1024 * 1024
+    # Every clean run completed, alone and beside it, and the hostile one reached a person.
+    assert report["clean_alone_p50_s"] > 0 and report["clean_beside_hostile_p50_s"] > 0
+    assert report["hostile_to_review_max_s"] > 0
+
+
 def test_repeated_samples_are_distinct_documents_read_alike(tmp_path: Path) -> None:
     """The harness's repeats of a sample differ in the sender's name only:
     the same work for the extractor, and no duplicate of another run."""
