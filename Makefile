@@ -40,9 +40,8 @@ test: lint chromium
 # 22 runs started at once (each run's imports, about a second, outlast their status
 # queries), and the month of SLA timers, whose workflow tasks, slowed the same way, outlast
 # the time-skipping server's sleep. Their gate path replays here (gate_sla_escalation).
-# Accounts payable first: after the intake tests, its receipt timeout found the strict
-# pass's time-skipping clock stuck.
-STRICT_TESTS := tests/test_accounts_payable.py tests/test_replay.py tests/test_document_intake.py
+STRICT_TESTS := tests/test_accounts_payable.py tests/test_replay.py tests/test_document_intake.py \
+	tests/test_customer_renewal.py tests/test_hr_onboarding.py
 STRICT_LEFT_OUT := \
 	--deselect tests/test_accounts_payable.py::test_every_sample_stops_where_expected_toml_says \
 	--deselect tests/test_document_intake.py::test_sla_escalates_to_supervisor_and_never_approves_by_itself
@@ -56,6 +55,7 @@ bench: install
 	$(PY) -m bench.resume --runs 100
 	$(PY) -m bench.parked --runs 10000
 	$(PY) -m bench.payables --runs 100
+	$(PY) -m bench.stall --runs 20 --hostile 4
 
 # Re-pin every dependency after changing pyproject.toml.
 lock: install

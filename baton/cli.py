@@ -188,8 +188,13 @@ def _parser() -> argparse.ArgumentParser:
     graph = commands.add_parser("graph", help="print a process as a Mermaid diagram")
     graph.add_argument("process")
 
-    demo = commands.add_parser("demo", help="run document intake over the sample documents")
-    demo.add_argument("--samples", type=Path, default=Path("samples/documents"))
+    demo = commands.add_parser("demo", help="run every process over its samples")
+    demo.add_argument(
+        "--samples",
+        type=Path,
+        default=Path("samples/documents"),
+        help="the documents for document intake",
+    )
     demo.add_argument(
         "--keep-running", action="store_true", help="leave the server and worker running"
     )

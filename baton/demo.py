@@ -1,15 +1,18 @@
-"""The demo: document intake over the sample documents and accounts payable
-over the sample invoices, on the embedded server.
+"""The demo: document intake over the sample documents, accounts payable
+over the sample invoices, one renewal cycle of each sample customer
+account and the onboarding of each sample hire, on the embedded server.
 
 It starts the embedded Temporal server (unless one already answers at
 TEMPORAL_ADDRESS) and a worker, starts one run per sample, and plays the
 people: document-intake runs that stop at the review gate are decided by a
 named user through the same `decide` update the CLI uses, and a supervisor
 stops the run whose document talks to the AI; accounts payable runs go as
-:mod:`baton.demo_payables` says. Then it prints each run's outcome, Web UI
-link and audit report, writes the period report, and stops what it started
-unless asked to keep it. It fails (exit code 1) when an invoice does not end
-where ``samples/accounts_payable/expected.toml`` says.
+:mod:`baton.demo_payables` says, renewal runs as :mod:`baton.demo_renewal`
+says, onboarding runs as :mod:`baton.demo_onboarding` says. Then it prints
+each run's outcome, Web UI link and audit report, writes the period
+reports, and stops what it started unless asked to keep it. It fails (exit
+code 1) when an invoice, an account or a hire does not end where the
+``expected.toml`` of its samples says.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowFailureError
 
+from baton import demo_onboarding as onboarding
 from baton import demo_payables as payables
+from baton import demo_renewal as renewal
 from baton.accounts import add_key
 from baton.audit.period import write_period_report
 from baton.audit.reports import describe, write_report
@@ -79,19 +84,34 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
         print(f"started the embedded Temporal server: {settings.address}, UI {server.ui_url}")
     signers = local_identities(
         settings.data_dir,
-        tuple(dict.fromkeys((REQUESTER, REVIEWER, CONTROLLER, SUPERVISOR, *payables.PEOPLE))),
+        tuple(
+            dict.fromkeys(
+                (
+                    REQUESTER,
+                    REVIEWER,
+                    CONTROLLER,
+                    SUPERVISOR,
+                    *payables.PEOPLE,
+                    *renewal.PEOPLE,
+                    *onboarding.PEOPLE,
+                )
+            )
+        ),
         via="demo",
     )
     # The demo's systems of record start from their seed (the ERP empty) each
     # time: a second demo would otherwise find every sample a duplicate.
     erp_path().unlink(missing_ok=True)
     payables.reset_systems()
+    onboarding.reset_systems()
     # Made once, in the data dir: every payload of the demo's runs is encrypted with it.
     ensure_payload_key(settings.data_dir)
     try:
         client = await connect(settings)
         started = datetime.now(UTC)
-        async with build_worker(client, task_queue=settings.task_queue):
+        async with build_worker(
+            client, task_queue=settings.task_queue, run_config=renewal.demo_run_config
+        ):
             handles = []
             for path in files:
                 request = build_input(DocumentIntake, [str(path)], requested_by=REQUESTER)
@@ -108,10 +128,18 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             invoices = asyncio.ensure_future(
                 payables.run_payables(client, task_queue=settings.task_queue, signers=signers)
             )
+            renewals = asyncio.ensure_future(
+                renewal.run_renewals(client, task_queue=settings.task_queue, signers=signers)
+            )
+            hires = asyncio.ensure_future(
+                onboarding.run_onboarding(client, task_queue=settings.task_queue, signers=signers)
+            )
             outcomes = await asyncio.gather(
                 *(_review_and_finish(client, h.id, signers) for h in handles)
             )
             paid = await invoices
+            reviewed = await renewals
+            onboarded = await hires
             audit = AuditSettings.from_env(settings)
             store = open_store(audit.url)
             graph = DocumentIntake.graph.mermaid()
@@ -129,7 +157,12 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     f"{path.name}\n    {outcome}\n    {settings.run_url(handle.id)}\n"
                     f"    audit report {report_path}: {describe(report)}"
                 )
-            for process in ("document_intake", "accounts_payable"):
+            for process in (
+                "document_intake",
+                "accounts_payable",
+                "customer_renewal",
+                "hr_onboarding",
+            ):
                 period_path = settings.data_dir / "reports" / f"period-{process}.html"
                 period = write_period_report(
                     store, period_path, process=process, since=started - timedelta(minutes=1)
@@ -144,6 +177,20 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 print(
                     f"{invoice.file}\n    {invoice.reached} ({mark}): {invoice.note}\n"
                     f"    {settings.run_url(invoice.workflow_id)}"
+                )
+            print("\ncustomer renewal (samples/customer_renewal/expected.toml):")
+            for account in reviewed:
+                mark = "as expected" if account.as_expected else f"EXPECTED {account.expected}"
+                print(
+                    f"{account.account_id}\n    {account.reached} ({mark}): {account.note}\n"
+                    f"    {settings.run_url(account.workflow_id)}"
+                )
+            print("\nHR onboarding (samples/hr_onboarding/expected.toml):")
+            for hire in onboarded:
+                mark = "as expected" if hire.as_expected else f"EXPECTED {hire.expected}"
+                print(
+                    f"{hire.file}\n    {hire.reached} ({mark}): {hire.note}\n"
+                    f"    {settings.run_url(hire.workflow_id)}"
                 )
             # What `baton audit verify` checks: the chains and the signed checkpoints.
             anchors = audit.anchors(write=False)
@@ -166,6 +213,13 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     unexpected = [invoice.file for invoice in paid if not invoice.as_expected]
     if unexpected:
         print(f"\n{len(unexpected)} invoice(s) did not end as expected: {', '.join(unexpected)}")
+    astray = [account.account_id for account in reviewed if not account.as_expected]
+    if astray:
+        print(f"\n{len(astray)} account(s) did not end as expected: {', '.join(astray)}")
+    amiss = [hire.file for hire in onboarded if not hire.as_expected]
+    if amiss:
+        print(f"\n{len(amiss)} hire(s) did not end as expected: {', '.join(amiss)}")
+    if unexpected or astray or amiss:
         return 1
     return 0
 

@@ -43,7 +43,20 @@ TEST_USERS = {
     "robot": '[users.robot]\nname = "Review bot"\nkind = "service"\nroles = ["reviewer"]\n',
 }
 AP_USERS = ("alex", "anna", "bob", "ivan", "tess", "paul", "warehouse")
-SIGNERS = ("rita", "sam", "carl", "vera", "ada", "mailroom", *AP_USERS, *TEST_USERS)
+HR_USERS = ("rachel", "helen", "hugo", "frank", "sofia", "max", "nora")
+RENEWAL_USERS = ("cora", "colin", "crm", "mailhook")
+SIGNERS = (
+    "rita",
+    "sam",
+    "carl",
+    "vera",
+    "ada",
+    "mailroom",
+    *AP_USERS,
+    *HR_USERS,
+    *RENEWAL_USERS,
+    *TEST_USERS,
+)
 
 
 # One payload key for the session: the session-wide servers' clients and

@@ -10,11 +10,19 @@ approve, reject, changes (sent back, approved in the second round),
 four-eyes (rita, then vera), SLA escalation (nobody decides for a day: a
 reminder, an escalation to the supervisor, then sam decides), stop (sam
 stops the run at the gate) and cascade to a person (every model of the
-extract step's cascade is unsure; rita approves at its human tier). Every
-start, decision and stop is signed, with keys made for the recording.
+extract step's cascade is unsure; rita approves at its human tier). And
+one HR onboarding run, started by the recruiter rachel: an engineer whose
+bank details helen (HR) and frank (finance) approve, whose admin access
+sofia (security) approves, and whose manager max confirms day one. And
+one cycle of a customer renewal, started by the CRM's scheduler: cora
+approves the recommendation, the mail webhook reports the reply, the run
+continues as new at its wait for the next review, 90 days pass, the second
+cycle asks cora again and colin stops the run there (two histories:
+renewal_one_cycle.json and renewal_one_cycle.carried2.json). Every
+start, decision, event and stop is signed, with keys made for the recording.
 
-The runs go to a throwaway dev server, except the SLA escalation, which
-needs the time-skipping test server to let a day pass; the model cascade
+The runs go to a throwaway dev server, except the SLA escalation and the
+renewal, which need the time-skipping test server to let days pass; the model cascade
 talks to the scripted model server of tests/fake_llm.py. Histories are
 written with the plain pydantic data converter (not encrypted), so the
 replayer reads them without keys.
@@ -46,27 +54,45 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from baton import search
-from baton.client import build_input, decide, decide_in_turn, run_status, start_run, stop_run
+from baton.client import (
+    build_input,
+    decide,
+    decide_in_turn,
+    run_status,
+    send_event,
+    start_run,
+    stop_run,
+)
 from baton.config import CONFIG_ENV, ROUTING_ENV
 from baton.demo import local_identities
 from baton.document_store import STORE_ENV
 from baton.gates import Decision, Outcome, StopRequest
 from baton.keys import Signer
+from baton.outside import ExternalEvent
+from baton.runner import GraphWorkflow
 from baton.server import EmbeddedServer, free_port
+from systems.crm import load_seed
 from tests.conftest import BIN, ROOT, SAMPLES
 from tests.fake_llm import Reply, ScriptedLLMServer
-from tests.helpers import WORKER_CONFIG, eventually, settled
+from tests.helpers import WORKER_CONFIG, continued_as_new, eventually, executions, settled
 from tests.routing_config import DOC, KEY_ENV, UNSURE, VALID, answer, config
 from worker import build_worker
+from workflows.customer_renewal import REPLY_EVENT, CustomerRenewal
 from workflows.document_intake import DocumentIntake
+from workflows.hr_onboarding import HrOnboarding
 
 HISTORIES = Path(__file__).parent / "histories"
 QUEUE = "record"
-USERS = ("mailroom", "rita", "vera", "sam")
+USERS = ("mailroom", "rita", "vera", "sam", "rachel", "helen", "frank", "sofia", "max")
+RENEWAL_USERS = ("crm", "cora", "colin", "mailhook")
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
 FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
+ENGINEER_HIRE = ROOT / "samples" / "hr_onboarding" / "engineer-berlin.json"
+CRM_SEED = ROOT / "samples" / "customer_renewal" / "seed.toml"
+# A renewal's input is the account id, which the seed puts in the CRM.
+RENEWED = "ACC-1001"
 
 
 @dataclass
@@ -158,6 +184,40 @@ async def cascade_to_rita(r: Recording) -> None:
     await decide(r.client, r.handle.id, decision("rita", gate="extract"), r.signers["rita"])
 
 
+async def onboarded(r: Recording) -> None:
+    """HR and finance approve the bank details, security the admin access;
+    the hire's manager confirms day one."""
+    await at_gate(r, "bank_details")
+    await at_gate(r, "admin_approval")
+    bank = [decision(user, gate="bank_details") for user in ("helen", "frank")]
+    accepted = await decide_in_turn(r.client, r.handle.id, bank, r.signers)
+    assert [a.role for a in accepted] == ["hr", "finance"], accepted
+    await decide(
+        r.client, r.handle.id, decision("sofia", gate="admin_approval"), r.signers["sofia"]
+    )
+    await at_gate(r, "confirm")
+    await decide(r.client, r.handle.id, decision("max", gate="confirm"), r.signers["max"])
+
+
+async def renewal_cycle(r: Recording) -> None:
+    """cora approves, the customer replies; after 90 days the second cycle
+    opens the gate again, and colin, the CS lead, stops the run there."""
+    assert r.env is not None, "the next review needs the time-skipping server"
+    await at_gate(r, gate="approve")
+    await decide(r.client, r.handle.id, decision("cora", gate="approve"), r.signers["cora"])
+    await eventually(lambda: run_status(r.client, r.handle.id), lambda s: "reply" in s.current)
+    news = ExternalEvent(event=REPLY_EVENT, user="mailhook", key=RENEWED, data={"via": "record"})
+    await send_event(r.client, r.handle.id, news, r.signers["mailhook"])
+    await continued_as_new(r.client, r.handle.id)
+    await eventually(
+        lambda: run_status(r.client, r.handle.id), lambda s: "next_review" in s.current
+    )
+    await r.env.sleep(timedelta(days=90))
+    await at_gate(r, gate="approve", round_=2)
+    stop = StopRequest(user="colin", reason="recorded: one cycle")
+    await stop_run(r.client, r.handle.id, stop, r.signers["colin"])
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -165,6 +225,8 @@ class Scenario:
     act: Act
     outcome: str
     server: str = "dev"  # "dev", "skipping" (time passes) or "llm" (a model cascade)
+    process: type[GraphWorkflow] = DocumentIntake
+    requested_by: str = "mailroom"
 
 
 SCENARIOS = (
@@ -179,6 +241,23 @@ SCENARIOS = (
     ),
     Scenario("gate_stop", MISSING_TOTAL, stopped_by_sam, "stopped"),
     Scenario("gate_cascade_to_person", DOC, cascade_to_rita, "completed", "llm"),
+    Scenario(
+        "hr_onboarding_completed",
+        ENGINEER_HIRE,
+        onboarded,
+        "completed",
+        process=HrOnboarding,
+        requested_by="rachel",
+    ),
+    Scenario(
+        "renewal_one_cycle",
+        Path(RENEWED),
+        renewal_cycle,
+        "stopped",
+        "skipping",
+        process=CustomerRenewal,
+        requested_by="crm",
+    ),
 )
 # Recorded by older code: kept, and replaced only when asked for.
 OLDEST = ("document_intake_clean", "document_intake_reviewed")
@@ -190,22 +269,21 @@ async def record(scenario: Scenario, r: Recording, out: Path) -> None:
     await scenario.act(r)
     result = await r.handle.result()
     assert result.outcome == scenario.outcome, f"{scenario.name}: {result.outcome}"
-    history = await r.handle.fetch_history()
-    (out / f"{scenario.name}.json").write_text(history.to_json())
-    print(f"recorded {scenario.name} ({len(history.events)} events, {result.outcome})")
+    # A run that continued as new has a history per execution: the first is
+    # <name>.json, the later ones <name>.carried<n>.json.
+    for number, history in enumerate(await executions(r.client, r.handle.id), start=1):
+        name = scenario.name if number == 1 else f"{scenario.name}.carried{number}"
+        (out / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name} ({len(history.events)} events, {result.outcome})")
 
 
 async def start(
     client: Client, scenario: Scenario, signers: Mapping[str, Signer]
 ) -> WorkflowHandle[Any, Any]:
-    request = build_input(DocumentIntake, [str(scenario.sample)], requested_by="mailroom")
+    process, by = scenario.process, scenario.requested_by
+    request = build_input(process, [str(scenario.sample)], requested_by=by)
     return await start_run(
-        client,
-        DocumentIntake,
-        request,
-        task_queue=QUEUE,
-        workflow_id=scenario.name,
-        signer=signers["mailroom"],
+        client, process, request, task_queue=QUEUE, workflow_id=scenario.name, signer=signers[by]
     )
 
 
@@ -290,7 +368,8 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         isolate(Path(tmp))
-        signers = local_identities(Path(tmp), USERS, via="record")
+        signers = local_identities(Path(tmp), (*USERS, *RENEWAL_USERS), via="record")
+        load_seed(CRM_SEED)
         dev = [s for s in scenarios if s.server != "skipping"]
         if dev:
             await on_dev_server(dev, Path(tmp), signers, args.out)

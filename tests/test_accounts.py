@@ -69,8 +69,10 @@ def test_the_run_snapshot_has_names_and_roles_and_never_a_hash(config: Path) -> 
         name="Sam Supervisor", roles=["supervisor", "reviewer"]
     )
     people = {"rita", "sam", "carl", "vera", "ada", "alex", "anna", "bob", "ivan", "tess", "paul"}
-    assert set(snapshot.directory.users) == people | {"mailroom", "warehouse"}
-    assert snapshot.directory.users["mailroom"].kind == "service"
+    people |= {"rachel", "helen", "hugo", "frank", "sofia", "max", "nora", "cora", "colin"}
+    services = {"mailroom", "warehouse", "crm", "mailhook"}
+    assert set(snapshot.directory.users) == people | services
+    assert {u for u in services if snapshot.directory.users[u].kind == "service"} == services
     assert "argon2" not in snapshot.model_dump_json()
     assert "password" not in snapshot.model_dump_json()
 

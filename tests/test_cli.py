@@ -233,7 +233,7 @@ def test_bad_arguments_get_a_clear_error(tmp_path: Path) -> None:
     assert "cannot reach Temporal at 127.0.0.1:1" in unreachable.stderr
     assert "`baton server`" in unreachable.stderr
     unknown = run("start", "no_such_process", "x")
-    known = "known processes: accounts_payable, document_intake"
+    known = "known processes: accounts_payable, customer_renewal, document_intake, hr_onboarding"
     assert f"unknown process 'no_such_process'; {known}" in unknown.stderr
     arity = run("start", "document_intake")
     assert "document_intake takes 1 argument(s): <document>; got 0" in arity.stderr

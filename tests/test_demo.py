@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 from baton.server import free_port, port_is_open
+from systems.onboarding import OnboardingSystems
 from tests.conftest import ROOT, SAMPLES
+
+HIRES = ROOT / "samples" / "hr_onboarding"
 
 # What the sample documents say that is nobody's business but the
 # business's: vendor names, bank identifiers, totals (as the documents write
@@ -74,6 +77,31 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
         "account: held for a fraud check"
     )
     assert f"http://localhost:{port + 1000}/namespaces/default/workflows/" in out.stdout
+    renewals = {line: lines[i + 1] for i, line in enumerate(lines) if line.startswith("ACC-")}
+    assert sorted(renewals) == ["ACC-1001", "ACC-1002", "ACC-1003"]
+    assert renewals["ACC-1001"].startswith("    replied (as expected)")
+    assert renewals["ACC-1002"].startswith("    replied_after_follow_up (as expected)")
+    assert "cora (csm) changed it to executive_outreach" in renewals["ACC-1002"]
+    assert renewals["ACC-1003"].startswith("    no_answer (as expected)")
+    offers = sorted(p.name for p in HIRES.glob("*.json"))
+    hires = {line: lines[i + 1] for i, line in enumerate(lines) if line in offers}
+    assert sorted(hires) == offers
+    for offer in ("engineer-berlin.json", "finance-london.json", "sales-remote-spain.json"):
+        assert hires[offer].startswith("    completed (as expected): bank_details approved by ")
+        assert "helen (hr) and frank (finance)" in hires[offer]
+    engineer = hires["engineer-berlin.json"]
+    assert "admin_approval approved by sofia (security)" in engineer
+    assert "confirm approved by max (hiring_manager)" in engineer
+    assert "admin_access ADM-" in engineer and "admin_access" not in hires["finance-london.json"]
+    assert "badge" not in hires["sales-remote-spain.json"]
+    assert hires["sales-amsterdam.json"].startswith(
+        "    stopped (as expected): rachel (recruiter) withdrew the offer while it waited at "
+        "bank_details: the candidate took another offer; undid "
+    )
+    assert hires["onsite-without-office.json"].startswith("    failed (as expected): ")
+    assert "there is no office in ES" in hires["onsite-without-office.json"]
+    hiring = data / "reports" / "period-hr_onboarding.html"
+    assert f"period report {hiring}: {len(offers)} runs" in out.stdout
     # Each run's audit report, as an auditor reads it: who approved, who stopped, and why.
     html_of = {
         line: Path(lines[i + 3].split("audit report ", 1)[1].rsplit(": chain", 1)[0])
@@ -98,6 +126,9 @@ def test_demo_runs_every_sample_reviews_the_doubtful_and_stops_its_server(tmp_pa
     ]
     assert readable_by_others == [], "the data files are the user's alone"
     assert not port_is_open("127.0.0.1", port), "the demo stops the server it started"
+    # After the check of file modes: opening the database may add its journal files.
+    withdrawn = OnboardingSystems(data / "onboarding.sqlite").records_of("E-1046")
+    assert withdrawn == {system: [] for system in withdrawn}, "the withdrawn hire is undone"
     assert (data / "payload-keys.toml").exists(), "the demo made its payload key"
     every_marker = [m for markers in PRIVATE.values() for m in markers]
     assert plaintext_in([SAMPLES / n for n in samples], every_marker), "the markers are real"

@@ -2,9 +2,10 @@
 already in flight fails here (then it needs `workflow.patched`).
 
 tests/record_history.py records one document-intake run per path through its
-gates; the tests below the replay check that each recording took its path,
-so a recording that went another way (a refused decision, a gate that never
-opened) fails here instead of replaying a path no one meant to test."""
+gates, and a run of each other process; the tests below the replay check
+that each recording took its path, so a recording that went another way (a
+refused decision, a gate that never opened) fails here instead of replaying
+a path no one meant to test."""
 
 from __future__ import annotations
 
@@ -32,19 +33,22 @@ GATE_PATHS = {
     "gate_stop",
     "gate_cascade_to_person",
 }
+PROCESSES = {"hr_onboarding_completed", "renewal_one_cycle", "renewal_one_cycle.carried2"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = build_replayer()
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    # <workflow id>.json, or <workflow id>.carried<n>.json for the later
+    # executions of a run that continued as new: those check the id they resume.
+    history = WorkflowHistory.from_json(path.stem.partition(".")[0], path.read_text())
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
 
 
 def test_histories_are_recorded() -> None:
-    """Every gate path has its recording (`python -m tests.record_history`)."""
-    assert {p.stem for p in HISTORIES} >= OLDEST | GATE_PATHS
+    """Every gate path and process has its recording (`python -m tests.record_history`)."""
+    assert {p.stem for p in HISTORIES} >= OLDEST | GATE_PATHS | PROCESSES
 
 
 # What a recorded run did, read from its history's JSON.
@@ -100,6 +104,8 @@ def steps_of(name: str) -> list[Step]:
             steps.append(step)
         elif kind == "WORKFLOW_EXECUTION_COMPLETED":
             steps.append(Step("end", result=_decoded(attrs.get("result"))))
+        elif kind == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW":
+            steps.append(Step("continued"))
     return steps
 
 
@@ -199,3 +205,55 @@ def test_cascade_asks_every_model_then_a_person() -> None:
     assert all(a.result["confidence"] < 0.8 for a in asked)
     assert acts(steps) == [("decide", "extract", "rita", "approve")]
     assert outcome(steps) == "completed"
+
+
+def test_onboarding_provisions_after_four_eyes_and_security_then_the_manager_confirms() -> None:
+    steps = steps_of("hr_onboarding_completed")
+    assert acts(steps) == [
+        ("decide", "bank_details", "helen", "approve"),
+        ("decide", "bank_details", "frank", "approve"),
+        ("decide", "admin_approval", "sofia", "approve"),
+        ("decide", "confirm", "max", "approve"),
+    ]
+    decisions = [s for s in steps if s.kind == "update"]
+    assert [d.result["role"] for d in decisions] == ["hr", "finance", "security", "hiring_manager"]
+    provisioned = [
+        "create_account",
+        "create_hris_record",
+        "order_laptop",
+        "issue_badge",
+        "enroll_in_payroll",
+        "grant_admin_access",
+    ]
+    assert all(len(activities(steps, name)) == 1 for name in provisioned)
+    # Payroll only once both approved the bank details; admin access after security.
+    (payroll,) = activities(steps, "enroll_in_payroll")
+    assert steps.index(payroll) > steps.index(decisions[1])
+    assert payroll.input["approved_by"] == ["helen", "frank"]
+    (grant,) = activities(steps, "grant_admin_access")
+    assert steps.index(grant) > steps.index(decisions[2])
+    assert outcome(steps) == "completed"
+
+
+def test_renewal_sends_once_records_the_reply_and_loops_to_the_next_cycle() -> None:
+    first, carried = steps_of("renewal_one_cycle"), steps_of("renewal_one_cycle.carried2")
+    # The cycle ends waiting for the next review in a fresh history.
+    assert first[-1].kind == "continued" and not [s for s in first if s.kind == "timer_fired"]
+    steps = first + carried
+    assert acts(steps) == [
+        ("decide", "approve", "cora", "approve"),
+        ("event", "", "mailhook", ""),
+        ("stop", "", "colin", ""),
+    ]
+    event = next(s for s in steps if s.kind == "update" and s.name == "event")
+    assert (event.input["event"], event.input["key"]) == ("customer.replied", "ACC-1001")
+    (sent,) = activities(steps, "send_outreach")
+    assert steps.index(sent) > first_update(steps), "sent only after the CSM approved"
+    (recorded,) = activities(steps, "record_outcome")
+    assert recorded.result["outcome"] == "replied"
+    assert not activities(steps, "send_follow_up")
+    # The 90-day timer fired, and the second cycle scored the account again.
+    first, second = activities(steps, "score_account_health")
+    assert (first.result["cycle"], second.result["cycle"]) == (1, 2)
+    assert steps.index(second) > steps.index(recorded)
+    assert outcome(steps) == "stopped"

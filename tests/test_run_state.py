@@ -5,7 +5,6 @@ what the graphs call."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any, ClassVar
 
 from temporalio import workflow
@@ -27,11 +26,13 @@ from baton.nodes import Done, Node, Run
 from baton.plugin import BatonPlugin, graph_activities
 from baton.routing import Attempt
 from baton.runner import GraphWorkflow, NodeRecord, RunResult, RunState, RunView
+from tests.helpers import recorded_histories
 from tests.test_runner import Start, Word, echo
 from worker import WORKFLOWS, build_worker
 from workflows.document_intake import DocumentIntake, IntakeRequest
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+# What they check is document intake's (its extract step's attempts).
+HISTORIES = recorded_histories("document_intake")
 # Each replayed run's state as it ended, dumped, and what its predicates read of its model's notes.
 ENDED: list[tuple[dict[str, Any], list[str]]] = []
 

@@ -3,7 +3,6 @@ recorded before it replayable; inserted without it, they fail replay."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +16,11 @@ from activities.documents import ExtractedDocument
 from baton.graph import Graph, GraphError, Step
 from baton.plugin import BatonPlugin
 from baton.runner import GraphWorkflow, RunResult
+from tests.helpers import recorded_histories
 from workflows.document_intake import GRAPH, IntakeRequest
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+# The process these tests change; the replayer runs no other.
+HISTORIES = recorded_histories("document_intake")
 
 
 class Stamp(BaseModel):

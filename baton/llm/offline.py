@@ -16,15 +16,22 @@ from baton.llm import AskAnswer, AskRequest, UnknownTaskError
 from baton.llm.offline_classify import PayableClassification, classify_payable
 from baton.llm.offline_documents import DocumentExtraction, extract_document_fields
 from baton.llm.offline_invoices import InvoiceExtraction, extract_invoice
+from baton.llm.offline_renewal import (
+    RenewalRules,
+    draft_email,
+    health_rationale,
+    recommend_action,
+)
 
 RULES_VERSION = "1"
+Rules = Callable[[dict[str, Any]], AskAnswer]
 _RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
 
 
 def _answer(
     task: str,
     output: dict[str, Any],
-    extraction: DocumentExtraction | InvoiceExtraction | PayableClassification,
+    extraction: DocumentExtraction | InvoiceExtraction | PayableClassification | RenewalRules,
 ) -> AskAnswer:
     # One shape for every rules task, so a reviewer reads any of them the
     # same way: what was refused, matched and missing, then any doubts.
@@ -60,10 +67,21 @@ def _classify_payable(inputs: dict[str, Any]) -> AskAnswer:
     return _answer("classify_payable", decided.classification.model_dump(mode="json"), decided)
 
 
-TASKS: dict[str, Callable[[dict[str, Any]], AskAnswer]] = {
+def _renewal(task: str, rules: Callable[[dict[str, Any]], RenewalRules]) -> Rules:
+    def answer(inputs: dict[str, Any]) -> AskAnswer:
+        answered = rules(inputs)
+        return _answer(task, answered.output, answered)
+
+    return answer
+
+
+TASKS: dict[str, Rules] = {
     "classify_payable": _classify_payable,
     "extract_fields": _extract_fields,
     "extract_invoice": _extract_invoice,
+    "renewal_rationale": _renewal("renewal_rationale", health_rationale),
+    "recommend_renewal_action": _renewal("recommend_renewal_action", recommend_action),
+    "draft_renewal_email": _renewal("draft_renewal_email", draft_email),
 }
 
 
