@@ -484,6 +484,9 @@ def format_status(status: RunStatus) -> str:
         f"current: {', '.join(status.current) or '-'}",
         "nodes:",
     ]
+    if status.execution > 1:
+        # Continued as new (baton.carry): the state shown is the whole run's.
+        lines.insert(2, f"history: execution {status.execution} of this run")
     for record in status.nodes:
         line = f"  {record.node:<10} {record.status:<9}"
         if "confidence" in record.meta:

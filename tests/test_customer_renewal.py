@@ -17,6 +17,7 @@ from temporalio.worker import Replayer, Worker
 
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
+from baton.cli import format_status
 from baton.client import DecisionRefused, decide, run_status, send_event, start_run, stop_run
 from baton.config import RunConfig, load_run_config
 from baton.gates import Decision, StopRequest
@@ -357,6 +358,7 @@ async def test_a_run_that_continued_as_new_three_times_still_answers_keeps_its_c
         await time_skipping_env.sleep(REVIEW_EVERY)
     status = await reaches(client, handle.id, gate_open("approve", round_=4))
     assert status.execution == 4 and status.requested_by == "crm"
+    assert "history: execution 4 of this run" in format_status(status).splitlines()
     assert record(status, "health").visits == 4
     assert [o["cycle"] for o in Crm().outcomes(HEALTHY)] == [1, 2, 3]
     assert len(Crm().emails(HEALTHY)) == 3, "one outreach a cycle, none sent twice"
