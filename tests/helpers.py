@@ -177,5 +177,14 @@ async def start_intake(
 
 async def terminate_started() -> None:
     while STARTED:
+        started = STARTED.pop()
+        # The run as it is now: a handle from the start names the first
+        # execution, which a run that continued as new has closed, and
+        # terminating that one would leave the execution that took over
+        # waiting, and the test server's clock held when its timer fires.
+        # (WorkflowHandle keeps the client it was made by privately.)
+        current = started._client.get_workflow_handle(
+            started.id, first_execution_run_id=started.first_execution_run_id
+        )
         with contextlib.suppress(RPCError):
-            await STARTED.pop().terminate(reason="test finished")
+            await current.terminate(reason="test finished")

@@ -112,6 +112,13 @@ def child_id(parent_id: str) -> str:
     return f"{parent_id}--check-1"
 
 
+def ended_with_the_test(client: Client, parent_id: str) -> None:
+    """The child is terminated with its parent when the test ends: left to
+    be cancelled by the parent's close, it would wait for a worker that is
+    gone, and hold the test server's clock."""
+    STARTED.append(client.get_workflow_handle(child_id(parent_id)))
+
+
 async def child_at_gate(client: Client, parent_id: str) -> Any:
     async def child_status() -> RunStatus | None:
         try:
@@ -119,6 +126,7 @@ async def child_at_gate(client: Client, parent_id: str) -> Any:
         except LookupError:  # the parent has not started it yet
             return None
 
+    ended_with_the_test(client, parent_id)
     return await eventually(
         child_status,
         lambda s: s is not None and any(g.gate == "approve" and not g.decision for g in s.gates),
