@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import workflow
@@ -49,25 +49,56 @@ SEAL_ACTIVITY = "seal_carried_run"
 CHECK_SEAL_ACTIVITY = "check_carried_run"
 
 
-class CarriedRun(BaseModel):
-    """The input of a run's next execution: its state, sealed."""
+class Sealed(BaseModel):
+    """A run's input that a worker sealed rather than a person signed: what
+    ``marker`` names it as, and the seal over everything else."""
 
     model_config = ConfigDict(extra="forbid")
 
-    carried: Literal[True] = True
-    workflow_id: str
-    first_run_id: str
-    state: dict[str, Any]
+    marker: ClassVar[str]
     seal: str = ""
 
     def sealed_digest(self) -> str:
         """What the seal covers: everything here but the seal."""
         return digest(self.model_dump(mode="json", exclude={"seal"}))
 
-    @staticmethod
-    def claims(raw_input: Any) -> bool:
-        """Whether an input presents itself as a carried run (to be proved by its seal)."""
-        return isinstance(raw_input, dict) and raw_input.get("carried") is True
+    @classmethod
+    def claims(cls, raw_input: Any) -> bool:
+        """Whether an input presents itself as one (to be proved by its seal)."""
+        return isinstance(raw_input, dict) and raw_input.get(cls.marker) is True
+
+    async def holds(self) -> bool:
+        """Whether a worker of this deployment made the seal (a local activity)."""
+        checked = await workflow.execute_local_activity(
+            CHECK_SEAL_ACTIVITY,
+            SealCheck(digest=self.sealed_digest(), seal=self.seal),
+            result_type=bool,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        return bool(checked)
+
+    async def sealed(self: S) -> S:
+        """This input with the seal a worker makes over it (a local activity)."""
+        seal = await workflow.execute_local_activity(
+            SEAL_ACTIVITY,
+            self.sealed_digest(),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        return self.model_copy(update={"seal": seal})
+
+
+S = TypeVar("S", bound=Sealed)
+
+
+class CarriedRun(Sealed):
+    """The input of a run's next execution: its state, sealed."""
+
+    marker: ClassVar[str] = "carried"
+    carried: Literal[True] = True
+    workflow_id: str
+    first_run_id: str
+    state: dict[str, Any]
 
 
 class SealCheck(BaseModel):
@@ -131,13 +162,7 @@ class Carrier:
             first_run_id=info.first_execution_run_id,
             state=state.model_dump(mode="json"),
         )
-        seal = await workflow.execute_local_activity(
-            SEAL_ACTIVITY,
-            carried.sealed_digest(),
-            result_type=str,
-            start_to_close_timeout=timedelta(seconds=10),
-        )
-        workflow.continue_as_new(carried.model_copy(update={"seal": seal}))
+        workflow.continue_as_new(await carried.sealed())
 
 
 async def resume(run: GraphWorkflow, raw_input: Any) -> RunState:
@@ -149,13 +174,7 @@ async def resume(run: GraphWorkflow, raw_input: Any) -> RunState:
         carried = CarriedRun.model_validate(raw_input)
     except ValidationError as err:
         _refuse(run, f"it does not fit: {'; '.join(problems(err))}")
-    sealed = await workflow.execute_local_activity(
-        CHECK_SEAL_ACTIVITY,
-        SealCheck(digest=carried.sealed_digest(), seal=carried.seal),
-        result_type=bool,
-        start_to_close_timeout=timedelta(seconds=10),
-    )
-    if not sealed:
+    if not await carried.holds():
         _refuse(run, "no Baton worker sealed it")
     if (carried.workflow_id, carried.first_run_id) != (
         info.workflow_id,

@@ -39,6 +39,7 @@ from baton.audit.store import open_store
 from baton.client import build_input, connect, decide_in_turn, run_status, start_run, stop_run
 from baton.codec import ensure_payload_key
 from baton.config import DIRECTORY_ENV, Settings, directory_path
+from baton.demo_outcomes import print_outcomes, report_astray
 from baton.gates import Decision, GateState, Outcome, StopRequest, reasons_of
 from baton.keys import Signer
 from baton.runner import RunResult, RunStatus
@@ -171,27 +172,12 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     f"\nperiod report {period_path}: {period.runs} runs; "
                     f"`baton audit report --process {process} --since DATE` writes it again"
                 )
-            print("\naccounts payable (samples/accounts_payable/expected.toml):")
-            for invoice in paid:
-                mark = "as expected" if invoice.as_expected else f"EXPECTED {invoice.expected}"
-                print(
-                    f"{invoice.file}\n    {invoice.reached} ({mark}): {invoice.note}\n"
-                    f"    {settings.run_url(invoice.workflow_id)}"
-                )
-            print("\ncustomer renewal (samples/customer_renewal/expected.toml):")
-            for account in reviewed:
-                mark = "as expected" if account.as_expected else f"EXPECTED {account.expected}"
-                print(
-                    f"{account.account_id}\n    {account.reached} ({mark}): {account.note}\n"
-                    f"    {settings.run_url(account.workflow_id)}"
-                )
-            print("\nHR onboarding (samples/hr_onboarding/expected.toml):")
-            for hire in onboarded:
-                mark = "as expected" if hire.as_expected else f"EXPECTED {hire.expected}"
-                print(
-                    f"{hire.file}\n    {hire.reached} ({mark}): {hire.note}\n"
-                    f"    {settings.run_url(hire.workflow_id)}"
-                )
+            for title, checked in (
+                ("accounts payable (samples/accounts_payable/expected.toml)", paid),
+                ("customer renewal (samples/customer_renewal/expected.toml)", reviewed),
+                ("HR onboarding (samples/hr_onboarding/expected.toml)", onboarded),
+            ):
+                print_outcomes(title, checked, settings.run_url)
             # What `baton audit verify` checks: the chains and the signed checkpoints.
             anchors = audit.anchors(write=False)
             everything = anchors.verify(store) if anchors else store.verify()
@@ -210,18 +196,11 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     finally:
         if server is not None:
             server.stop()
-    unexpected = [invoice.file for invoice in paid if not invoice.as_expected]
-    if unexpected:
-        print(f"\n{len(unexpected)} invoice(s) did not end as expected: {', '.join(unexpected)}")
-    astray = [account.account_id for account in reviewed if not account.as_expected]
-    if astray:
-        print(f"\n{len(astray)} account(s) did not end as expected: {', '.join(astray)}")
-    amiss = [hire.file for hire in onboarded if not hire.as_expected]
-    if amiss:
-        print(f"\n{len(amiss)} hire(s) did not end as expected: {', '.join(amiss)}")
-    if unexpected or astray or amiss:
-        return 1
-    return 0
+    astray = [
+        report_astray(what, checked)
+        for what, checked in (("invoice", paid), ("account", reviewed), ("hire", onboarded))
+    ]
+    return 1 if any(astray) else 0
 
 
 def local_identities(data_dir: Path, users: Sequence[str], *, via: str) -> dict[str, Signer]:

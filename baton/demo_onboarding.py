@@ -17,7 +17,6 @@ import asyncio
 import json
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from baton.client import (
     start_run,
     stop_run,
 )
+from baton.demo_outcomes import Outcome
 from baton.gates import Decision, StopRequest
 from baton.keys import Signer
 from baton.runner import RunStatus
@@ -42,29 +42,11 @@ PEOPLE = (RECRUITER, "helen", "frank", "sofia", "max", "nora")
 ENDED = ("completed", "rejected", "stopped", "failed")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    file: str
-    workflow_id: str
-    expected: str
-    reached: str
-    note: str
-
-    @property
-    def as_expected(self) -> bool:
-        return self.reached == self.expected
-
-
 def reset_systems() -> None:
     """The onboarding systems empty, faults included: a second demo must
     find no hire of the first one when it checks what a withdrawn offer
-    left behind. Emptied in place for the reason baton.demo_payables gives."""
-    with OnboardingSystems().transaction() as db:
-        tables = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        ).fetchall()
-        for (table,) in tables:
-            db.execute(f"DELETE FROM {table}")
+    left behind."""
+    OnboardingSystems().empty()
 
 
 async def run_onboarding(

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client
 
 from activities.matching import masked_iban
 from baton.client import build_input, decide_in_turn, run_status, send_event, start_run
+from baton.demo_outcomes import Outcome
 from baton.gates import Decision
 from baton.keys import Signer
 from baton.outside import ExternalEvent
@@ -38,31 +38,10 @@ CONTROLLER = "vera"
 PEOPLE = (REQUESTER, WAREHOUSE, TREASURER, CONTROLLER, *APPROVERS.values())
 
 
-@dataclass(frozen=True)
-class Outcome:
-    file: str
-    workflow_id: str
-    expected: str
-    reached: str
-    note: str
-
-    @property
-    def as_expected(self) -> bool:
-        return self.reached == self.expected
-
-
 def reset_systems(seed: Path = SAMPLES / "seed.toml") -> None:
     """The AP reference systems as the seed describes them, afresh: a second
-    demo must not find the first one's invoices as duplicates. Every table
-    is emptied in place, not the file deleted: a running worker keeps
-    connections to it, and a new file under the same name would be opened
-    with their write-ahead log, which goes by the name."""
-    with PayablesSystem().transaction() as db:
-        tables = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        ).fetchall()
-        for (table,) in tables:
-            db.execute(f"DELETE FROM {table}")
+    demo must not find the first one's invoices as duplicates."""
+    PayablesSystem().empty()
     load_seed(seed)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from temporalio.client import Client
 
 from baton.client import decide, run_status, send_event, start_run, stop_run
 from baton.config import RunConfig, load_run_config
+from baton.demo_outcomes import Outcome
 from baton.gates import Decision, StopRequest
 from baton.keys import Signer
 from baton.outside import ExternalEvent
@@ -38,19 +38,6 @@ PEOPLE = (SCHEDULER, WEBHOOK, LEAD, "cora")
 # seconds; the next review stays as configured, where each run then waits.
 SHORT_WAIT_DAYS = 3 / 86_400
 SHORTENED = ("reply_wait_days", "follow_up_wait_days")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    account_id: str
-    workflow_id: str
-    expected: str
-    reached: str
-    note: str
-
-    @property
-    def as_expected(self) -> bool:
-        return self.reached == self.expected
 
 
 def demo_run_config() -> RunConfig:

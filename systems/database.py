@@ -49,6 +49,17 @@ class SqliteSystem:
         self._schema = schema
         self._migrate = migrate
 
+    def empty(self) -> None:
+        """Delete every row of every table, in place: a running worker keeps
+        connections to the file, and a new file under the same name would be
+        opened with their write-ahead log, which goes by the name."""
+        with self.transaction() as db:
+            tables = db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+            for (table,) in tables:
+                db.execute(f"DELETE FROM {table}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection to the file, in a transaction that

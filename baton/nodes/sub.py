@@ -14,19 +14,18 @@ Workflow code: pure and deterministic.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 from baton import acts
 from baton.audit.events import Actor
-from baton.carry import CHECK_SEAL_ACTIVITY, SEAL_ACTIVITY, SealCheck
+from baton.carry import Sealed
 from baton.nodes.base import Done, GraphError, Node, Run, model_fields, problems, root_message
-from baton.signing import digest
 from baton.state import NodeRecord, RunInput
 
 if TYPE_CHECKING:
@@ -42,24 +41,15 @@ _PARENT_CLOSE = {
 _ADMISSION_FIELDS = frozenset({"requested_by", "signature"})
 
 
-class ChildStart(BaseModel):
+class ChildStart(Sealed):
     """A child run's input: the process input, sealed for this child of this parent."""
 
-    model_config = ConfigDict(extra="forbid")
-
+    marker: ClassVar[str] = "child"
     child: Literal[True] = True
     workflow_id: str
     parent_workflow_id: str
     parent_run_id: str
     input: dict[str, Any]
-    seal: str = ""
-
-    def sealed_digest(self) -> str:
-        return digest(self.model_dump(mode="json", exclude={"seal"}))
-
-    @staticmethod
-    def claims(raw_input: Any) -> bool:
-        return isinstance(raw_input, dict) and raw_input.get("child") is True
 
 
 class SubResult(BaseModel):
@@ -142,39 +132,26 @@ class Sub(Node):
             parent_run_id=info.run_id,
             input=request,
         )
-        seal = await workflow.execute_local_activity(
-            SEAL_ACTIVITY,
-            start.sealed_digest(),
-            result_type=str,
-            start_to_close_timeout=timedelta(seconds=10),
-        )
-        run.trail.record(
-            "sub.started",
+        sealed = await start.sealed()
+        trail_child = functools.partial(
+            run.trail.record,
             node=self.id,
             about=f"v{record.visits}",
             child_workflow_id=start.workflow_id,
-            process=child.name,
-            parent_close=self.parent_close,
         )
+        trail_child("sub.started", process=child.name, parent_close=self.parent_close)
         record.meta["child_workflow_id"] = start.workflow_id
         try:
             result = await workflow.execute_child_workflow(
                 child.name,
-                start.model_copy(update={"seal": seal}),
+                sealed,
                 id=start.workflow_id,
                 parent_close_policy=_PARENT_CLOSE[self.parent_close],
                 result_type=dict,
             )
         except ChildWorkflowError as err:
             message = f"the {child.name} run {start.workflow_id} failed: {root_message(err)}"
-            run.trail.record(
-                "sub.finished",
-                node=self.id,
-                about=f"v{record.visits}",
-                child_workflow_id=start.workflow_id,
-                outcome="failed",
-                error=message,
-            )
+            trail_child("sub.finished", outcome="failed", error=message)
             raise ApplicationError(
                 f"node '{self.id}': {message}", type="SubFailed", non_retryable=True
             ) from err
@@ -184,13 +161,7 @@ class Sub(Node):
             outcome=result["outcome"],
             outputs=result["outputs"],
         )
-        run.trail.record(
-            "sub.finished",
-            node=self.id,
-            about=f"v{record.visits}",
-            child_workflow_id=start.workflow_id,
-            outcome=outcome.outcome,
-        )
+        trail_child("sub.finished", outcome=outcome.outcome)
         record.detail = f"{child.name} run {start.workflow_id} {outcome.outcome}"
         return Done(outcome.model_dump(mode="json"))
 
@@ -210,13 +181,7 @@ async def admit_child(run: Run, raw_input: Any) -> RunInput:
     parent = info.parent
     if parent is None:
         _refuse(run, "no parent run started it")
-    sealed = await workflow.execute_local_activity(
-        CHECK_SEAL_ACTIVITY,
-        SealCheck(digest=start.sealed_digest(), seal=start.seal),
-        result_type=bool,
-        start_to_close_timeout=timedelta(seconds=10),
-    )
-    if not sealed:
+    if not await start.holds():
         _refuse(run, "no Baton worker sealed it")
     if (start.workflow_id, start.parent_workflow_id, start.parent_run_id) != (
         info.workflow_id,
