@@ -133,8 +133,7 @@ async def terminate_started_runs() -> AsyncIterator[None]:
     await terminate_started()
 
 
-@pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def start_time_skipping_server() -> WorkflowEnvironment:
     """Temporal's Java test server: timers of days pass in milliseconds.
     Every run started through its client is terminated when its test ends
     (tests.helpers.STARTED)."""
@@ -154,7 +153,27 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
-    async with env:
+    return env
+
+
+@pytest.fixture(scope="module")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One test server per test module. The server skips time only while
+    nothing holds its clock, and a test can leave it held for good: a status
+    query that meets its run as the run completes or continues as new is
+    lost, and the server waits for its answer. On one server for the session,
+    every later timer then waited until pytest-timeout failed its test
+    (test_wait and the SLA tests in a fresh-clone `make test`)."""
+    async with await start_time_skipping_server() as env:
+        yield env
+
+
+@pytest.fixture
+async def own_clock() -> AsyncIterator[WorkflowEnvironment]:
+    """A test server of the test's own, for a test whose timers must not
+    depend on what the module's earlier tests left (the intake SLA test:
+    one of them can still hold the module server's clock)."""
+    async with await start_time_skipping_server() as env:
         yield env
 
 

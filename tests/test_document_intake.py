@@ -32,6 +32,7 @@ from baton.runner import RunResult
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
 from tests.helpers import WORKER_CONFIG, search_attributes, settled, start_intake
+from worker import build_worker
 from workflows.document_intake import DocumentIntake, IntakeRequest
 
 CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
@@ -245,7 +246,14 @@ async def test_refused_signal_is_recorded_and_a_valid_signal_decides(
 
 
 async def test_sla_escalates_to_supervisor_and_never_approves_by_itself(
-    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+    own_clock: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with build_worker(own_clock.client, task_queue=task_queue, run_config=WORKER_CONFIG):
+        await sla_escalates_and_never_approves(own_clock, task_queue)
+
+
+async def sla_escalates_and_never_approves(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = time_skipping_env.client
     handle = await start(client, task_queue, MISSING_TOTAL)
