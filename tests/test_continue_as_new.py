@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -25,7 +25,14 @@ from baton.graph import Await, Back, Gate, Graph, Step, Wait
 from baton.outside import ExternalEvent
 from baton.plugin import BatonPlugin
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
-from tests.helpers import STARTED, WORKER_CONFIG, continued_as_new, eventually, settled
+from tests.helpers import (
+    STARTED,
+    WORKER_CONFIG,
+    continued_as_new,
+    eventually,
+    executions,
+    settled,
+)
 from worker import build_worker
 
 CYCLES = 3
@@ -137,19 +144,6 @@ def replied(account: str) -> ExternalEvent:
     return ExternalEvent(event="replied", user="warehouse", key=account, data={"at": "inbox"})
 
 
-async def executions(client: Client, workflow_id: str) -> list[list[Any]]:
-    """Each execution's history of the run, oldest first."""
-    histories: list[list[Any]] = []
-    run_id: str | None = None
-    while True:
-        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        events = [e async for e in handle.fetch_history_events()]
-        histories.append(events)
-        run_id = events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-        if not run_id:
-            return list(reversed(histories))
-
-
 async def test_a_run_that_continued_as_new_three_times_answers_keeps_its_chain_and_replays(
     time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
@@ -177,7 +171,8 @@ async def test_a_run_that_continued_as_new_three_times_answers_keeps_its_chain_a
     histories = await executions(client, handle.id)
     assert len(histories) == CYCLES + 1
     for history in histories[:-1]:
-        assert history[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        last = history.events[-1].event_type
+        assert last == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
 
     # One audit chain for the run, whole, across its four histories.
     store = open_store(AuditSettings.from_env().url)
@@ -194,8 +189,8 @@ async def test_a_run_that_continued_as_new_three_times_answers_keeps_its_chain_a
         workflows=[],
         plugins=[BatonPlugin([AccountCycle], data_converter=client.data_converter)],
     )
-    for events in histories:
-        await replayer.replay_workflow(WorkflowHistory(handle.id, events))
+    for history in histories:
+        await replayer.replay_workflow(history)
 
 
 async def test_a_gate_flooded_with_refused_acts_carries_over_with_its_sla_clock(
@@ -251,7 +246,7 @@ async def test_a_forged_or_moved_carried_state_is_refused(
         await send_event(client, genuine.id, replied("genuine"))
         await continued_as_new(client, genuine.id)
         first = (await executions(client, genuine.id))[0]
-        moved_on = first[-1].workflow_execution_continued_as_new_event_attributes
+        moved_on = first.events[-1].workflow_execution_continued_as_new_event_attributes
         [sealed] = await client.data_converter.decode(moved_on.input.payloads, [dict])
 
         # The same sealed state, continued into from another run.
