@@ -261,7 +261,16 @@ async def test_a_forged_or_moved_carried_state_is_refused(
         with pytest.raises(WorkflowFailureError) as refused:
             await carried_in_by_another_workflow(client, forged, f"forged-{task_queue}", task_queue)
         assert (await settled(client, f"forged-{task_queue}")).state == "failed"
-    assert "no Baton worker sealed it" in str(refused.value.cause)
+        forged_cause = str(refused.value.cause)
+
+        # Malformed: a carried claim with fields of its own and none of a state.
+        malformed = {"carried": True, "workflow_id": "x", "approved": True}
+        with pytest.raises(WorkflowFailureError) as refused:
+            await carried_in_by_another_workflow(
+                client, malformed, f"malformed-{task_queue}", task_queue
+            )
+        assert "it does not fit" in str(refused.value.cause)
+    assert "no Baton worker sealed it" in forged_cause
     store = open_store(AuditSettings.from_env().url)
     refusals = [r for r in store.records(f"forged-{task_queue}") if r.event_type == "run.refused"]
     assert len(refusals) == 1 and "cannot be taken over" in refusals[0].data["reason"]
