@@ -40,11 +40,14 @@ test: lint chromium
 # 22 runs started at once (each run's imports, about a second, outlast their status
 # queries), and the month of SLA timers, whose workflow tasks, slowed the same way, outlast
 # the time-skipping server's sleep. Their gate path replays here (gate_sla_escalation).
+# The receipt that never comes is left out for the same reason: slowed so, its five-day
+# wait once ran into the test server's ten-year run timeout; the main pass runs it.
 STRICT_TESTS := tests/test_accounts_payable.py tests/test_replay.py tests/test_document_intake.py \
 	tests/test_customer_renewal.py tests/test_hr_onboarding.py
 STRICT_LEFT_OUT := \
 	--deselect tests/test_accounts_payable.py::test_every_sample_stops_where_expected_toml_says \
-	--deselect tests/test_document_intake.py::test_sla_escalates_to_supervisor_and_never_approves_by_itself
+	--deselect tests/test_document_intake.py::test_sla_escalates_to_supervisor_and_never_approves_by_itself \
+	--deselect tests/test_accounts_payable.py::test_a_receipt_that_never_comes_goes_to_exception_review_after_the_wait
 
 test-strict: install
 	BATON_STRICT_SANDBOX=1 $(PY) -m pytest -q $(STRICT_TESTS) $(STRICT_LEFT_OUT)
