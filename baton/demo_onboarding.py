@@ -24,13 +24,11 @@ from temporalio.client import Client
 
 from baton.client import (
     DecisionRefused,
-    build_input,
     decide_in_turn,
     run_status,
-    start_run,
     stop_run,
 )
-from baton.demo_outcomes import Outcome
+from baton.demo_outcomes import Outcome, Row, start_samples
 from baton.gates import Decision, StopRequest
 from baton.keys import Signer
 from baton.runner import RunStatus
@@ -58,23 +56,20 @@ async def run_onboarding(
     unlisted = sorted({p.name for p in SAMPLES.glob("*.json")} - {row["file"] for row in rows})
     if unlisted:
         raise ValueError(f"{SAMPLES / 'expected.toml'} has no row for {', '.join(unlisted)}")
-    handles = []
-    for row in rows:
-        request = build_input(HrOnboarding, [str(SAMPLES / row["file"])], requested_by=RECRUITER)
-        handles.append(
-            await start_run(
-                client, HrOnboarding, request, task_queue=task_queue, signer=signers[RECRUITER]
-            )
-        )
-    return list(
-        await asyncio.gather(
-            *(_hire(client, h.id, row, signers) for h, row in zip(handles, rows, strict=True))
-        )
+    return await start_samples(
+        client,
+        HrOnboarding,
+        rows,
+        folder=SAMPLES,
+        requested_by=RECRUITER,
+        task_queue=task_queue,
+        signers=signers,
+        follow=_hire,
     )
 
 
 async def _hire(
-    client: Client, workflow_id: str, row: Mapping[str, Any], signers: Mapping[str, Signer]
+    client: Client, workflow_id: str, row: Row, signers: Mapping[str, Signer]
 ) -> Outcome:
     def outcome(reached: str, note: str) -> Outcome:
         return Outcome(row["file"], workflow_id, row["outcome"], reached, note)

@@ -3,8 +3,19 @@ its samples' ``expected.toml`` says, printed the same way for every process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from baton.client import build_input, start_run
+from baton.keys import Signer
+from baton.runner import GraphWorkflow
+
+Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -38,3 +49,31 @@ def report_astray(what: str, outcomes: Sequence[Outcome]) -> bool:
     if astray:
         print(f"\n{len(astray)} {what}(s) did not end as expected: {', '.join(astray)}")
     return bool(astray)
+
+
+async def start_samples(
+    client: Client,
+    workflow_cls: type[GraphWorkflow],
+    rows: Sequence[Row],
+    *,
+    folder: Path,
+    requested_by: str,
+    task_queue: str,
+    signers: Mapping[str, Signer],
+    follow: Callable[[Client, str, Row, Mapping[str, Signer]], Awaitable[Outcome]],
+) -> list[Outcome]:
+    """Start one run a sample row (its ``file`` in ``folder``), signed by the
+    requester, then follow every run at once to where it ends."""
+    handles = []
+    for row in rows:
+        request = build_input(workflow_cls, [str(folder / row["file"])], requested_by=requested_by)
+        handles.append(
+            await start_run(
+                client, workflow_cls, request, task_queue=task_queue, signer=signers[requested_by]
+            )
+        )
+    return list(
+        await asyncio.gather(
+            *(follow(client, h.id, row, signers) for h, row in zip(handles, rows, strict=True))
+        )
+    )

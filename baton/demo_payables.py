@@ -19,8 +19,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.matching import masked_iban
-from baton.client import build_input, decide_in_turn, run_status, send_event, start_run
-from baton.demo_outcomes import Outcome
+from baton.client import decide_in_turn, run_status, send_event
+from baton.demo_outcomes import Outcome, Row, start_samples
 from baton.gates import Decision
 from baton.keys import Signer
 from baton.outside import ExternalEvent
@@ -51,25 +51,20 @@ async def run_payables(
     from workflows.accounts_payable import AccountsPayable
 
     rows = tomllib.loads((SAMPLES / "expected.toml").read_text(encoding="utf-8"))["invoice"]
-    handles = []
-    for row in rows:
-        request = build_input(
-            AccountsPayable, [str(SAMPLES / "invoices" / row["file"])], requested_by=REQUESTER
-        )
-        handles.append(
-            await start_run(
-                client, AccountsPayable, request, task_queue=task_queue, signer=signers[REQUESTER]
-            )
-        )
-    return list(
-        await asyncio.gather(
-            *(_through(client, h.id, row, signers) for h, row in zip(handles, rows, strict=True))
-        )
+    return await start_samples(
+        client,
+        AccountsPayable,
+        rows,
+        folder=SAMPLES / "invoices",
+        requested_by=REQUESTER,
+        task_queue=task_queue,
+        signers=signers,
+        follow=_through,
     )
 
 
 async def _through(
-    client: Client, workflow_id: str, row: Mapping[str, str], signers: Mapping[str, Signer]
+    client: Client, workflow_id: str, row: Row, signers: Mapping[str, Signer]
 ) -> Outcome:
     def outcome(reached: str, note: str) -> Outcome:
         return Outcome(row["file"], workflow_id, row["outcome"], reached, note)
