@@ -164,8 +164,13 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     lost, and the server waits for its answer. On one server for the session,
     every later timer then waited until pytest-timeout failed its test
     (test_wait and the SLA tests in a fresh-clone `make test`)."""
+    from tests.helpers import terminate_started
+
     async with await start_time_skipping_server() as env:
         yield env
+        # Before the server goes: terminate_started_runs, set up first, is
+        # torn down after this, and would wait for a server that is gone.
+        await terminate_started()
 
 
 @pytest.fixture
@@ -173,8 +178,13 @@ async def own_clock() -> AsyncIterator[WorkflowEnvironment]:
     """A test server of the test's own, for a test whose timers must not
     depend on what the module's earlier tests left (the intake SLA test:
     one of them can still hold the module server's clock)."""
+    from tests.helpers import terminate_started
+
     async with await start_time_skipping_server() as env:
         yield env
+        # Before the server goes: terminate_started_runs, set up first, is
+        # torn down after this, and would wait for a server that is gone.
+        await terminate_started()
 
 
 @pytest.fixture(scope="session")
