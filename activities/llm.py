@@ -6,8 +6,11 @@ attempt (and every Temporal retry of it) is its own entry in history."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+from collections.abc import AsyncIterator
 
+from opentelemetry.trace import Span
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -16,10 +19,14 @@ from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
 from baton.llm.offline import OfflineProvider
 from baton.routing import ProviderSpec, RoutingConfig
 from baton.runner import ASK_ACTIVITY
-from baton.telemetry import model_call_span, record_answer, record_error
+from baton.telemetry import model_call_span, record_answer, record_cancelled, record_error
 
 # One client per provider configuration, so connections are pooled across attempts.
 _clients: dict[str, Provider] = {}
+# The slots of each provider with a max_concurrency, shared by every attempt
+# this worker runs: 16 runs against a one-slot server each timed out while
+# queued at the server.
+_slots: dict[str, asyncio.Semaphore] = {}
 
 
 async def provider_for(name: str, spec: ProviderSpec) -> Provider:
@@ -74,10 +81,52 @@ def _new_provider(name: str, spec: ProviderSpec) -> Provider:
 HEARTBEAT_EVERY = 0.5
 
 
-async def _heartbeat() -> None:
+async def _heartbeat(timeouts: list[int]) -> None:
+    # The details carry how often this attempt's request timed out to its
+    # next try (activity.info().heartbeat_details).
     while True:
-        activity.heartbeat()
+        activity.heartbeat(timeouts[0])
         await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+def _timeouts_so_far() -> int:
+    details = activity.info().heartbeat_details
+    return details[0] if details and isinstance(details[0], int) else 0
+
+
+@contextlib.asynccontextmanager
+async def provider_slot(name: str, spec: ProviderSpec) -> AsyncIterator[None]:
+    """A slot of the provider's max_concurrency, waited for before the
+    request is sent, so the request's timeout starts only then."""
+    if spec.max_concurrency is None:
+        yield
+        return
+    key = f"{name}:{spec.max_concurrency}"
+    slots = _slots.setdefault(key, asyncio.Semaphore(spec.max_concurrency))
+    try:
+        async with asyncio.timeout(spec.queue_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise ApplicationError(
+            f"{name} had no free slot of {spec.max_concurrency} in {spec.queue_timeout_s:g}s",
+            type="ProviderBusy",
+        ) from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def _bounded_timeouts(failure: ApplicationError, timeouts: int, retries: int) -> ApplicationError:
+    """A timed-out request is sent again at most ``retries`` times; then the
+    candidate has failed and the cascade moves on (non-retryable)."""
+    if timeouts <= retries:
+        return failure
+    return ApplicationError(
+        f"{failure.message} ({timeouts} times; the routing allows {retries} retries)",
+        type=failure.type,
+        non_retryable=True,
+    )
 
 
 def with_document_texts(request: AskRequest) -> AskRequest:
@@ -94,27 +143,48 @@ def with_document_texts(request: AskRequest) -> AskRequest:
     return request.model_copy(update={"inputs": inputs})
 
 
+@contextlib.asynccontextmanager
+async def model_call(span: Span, spec: ProviderSpec) -> AsyncIterator[None]:
+    """What every call of a model activity (an Ask's attempt, an Agent's
+    turn) needs around it: heartbeats while the model works, so Temporal
+    tells a slow model (alive, heartbeating) from a lost worker (silent)
+    within seconds; failures as Temporal should see them, bounded in size
+    and with timed-out requests retried at most the provider's
+    ``timeout_retries`` times; and the span marked with how the call ended."""
+    timeouts = [_timeouts_so_far()]
+    beat = asyncio.create_task(_heartbeat(timeouts))
+    try:
+        yield
+    except ApplicationError as err:
+        failure = err
+        if err.type == "ProviderTimeout":
+            timeouts[0] += 1
+            activity.heartbeat(timeouts[0])
+            failure = _bounded_timeouts(err, timeouts[0], spec.timeout_retries)
+        record_error(span, failure)
+        raise failure from None
+    except asyncio.CancelledError:
+        record_cancelled(span)
+        raise
+    except (UnknownTaskError, DocumentError) as err:
+        kind = "UnknownTask" if isinstance(err, UnknownTaskError) else type(err).__name__
+        failure = ApplicationError(str(err), type=kind, non_retryable=True)
+        record_error(span, failure)
+        raise failure from None
+    except Exception as err:
+        record_error(span, err)
+        raise
+    finally:
+        beat.cancel()
+
+
 @activity.defn(name=ASK_ACTIVITY)
 async def ask(request: AskRequest) -> AskAnswer:
-    """Heartbeats while the model works: Temporal then tells a slow model
-    (alive, heartbeating) from a lost worker (silent) within seconds."""
-    beat = asyncio.create_task(_heartbeat())
     with model_call_span(request) as span:
-        try:
+        async with model_call(span, request.provider):
             provider = await provider_for(request.provider_name, request.provider)
-            answer = await provider.ask(await asyncio.to_thread(with_document_texts, request))
-        except UnknownTaskError as err:
-            failure = ApplicationError(str(err), type="UnknownTask", non_retryable=True)
-            record_error(span, failure)
-            raise failure from None
-        except DocumentError as err:
-            failure = ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
-            record_error(span, failure)
-            raise failure from None
-        except Exception as err:
-            record_error(span, err)
-            raise
-        finally:
-            beat.cancel()
+            asked = await asyncio.to_thread(with_document_texts, request)
+            async with provider_slot(request.provider_name, request.provider):
+                answer = await provider.ask(asked)
         record_answer(span, answer)
         return answer

@@ -43,13 +43,13 @@ from baton.config import (
     load_run_config,
 )
 from baton.document_store import DocumentRef, decode_text, document_store
-from baton.gates import Decision, Outcome, StopRequest, reasons_of
+from baton.gates import Decision, Outcome, StopRequest
 from baton.keys import MissingKey, new_key
 from baton.outside import ExternalEvent
 from baton.routing import routing_table
-from baton.runner import RunStatus
 from baton.server import CODEC_ENDPOINT_ENV, EmbeddedServer, stop_requested, ui_codec_endpoint
 from baton.signing import Passkey
+from baton.status_text import format_status
 
 # (command, decision outcome, help)
 VERBS: tuple[tuple[str, Outcome, str], ...] = (
@@ -469,78 +469,6 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def format_status(status: RunStatus) -> str:
-    lines = [
-        f"{status.workflow_id}  ({status.process})  state: {status.state}",
-        f"requested by {status.requested_by}; config {status.config_digest[:12] or '-'}; "
-        f"graph {status.graph_digest or '-'}",
-        f"current: {', '.join(status.current) or '-'}",
-        "nodes:",
-    ]
-    if status.execution > 1:
-        # Continued as new (baton.carry): the state shown is the whole run's.
-        lines.insert(2, f"history: execution {status.execution} of this run")
-    for record in status.nodes:
-        line = f"  {record.node:<10} {record.status:<9}"
-        if "confidence" in record.meta:
-            # A person who decided an escalated Ask sets a confidence, not a model.
-            by = record.meta.get("decided_by") or (
-                f"{record.meta.get('provider')}/{record.meta.get('model')}"
-            )
-            line += (
-                f" {by} confidence "
-                f"{record.meta['confidence']:.2f} ({record.meta.get('confidence_method')})"
-            )
-        if record.detail:
-            line += f" [{record.detail}]"
-        if record.status == "finished" and record.output is not None:
-            line += f"\n             {_short(record.output)}"
-        lines.append(line)
-    for gate in status.gates:
-        lines += [
-            f"  earlier round of {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}"
-            for d in gate.earlier
-        ]
-        if gate.decision is None:
-            due = gate.due_at.isoformat(timespec="minutes") if gate.due_at else "none"
-            lines.append(
-                f"open gate {gate.gate}: waiting for {', '.join(gate.waiting_for())}; due {due}"
-                + ("; holding (SLA chain exhausted)" if gate.holding else "")
-            )
-            lines += [f"  why: {reason}" for reason in reasons_of(gate.shown)]
-            lines += [
-                f"  reminded {', '.join(r.roles)} at {r.at.isoformat()}" for r in gate.reminders
-            ]
-            lines += [f"  escalated to {e.to_role} at {e.at.isoformat()}" for e in gate.escalations]
-            lines += [
-                f"  approved by {a.user} ({a.role}); {gate.approvals_needed - len(gate.approvals)}"
-                " more approval(s) needed"
-                for a in gate.approvals[-1:]
-            ]
-            lines.append(f"  shows: {_short(gate.shown, 300)}")
-        else:
-            d = gate.decision
-            lines.append(f"gate {gate.gate}: {d.outcome} by {d.user} ({d.role}) {d.comment}")
-    for refusal in status.refusals:
-        lines.append(
-            f"refused {refusal.act} {refusal.channel} from {refusal.user or '?'}: {refusal.reason}"
-        )
-    if status.stopped:
-        stopped = status.stopped
-        undone = ", ".join(stopped.compensated) or "nothing"
-        lines.append(
-            f"stopped by {stopped.user} ({stopped.role}): {stopped.reason}; undone: {undone}"
-        )
-    if status.error:
-        lines.append(f"error: {status.error}")
-    return "\n".join(lines)
 
 
 def run(argv: Sequence[str] | None = None) -> NoReturn:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from baton.nodes import (
+    Agent,
     Approvers,
     Ask,
     Await,
@@ -56,6 +57,7 @@ from baton.state import RunView
 __all__ = [
     "INPUT",
     "POLICY",
+    "Agent",
     "Approvers",
     "Ask",
     "Await",

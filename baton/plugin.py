@@ -32,6 +32,7 @@ from temporalio.worker.workflow_sandbox import (
 from temporalio.worker.workflow_sandbox._importer import Importer
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
+from activities.agent import agent_turn
 from activities.audit import AuditFlush, reconcile_trail
 from activities.carry import check_carried_run, seal_carried_run
 from activities.config import fixed_run_config, snapshot_run_config
@@ -42,6 +43,7 @@ from baton.audit.reconcile_workflow import AuditReconcile
 from baton.audit.sink import AuditSink
 from baton.config import RunConfig
 from baton.idempotency import IdempotencyInterceptor
+from baton.nodes.agent import AGENT_TURN_ACTIVITY
 from baton.nodes.ask import ASK_ACTIVITY
 from baton.nodes.gate import NOTIFY_ACTIVITY
 from baton.runner import GraphWorkflow
@@ -124,6 +126,7 @@ def sandbox(*, strict: bool | None = None) -> SandboxedWorkflowRunner:
 # The activities node kinds name rather than hold (see Node.activities).
 _BATON_ACTIVITIES: dict[str, Callable[..., Any]] = {
     ASK_ACTIVITY: ask,
+    AGENT_TURN_ACTIVITY: agent_turn,
     NOTIFY_ACTIVITY: notify_reviewers,
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 HUMAN = "human"
 ProviderKind = Literal["offline", "openai", "anthropic", "openai_compatible"]
@@ -31,7 +31,33 @@ class ProviderSpec(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = None
     residency: str = "on-prem"
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="For one request, from when it is sent to its reply"
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight at once from one worker; the others wait for a slot, "
+        "heartbeating, without their timeout running. None: no limit",
+    )
+    queue_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="The longest a request waits for a slot; with timeout_s it bounds the Ask "
+        "step's Temporal timeout",
+    )
+    timeout_retries: int = Field(
+        default=1,
+        ge=0,
+        description="How many times a request that timed out is sent again before the "
+        "candidate counts as failed and the cascade moves on",
+    )
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        """A try's Temporal start-to-close timeout: the longest wait for a
+        slot, the request, and a margin for reading the document and the reply."""
+        return self.queue_timeout_s + self.timeout_s + 30.0
 
 
 class Candidate(BaseModel):
@@ -39,6 +65,16 @@ class Candidate(BaseModel):
     model: str
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    # Reasoning models refuse both (400): their candidates set them off.
+    temperature: float | None = Field(
+        default=0.0, ge=0, description='None ("none" in TOML, which has no null): not sent'
+    )
+    logprobs: bool = Field(default=True, description="Ask for token log-probabilities")
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _none_in_toml(cls, value: Any) -> Any:
+        return None if value == "none" else value
 
     @property
     def paid(self) -> bool:
@@ -64,6 +100,19 @@ class TaskRoute(BaseModel):
     repair_attempts: int = Field(default=1, ge=0, le=5)
     data_class: str = "internal"
     human_role: str = "reviewer"
+    max_tokens: int = Field(default=1024, ge=1, description="The output cap sent with each request")
+    human_sla_hours: float | None = Field(
+        default=None, gt=0, description="The SLA of the human tier's gate, as a Gate's `sla`"
+    )
+    human_escalate_to: list[str] = Field(
+        default_factory=list, description="Roles the human tier escalates to, as a Gate's"
+    )
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Deterministic tools tried, in order, before any model: activity names "
+        "of @tool functions the asking node declares (Ask(tools=...)); the first whose "
+        "result fits the node's output answers with confidence 1.0 (baton.nodes.tool_tier)",
+    )
 
 
 class RoutingConfig(BaseModel):
@@ -199,6 +248,13 @@ class Attempt(BaseModel):
     )
     response_id: str = Field(default="", description="The provider's id of its response")
     finish_reason: str = Field(default="", description="Why the model stopped: stop, length, ...")
+    # Left out while empty: what a gate showed, and its decider signed, for
+    # attempts of runs older than the field stays the same.
+    raw_reply: str = Field(
+        default="",
+        description="The model's reply as it came, bounded (baton.llm.prompt.bounded_reply)",
+        exclude_if=lambda reply: not reply,
+    )
     started_at: datetime
     finished_at: datetime
 
@@ -212,11 +268,19 @@ def routing_table(config: RoutingConfig) -> str:
         allowed = config.data_classes[route.data_class].residencies
         lines.append(
             f"\ntask {task}: data class {route.data_class} (may go to {', '.join(allowed)}), "
-            f"min confidence {route.min_confidence:.2f}, repairs {route.repair_attempts}"
+            f"min confidence {route.min_confidence:.2f}, repairs {route.repair_attempts}, "
+            f"max tokens {route.max_tokens}"
         )
+        if route.tools:
+            lines.append(f"  0. tools, before any model: {', '.join(route.tools)}")
         for index, tier_name in enumerate(route.cascade, start=1):
             if tier_name == HUMAN:
-                lines.append(f"  {index}. human: role {route.human_role}")
+                sla = route.human_sla_hours
+                lines.append(
+                    f"  {index}. human: role {route.human_role}"
+                    + ("" if sla is None else f", SLA {sla:g}h")
+                    + "".join(f" -> {role}" for role in route.human_escalate_to)
+                )
                 continue
             lines.append(f"  {index}. {tier_name}")
             for candidate in config.tiers[tier_name].candidates:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from baton.llm import AskAnswer, AskRequest
+from baton.llm.turns import TurnAnswer, TurnRequest
 
 SERVICE = "baton-worker"
 
@@ -47,7 +48,7 @@ def configure_tracing(
     return provider
 
 
-def _provider_name(request: AskRequest) -> str:
+def _provider_name(request: AskRequest | TurnRequest) -> str:
     # The registry's well-known names for the hosted APIs; a self-hosted
     # server is named as the routing file names it.
     if request.provider.kind in ("openai", "anthropic"):
@@ -56,14 +57,23 @@ def _provider_name(request: AskRequest) -> str:
 
 
 @contextmanager
-def model_call_span(request: AskRequest) -> Iterator[Span]:
+def model_call_span(request: AskRequest | TurnRequest) -> Iterator[Span]:
+    """The span of one model call: an Ask's attempt (a JSON answer) or an
+    Agent's turn (tool calls or a final answer)."""
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": _provider_name(request),
         "gen_ai.request.model": request.model,
-        "gen_ai.output.type": "json",
+        "gen_ai.request.max_tokens": request.max_tokens,
         "baton.task": request.task,
     }
+    if isinstance(request, AskRequest):
+        attributes["gen_ai.output.type"] = "json"
+    else:
+        turns_so_far = sum(1 for m in request.messages if m.role == "assistant")
+        attributes["baton.agent_turn"] = turns_so_far + 1
+    if request.temperature is not None:
+        attributes["gen_ai.request.temperature"] = request.temperature
     if request.provider.base_url:
         attributes["server.address"] = request.provider.base_url
     tracer = trace.get_tracer("baton.llm")
@@ -73,7 +83,7 @@ def model_call_span(request: AskRequest) -> Iterator[Span]:
         yield span
 
 
-def record_answer(span: Span, answer: AskAnswer) -> None:
+def record_answer(span: Span, answer: AskAnswer | TurnAnswer) -> None:
     finish_reasons = [answer.finish_reason] if answer.finish_reason else []
     span.set_attributes(
         {
@@ -82,12 +92,27 @@ def record_answer(span: Span, answer: AskAnswer) -> None:
             "gen_ai.response.finish_reasons": finish_reasons,
             "gen_ai.usage.input_tokens": answer.input_tokens,
             "gen_ai.usage.output_tokens": answer.output_tokens,
-            "baton.confidence": answer.confidence,
-            "baton.confidence_method": answer.confidence_method,
         }
     )
+    if isinstance(answer, AskAnswer):
+        span.set_attributes(
+            {
+                "baton.confidence": answer.confidence,
+                "baton.confidence_method": answer.confidence_method,
+            }
+        )
+    else:
+        span.set_attribute("baton.tool_calls", [c.name for c in answer.tool_calls])
 
 
 def record_error(span: Span, err: BaseException) -> None:
     span.set_attribute("error.type", getattr(err, "type", None) or type(err).__name__)
     span.set_status(Status(StatusCode.ERROR, str(err)))
+
+
+def record_cancelled(span: Span) -> None:
+    """A call cut short by a stop or a cancelled run: it gave no answer, so
+    it is not a success (the span's own handling leaves a CancelledError
+    unset, which reads as one)."""
+    span.set_attribute("error.type", "cancelled")
+    span.set_status(Status(StatusCode.ERROR, "the call was cancelled before it answered"))

@@ -46,12 +46,22 @@ _ANTHROPIC_ERROR_TYPES = {
 
 @dataclass(frozen=True)
 class Reply:
-    """A well-formed success; a str `output` is sent verbatim so malformed JSON can be scripted."""
+    """A well-formed success; a str `output` is sent verbatim so malformed JSON can be scripted.
+
+    `logprobs` gives one log-probability per token, the reply's text cut into that many
+    pieces; `tokens` names the pieces themselves, which must join to the text.
+    `finish_reason` replaces the usual one ("stop", or Anthropic's "tool_use"/"end_turn"),
+    e.g. "length" or "max_tokens" for a reply cut at the token limit.
+    `pace` is the seconds between the chunks of a streamed OpenAI reply: a reply slower
+    than a client's whole-reply timeout whose every read is quick."""
 
     output: dict[str, Any] | str
     input_tokens: int = 100
     output_tokens: int = 50
     logprobs: list[float] | None = None
+    tokens: list[tuple[str, float]] | None = None
+    finish_reason: str | None = None
+    pace: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,23 @@ class Delay:
     then: Reply | Fault
 
 
-Step = Reply | Fault | Delay
+@dataclass(frozen=True)
+class ToolCalls:
+    """A model turn that calls tools: (name, arguments) each, a str `arguments`
+    sent verbatim so malformed JSON can be scripted. OpenAI gets `tool_calls`
+    (finish_reason "tool_calls"), Anthropic `tool_use` blocks. Streamed, a
+    call comes in fragments as OpenAI sends them, and `pace` is as a Reply's."""
+
+    calls: list[tuple[str, dict[str, Any] | str]]
+    text: str = ""
+    input_tokens: int = 100
+    output_tokens: int = 50
+    pace: float = 0.0
+
+
+Step = Reply | Fault | Delay | ToolCalls
+# Characters per chunk of streamed text that names no tokens, and of streamed arguments.
+_PIECE = 16
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,11 @@ class ScriptedLLMServer(ThreadingHTTPServer):
         self._requests: list[RecordedRequest] = []
         # Set on stop so a handler sleeping in a Delay does not outlive the server.
         self._stopping = threading.Event()
+        self._in_flight = 0
+        self.max_in_flight = 0
+        # Streamed replies whose client went before the last chunk, as a server sees a
+        # stop or timeout: llama.cpp ends the generation then.
+        self.streams_cut = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -136,7 +167,7 @@ class ScriptedLLMServer(ThreadingHTTPServer):
     def script(self, model: str, *steps: Step) -> None:
         """Queue steps for `model`; "*" is the fallback queue for models with nothing queued."""
         for step in steps:
-            if not isinstance(step, Reply | Fault | Delay):
+            if not isinstance(step, Reply | Fault | Delay | ToolCalls):
                 raise TypeError(f"not a script step: {step!r}")
         with self._lock:
             self._scripts.setdefault(model, deque()).extend(steps)
@@ -163,6 +194,8 @@ class ScriptedLLMServer(ThreadingHTTPServer):
         # One critical section, so arrival order in `requests` matches the order steps are used.
         with self._lock:
             self._requests.append(request)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
             for key in (request.model, "*"):
                 queue = self._scripts.get(key)
                 if queue:
@@ -199,7 +232,13 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model", ""))
         headers = {k.lower(): v for k, v in self.headers.items()}
         step = self.server._record_and_pop(RecordedRequest(api, model, body, headers))
+        try:
+            self._answer(api, model, body, step)
+        finally:
+            with self.server._lock:
+                self.server._in_flight -= 1
 
+    def _answer(self, api: Api, model: str, body: dict[str, Any], step: Step | None) -> None:
         if isinstance(step, Delay):
             if self.server._stopping.wait(step.seconds):
                 self.close_connection = True
@@ -212,6 +251,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _error_body(api, 500, message), {"x-should-retry": "false"})
         elif isinstance(step, Fault):
             self._send(step.status, _error_body(api, step.status, step.message), step.headers)
+        elif api == "openai" and body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._send_events(_openai_chunks(model, step, include_usage=include_usage), step.pace)
+        elif isinstance(step, ToolCalls):
+            self._send(200, _tool_calls(api, model, step))
         elif api == "openai":
             self._send(200, _openai_completion(model, step))
         else:
@@ -240,6 +284,27 @@ class _Handler(BaseHTTPRequestHandler):
             # The client gave up (e.g. timed out during a Delay); nobody is left to answer.
             self.close_connection = True
 
+    def _send_events(self, chunks: list[dict[str, Any]], pace: float) -> None:
+        """Server-sent events, one chunk per event and each in an HTTP chunk of its own,
+        sent as they are made, then OpenAI's `[DONE]`."""
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+            self.end_headers()
+            for i, event in enumerate(events):
+                if i and pace and self.server._stopping.wait(pace):
+                    self.close_connection = True
+                    return
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(event), event))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            with self.server._lock:
+                self.server.streams_cut += 1
+
 
 def _error_body(api: Api, status: int, message: str) -> dict[str, Any]:
     if api == "openai":
@@ -258,14 +323,27 @@ def _as_text(output: dict[str, Any] | str) -> str:
     return output if isinstance(output, str) else json.dumps(output)
 
 
+def _tokens(reply: Reply) -> list[tuple[str, float]] | None:
+    text = _as_text(reply.output)
+    if reply.tokens is not None:
+        if "".join(t for t, _ in reply.tokens) != text:
+            raise ValueError("Reply.tokens must join to the reply's text")
+        return reply.tokens
+    if reply.logprobs is None:
+        return None
+    n = len(reply.logprobs)
+    cuts = [len(text) * i // n for i in range(n + 1)]
+    return [(text[cuts[i] : cuts[i + 1]], lp) for i, lp in enumerate(reply.logprobs)]
+
+
 def _openai_completion(model: str, reply: Reply) -> dict[str, Any]:
     logprobs = None
-    if reply.logprobs is not None:
-        tokens = [f"tok{i}" for i in range(len(reply.logprobs))]
+    tokens = _tokens(reply)
+    if tokens is not None:
         logprobs = {
             "content": [
                 {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-                for t, lp in zip(tokens, reply.logprobs, strict=True)
+                for t, lp in tokens
             ],
             "refusal": None,
         }
@@ -284,7 +362,7 @@ def _openai_completion(model: str, reply: Reply) -> dict[str, Any]:
                     "annotations": [],
                 },
                 "logprobs": logprobs,
-                "finish_reason": "stop",
+                "finish_reason": reply.finish_reason or "stop",
             }
         ],
         "usage": {
@@ -295,6 +373,92 @@ def _openai_completion(model: str, reply: Reply) -> dict[str, Any]:
         "service_tier": "default",
         "system_fingerprint": "fp_fake_llm",
     }
+
+
+def _openai_chunks(
+    model: str, step: Reply | ToolCalls, *, include_usage: bool
+) -> list[dict[str, Any]]:
+    """The reply as `chat.completion.chunk`s: its deltas, the finish reason, and the
+    usage in a last chunk without choices when the request asked for it."""
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake_llm",
+    }
+    if include_usage:
+        base["usage"] = None
+    if isinstance(step, ToolCalls):
+        deltas, finish = _tool_call_deltas(step), "tool_calls"
+    else:
+        deltas, finish = _reply_deltas(step), step.finish_reason or "stop"
+    deltas.append(({}, None))
+    chunks = [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": logprobs,
+                    "finish_reason": finish if i == len(deltas) - 1 else None,
+                }
+            ],
+        }
+        for i, (delta, logprobs) in enumerate(deltas)
+    ]
+    if include_usage:
+        usage = {
+            "prompt_tokens": step.input_tokens,
+            "completion_tokens": step.output_tokens,
+            "total_tokens": step.input_tokens + step.output_tokens,
+        }
+        chunks.append({**base, "choices": [], "usage": usage})
+    return chunks
+
+
+_Delta = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+def _reply_deltas(reply: Reply) -> list[_Delta]:
+    """The role, then the text a token a delta (or in pieces without tokens) with each
+    token's log-probability."""
+    role: _Delta = ({"role": "assistant", "content": "", "refusal": None}, None)
+    tokens = _tokens(reply)
+    if tokens is None:
+        return [role, *(({"content": p}, None) for p in _pieces(_as_text(reply.output)))]
+    return [role, *(({"content": t}, _logprobs(t, lp)) for t, lp in tokens)]
+
+
+def _logprobs(token: str, logprob: float) -> dict[str, Any]:
+    entry = {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
+    return {"content": [entry], "refusal": None}
+
+
+def _tool_call_deltas(turn: ToolCalls) -> list[_Delta]:
+    """The role with the text, if any, then each call: its id, type and name with
+    empty arguments, then the arguments in pieces under the same index."""
+    deltas: list[_Delta] = [({"role": "assistant", "content": None, "refusal": None}, None)]
+    deltas += [({"content": p}, None) for p in _pieces(turn.text)]
+    for index, (name, arguments) in enumerate(turn.calls):
+        first = {
+            "index": index,
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        deltas.append(({"tool_calls": [first]}, None))
+        deltas += [
+            ({"tool_calls": [{"index": index, "function": {"arguments": p}}]}, None)
+            for p in _pieces(_as_text(arguments))
+        ]
+    return deltas
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + _PIECE] for i in range(0, len(text), _PIECE)]
 
 
 def _anthropic_message(model: str, reply: Reply, request: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +486,7 @@ def _anthropic_message(model: str, reply: Reply, request: dict[str, Any]) -> dic
         "role": "assistant",
         "model": model,
         "content": [content],
-        "stop_reason": stop_reason,
+        "stop_reason": reply.finish_reason or stop_reason,
         "stop_sequence": None,
         "usage": {
             "input_tokens": reply.input_tokens,
@@ -330,5 +494,59 @@ def _anthropic_message(model: str, reply: Reply, request: dict[str, Any]) -> dic
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "service_tier": "standard",
+        },
+    }
+
+
+def _tool_calls(api: Api, model: str, turn: ToolCalls) -> dict[str, Any]:
+    ids = [f"call_{uuid.uuid4().hex[:24]}" for _ in turn.calls]
+    usage = {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens}
+    if api == "anthropic":
+        blocks: list[dict[str, Any]] = (
+            [{"type": "text", "text": turn.text, "citations": None}] if turn.text else []
+        )
+        for id_, (name, arguments) in zip(ids, turn.calls, strict=True):
+            if not isinstance(arguments, dict):
+                raise ValueError("an Anthropic tool_use carries a JSON object, not a str")
+            blocks.append({"type": "tool_use", "id": id_, "name": name, "input": arguments})
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": blocks,
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": turn.text or None,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": id_,
+                            "type": "function",
+                            "function": {"name": name, "arguments": _as_text(arguments)},
+                        }
+                        for id_, (name, arguments) in zip(ids, turn.calls, strict=True)
+                    ],
+                },
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": turn.input_tokens,
+            "completion_tokens": turn.output_tokens,
+            "total_tokens": turn.input_tokens + turn.output_tokens,
         },
     }

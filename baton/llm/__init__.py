@@ -34,6 +34,16 @@ class AskRequest(BaseModel):
         default_factory=list, description="Why the previous answer was refused; empty at first"
     )
     previous_output: Any = None
+    previous_reply: str = Field(
+        default="",
+        description="The refused answer as the model wrote it (bounded); the repair prompt "
+        "shows it, as the parsed output of a cut or malformed reply is empty",
+    )
+    max_tokens: int = Field(default=1024, ge=1, description="The output cap (TaskRoute.max_tokens)")
+    temperature: float | None = Field(
+        default=0.0, description="Sampling temperature (Candidate.temperature); None: not sent"
+    )
+    logprobs: bool = Field(default=True, description="Ask for token log-probabilities")
 
 
 class AskAnswer(BaseModel):
@@ -54,6 +64,9 @@ class AskAnswer(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     notes: list[str] = Field(default_factory=list)
+    raw_reply: str = Field(
+        default="", description="The reply as it came, bounded (baton.llm.prompt.bounded_reply)"
+    )
 
 
 class Provider(Protocol):

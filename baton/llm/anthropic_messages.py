@@ -3,16 +3,16 @@ from a forced tool call whose input schema is the task's answer schema."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
 
 from baton.llm import AskAnswer, AskRequest
-from baton.llm.prompt import answer_schema, prompt, read_reply
+from baton.llm.prompt import answer_schema, bounded_reply, prompt, read_reply
 from baton.llm.sdk_provider import SdkProvider
 
 ANSWER_TOOL = "record_answer"
-MAX_TOKENS = 4096
 
 
 class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
@@ -29,7 +29,7 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
         try:
             message = await self._client.messages.create(
                 model=request.model,
-                max_tokens=MAX_TOKENS,
+                max_tokens=request.max_tokens,
                 system=system,
                 messages=[{"role": "user", "content": user}],
                 tools=[
@@ -42,7 +42,7 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
                 tool_choice={"type": "tool", "name": ANSWER_TOOL},
             )
         except anthropic.AnthropicError as err:
-            raise self.failure(err, request) from err
+            raise self.failure(err, request) from None
         reply: str | dict[str, Any] = ""
         for block in message.content:
             if block.type == "tool_use" and block.name == ANSWER_TOOL:
@@ -50,7 +50,11 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
                 break
             if block.type == "text":
                 reply = block.text
-        output, reported, format_errors = read_reply(reply)
+        finish_reason = message.stop_reason or ""
+        output, reported, format_errors = read_reply(
+            reply, finish_reason=finish_reason, max_tokens=request.max_tokens
+        )
+        raw = reply if isinstance(reply, str) else json.dumps(reply, ensure_ascii=False)
         return AskAnswer(
             output=output,
             format_errors=format_errors,
@@ -59,7 +63,8 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
             provider=self.name,
             model=message.model or request.model,
             response_id=message.id,
-            finish_reason=message.stop_reason or "",
+            finish_reason=finish_reason,
             input_tokens=message.usage.input_tokens,
             output_tokens=message.usage.output_tokens,
+            raw_reply=bounded_reply(raw),
         )

@@ -6,6 +6,10 @@ timeouts, connection errors) are retryable, and a 429 waits the
 `retry-after` the provider asked for. Faults no retry can fix (a refused
 key, an unknown model, a malformed request) are non-retryable and say what
 to change.
+
+Messages are bounded and carry no chained cause: a timeout's chain of SDK
+and httpx traces made 8.8 KB failures that history showed only as "Failure
+exceeds size limit".
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import anthropic
 import openai
 from temporalio.exceptions import ApplicationError
 
-APITimeout = (openai.APITimeoutError, anthropic.APITimeoutError)
+MESSAGE_LIMIT = 1000
+# TimeoutError: a provider's own bound on a whole streamed reply, which the
+# SDKs' timeouts (each read) do not give.
+APITimeout = (openai.APITimeoutError, anthropic.APITimeoutError, TimeoutError)
 APIConnection = (openai.APIConnectionError, anthropic.APIConnectionError)
 APIStatus = (openai.APIStatusError, anthropic.APIStatusError)
 
@@ -34,6 +41,13 @@ def retry_after(headers: Mapping[str, str]) -> timedelta | None:
     return None
 
 
+def bounded(message: str) -> str:
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    cut = f"… [{len(message)} characters in all]"
+    return message[: MESSAGE_LIMIT - len(cut)] + cut
+
+
 def as_application_error(
     err: Exception, *, provider: str, model: str, key_env: str | None
 ) -> ApplicationError:
@@ -41,7 +55,9 @@ def as_application_error(
     if isinstance(err, APITimeout):
         return ApplicationError(f"{where} did not answer in time", type="ProviderTimeout")
     if isinstance(err, APIConnection):
-        return ApplicationError(f"{where} is unreachable: {err}", type="ProviderUnreachable")
+        return ApplicationError(
+            bounded(f"{where} is unreachable: {err}"), type="ProviderUnreachable"
+        )
     if not isinstance(err, APIStatus):
         raise err
     status = err.status_code
@@ -54,7 +70,9 @@ def as_application_error(
             next_retry_delay=delay,
         )
     if status >= 500 or status in (408, 409):
-        return ApplicationError(f"{where} failed ({status}): {err.message}", type="ProviderError")
+        return ApplicationError(
+            bounded(f"{where} failed ({status}): {err.message}"), type="ProviderError"
+        )
     if status in (401, 403):
         return ApplicationError(
             f"{where} refused the API key ({status}): check {key_env or 'the key'} "
@@ -70,7 +88,7 @@ def as_application_error(
             non_retryable=True,
         )
     return ApplicationError(
-        f"{where} rejected the request ({status}): {err.message}",
+        bounded(f"{where} rejected the request ({status}): {err.message}"),
         type="ProviderRequestError",
         non_retryable=True,
     )

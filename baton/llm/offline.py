@@ -22,6 +22,9 @@ from baton.llm.offline_renewal import (
     health_rationale,
     recommend_action,
 )
+from baton.llm.offline_rfp import AGENT_TURNS as RFP_AGENT_TURNS
+from baton.llm.offline_rfp import ASK_RULES as RFP_RULES
+from baton.llm.turns import TurnAnswer, TurnRequest
 
 RULES_VERSION = "1"
 Rules = Callable[[dict[str, Any]], AskAnswer]
@@ -82,11 +85,42 @@ TASKS: dict[str, Rules] = {
     "renewal_rationale": _renewal("renewal_rationale", health_rationale),
     "recommend_renewal_action": _renewal("recommend_renewal_action", recommend_action),
     "draft_renewal_email": _renewal("draft_renewal_email", draft_email),
+    **RFP_RULES,
 }
+
+
+# Agent tasks (baton.nodes.agent) the offline provider plays by a scripted
+# policy: one turn's request in, its tool calls or final answer out. A
+# process's offline module registers its policies when imported, and
+# whatever serves the process (its activities module) imports that module.
+AgentPolicy = Callable[[TurnRequest], TurnAnswer]
+AGENT_POLICIES: dict[str, AgentPolicy] = {}
+
+
+def register_agent_policy(task: str, policy: AgentPolicy) -> AgentPolicy:
+    """Play the agent task ``task`` offline by ``policy``, which must be
+    deterministic and answer as provider "offline"; returns the policy."""
+    AGENT_POLICIES[task] = policy
+    return policy
+
+
+# The RFP response's drafter and critic (imported above with its Ask rules).
+for _task, _policy in RFP_AGENT_TURNS.items():
+    register_agent_policy(_task, _policy)
 
 
 class OfflineProvider:
     name = "offline"
+
+    async def turn(self, request: TurnRequest) -> TurnAnswer:
+        policy = AGENT_POLICIES.get(request.task)
+        if policy is None:
+            raise UnknownTaskError(
+                f"the offline provider has no agent policy for task '{request.task}' (it "
+                f"knows: {', '.join(sorted(AGENT_POLICIES)) or 'none'}); register one with "
+                "baton.llm.offline.register_agent_policy or route the task to a model"
+            )
+        return await asyncio.get_running_loop().run_in_executor(_RULES, policy, request)
 
     async def ask(self, request: AskRequest) -> AskAnswer:
         rules = TASKS.get(request.task)

@@ -13,7 +13,17 @@ CONFIDENCE_FIELD = "confidence"
 ANSWER_FIELD = "answer"
 # Raised whenever `prompt` or `answer_schema` words the question differently, so
 # that the trail tells answers to one wording from answers to another.
-PROMPT_TEMPLATE = 1
+PROMPT_TEMPLATE = 2
+# Enough to see what went wrong with a reply; a degenerate one ran to 3,695
+# tokens, which history, the trail and the repair prompt need not carry.
+RAW_REPLY_LIMIT = 4000
+# How OpenAI(-compatible) servers and Anthropic say a reply hit max_tokens.
+CUT_REASONS = frozenset({"length", "max_tokens"})
+# A decimal in a string as the validator reads it, so that the grammar of a
+# constrained decoder refuses "€ 3,664.50" instead of the validator. Digits
+# are bounded: under an unbounded pattern a small model wrote "1000000…"
+# until the token limit (tests/test_real_model.py).
+DECIMAL_PATTERN = r"^-?[0-9]{1,15}(\.[0-9]{1,8})?$"
 
 
 def prompt_version(instructions: str, output_schema: dict[str, Any]) -> str:
@@ -27,11 +37,47 @@ def prompt_version(instructions: str, output_schema: dict[str, Any]) -> str:
     return f"{PROMPT_TEMPLATE}.{hashlib.sha256(asked.encode()).hexdigest()[:12]}"
 
 
+def bounded_reply(reply: str) -> str:
+    if len(reply) <= RAW_REPLY_LIMIT:
+        return reply
+    return f"{reply[:RAW_REPLY_LIMIT]}… [cut here: the reply had {len(reply)} characters]"
+
+
+def _strict(schema: Any) -> Any:
+    """``schema`` as strict as pydantic's validation of it: no properties
+    but the declared ones, every property required (an optional one is
+    nullable, so the model says null), decimals in strings as digits only,
+    and no defaults, which a model must not lean on."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "default":
+            continue
+        if key in ("properties", "$defs"):
+            strict[key] = {name: _strict(sub) for name, sub in value.items()}
+        else:
+            strict[key] = _strict(value)
+    any_of = strict.get("anyOf")
+    if isinstance(any_of, list) and {"type": "number"} in any_of:
+        # Pydantic's Decimal: a number, or any string it then may refuse.
+        strict["anyOf"] = [
+            {"type": "string", "pattern": DECIMAL_PATTERN} if s == {"type": "string"} else s
+            for s in any_of
+        ]
+    if strict.get("type") == "object" and "properties" in strict:
+        strict["additionalProperties"] = False
+        strict["required"] = list(strict["properties"])
+    return strict
+
+
 def answer_schema(output_schema: dict[str, Any]) -> dict[str, Any]:
-    """The output schema wrapped with a self-reported confidence. Pydantic's
-    shared definitions move to the top so their `#/$defs/...` references
-    still resolve."""
-    schema = dict(output_schema)
+    """The output schema, made strict, wrapped with a self-reported
+    confidence. Pydantic's shared definitions move to the top so their
+    `#/$defs/...` references still resolve."""
+    schema = _strict(output_schema)
     defs = schema.pop("$defs", None)
     wrapped: dict[str, Any] = {
         "type": "object",
@@ -55,7 +101,7 @@ def answer_schema(output_schema: dict[str, Any]) -> dict[str, Any]:
 def prompt(request: AskRequest) -> tuple[str, str]:
     """The system and user messages for one attempt."""
     task, instructions, inputs = request.task, request.instructions, request.inputs
-    repair_errors, previous_output = request.repair_errors, request.previous_output
+    repair_errors = request.repair_errors
     system = (
         f"You perform the task '{task}' inside an audited business workflow. "
         "Reply only with a JSON object matching the given schema: the answer, and your "
@@ -68,14 +114,21 @@ def prompt(request: AskRequest) -> tuple[str, str]:
             "Your previous answer was refused for these reasons:",
             *[f"- {error}" for error in repair_errors],
             "Previous answer:",
-            json.dumps(previous_output, ensure_ascii=False),
+            # As written: a cut or malformed reply parses to nothing.
+            request.previous_reply or json.dumps(request.previous_output, ensure_ascii=False),
             "Correct it.",
         ]
     return system, "\n\n".join(p for p in parts if p)
 
 
-def read_reply(reply: str | dict[str, Any]) -> tuple[dict[str, Any], float | None, list[str]]:
-    """(answer, self-reported confidence, format errors) from a model's reply."""
+def read_reply(
+    reply: str | dict[str, Any], *, finish_reason: str, max_tokens: int
+) -> tuple[dict[str, Any], float | None, list[str]]:
+    """(answer, self-reported confidence, format errors) from a model's reply.
+    A reply cut at the token limit is refused as such even when it parses:
+    the tool input of a cut Anthropic reply is a partial object."""
+    if finish_reason in CUT_REASONS:
+        return {}, None, [f"the reply was cut at the token limit ({max_tokens} tokens)"]
     if isinstance(reply, str):
         try:
             reply = json.loads(reply)

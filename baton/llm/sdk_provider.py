@@ -22,6 +22,16 @@ class SdkProvider(ABC, Generic[ClientT]):
         self._client = client
         self._key_env = key_env
 
+    @property
+    def client(self) -> ClientT:
+        """The SDK's client, shared by every kind of call to this provider
+        (an Ask's attempts, an Agent's turns: baton.llm.turns_*)."""
+        return self._client
+
+    @property
+    def key_env(self) -> str | None:
+        return self._key_env
+
     @classmethod
     def from_spec(
         cls, name: str, *, base_url: str | None, key_env: str | None, timeout_s: float

@@ -1,5 +1,6 @@
 """Node kinds, one module each; :mod:`baton.nodes.base` is the protocol they share."""
 
+from baton.nodes.agent import Agent
 from baton.nodes.ask import Ask
 from baton.nodes.awaiting import Await, Awaited
 from baton.nodes.back import Back
@@ -11,6 +12,7 @@ from baton.nodes.sub import Sub, SubResult
 from baton.nodes.wait import Wait, Waited
 
 __all__ = [
+    "Agent",
     "Approvers",
     "Ask",
     "Await",

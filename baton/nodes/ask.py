@@ -36,7 +36,8 @@ from baton.nodes.base import (
     root_message,
     schema_problems,
 )
-from baton.nodes.gate import await_decision, shown_attempts
+from baton.nodes.gate import Gate, await_decision, shown_attempts
+from baton.nodes.tool_tier import check_tools, tool_tier
 from baton.routing import (
     HUMAN,
     Attempt,
@@ -53,9 +54,14 @@ if TYPE_CHECKING:
     from baton.graph import Graph
 
 ASK_ACTIVITY = "ask"
-# Provider errors that every other model would repeat (a refused key, an
-# unknown model, a malformed request): they fail the step instead of cascading.
-FATAL_PROVIDER_ERRORS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
+# A provider's refusal of one candidate (its key, its model name, a request
+# parameter that model does not take): no retry helps, but another candidate
+# or a person may answer, so the cascade skips the candidate with an alert.
+# Runs started before SKIP_REFUSING_CANDIDATES failed the step instead.
+REFUSALS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
+SKIP_REFUSING_CANDIDATES = "ask-skips-refusing-candidates"
+# Runs started before it ranked answers by confidence whatever measured it.
+RANK_BY_ONE_METHOD = "ask-ranks-by-one-method"
 
 
 class Ask(Node):
@@ -74,7 +80,11 @@ class Ask(Node):
         default=(),
         description="Task validators: pure functions of the output returning the problems found",
     )
-    timeout: timedelta = timedelta(seconds=120)
+    tools: tuple[Callable[..., Any], ...] = Field(
+        default=(),
+        description="@tool functions that may answer before any model, if the task's route "
+        "lists them (baton.nodes.tool_tier)",
+    )
     # Model calls are slow and the `ask` activity heartbeats while it waits,
     # so a crashed worker's attempt is retried in seconds, a slow model is not.
     # The worker sends heartbeats every second (worker.HEARTBEAT_THROTTLE), so
@@ -87,6 +97,15 @@ class Ask(Node):
     kind: ClassVar[str] = "ask"
     opens_gate: ClassVar[bool] = True
     __init__ = Node.__init__  # keeps the positional id for type checkers
+
+    @model_validator(mode="after")
+    def _timeout_is_routed(self) -> Ask:
+        if "timeout" in self.model_fields_set:
+            raise ValueError(
+                "an Ask's timeout comes from its routing: set timeout_s and queue_timeout_s "
+                "of the provider in the routing file"
+            )
+        return self
 
     @model_validator(mode="after")
     def _documents_are_inputs(self) -> Ask:
@@ -109,9 +128,10 @@ class Ask(Node):
             raise GraphError(f"node '{self.id}': an Ask needs an output schema (pydantic model)")
         if not self.task:
             raise GraphError(f"node '{self.id}': an Ask needs a task name")
+        check_tools(self.id, self.tools)
 
     def activities(self) -> Sequence[ActivityRef]:
-        return [ASK_ACTIVITY]
+        return [ASK_ACTIVITY, *self.tools]
 
     async def run(self, run: Run, record: NodeRecord) -> Done:
         return Done(await _Cascade(self, run, record).answer())
@@ -162,6 +182,10 @@ class _Cascade:
             repair_attempts=plan.route.repair_attempts,
             budget_usd=routing.budget_usd_per_run,
         )
+        if plan.route.tools:
+            answered = await tool_tier(self.run, node, record, plan.route.tools, attempts)
+            if answered is not None:
+                return answered
         best: tuple[Attempt, Any] | None = None
         escalation: str | None = None
         for tier in plan.tiers:
@@ -181,7 +205,7 @@ class _Cascade:
             if best is None:
                 raise ApplicationError(
                     f"node '{node.id}': no model gave a valid answer ({len(attempts)} attempts: "
-                    f"{'; '.join(f'{a.provider}/{a.model}: {a.outcome}' for a in attempts)})",
+                    f"{'; '.join(_outcome(a) for a in attempts)})",
                     type="NoValidAnswer",
                     non_retryable=True,
                 )
@@ -221,6 +245,7 @@ class _Cascade:
             # A reviewer's change request is the first repair: what to fix, and
             # the answer it is about.
             errors, previous = feedback
+            reply = ""
             for repair in range(plan.route.repair_attempts + 1):
                 attempt, value = await self._attempt(
                     option,
@@ -229,6 +254,8 @@ class _Cascade:
                     previous,
                     len(attempts) + 1,
                     minimum=plan.route.min_confidence,
+                    max_tokens=plan.route.max_tokens,
+                    previous_reply=reply,
                 )
                 attempts.append(attempt)
                 self.run.trail.record(
@@ -254,7 +281,7 @@ class _Cascade:
                     return value, None
                 if attempt.outcome == "low_confidence":
                     return None, (attempt, value)
-                errors, previous = attempt.errors, attempt.output
+                errors, previous, reply = attempt.errors, attempt.output, attempt.raw_reply
             else:
                 return None, None
         return None, None
@@ -268,6 +295,8 @@ class _Cascade:
         index: int,
         *,
         minimum: float,
+        max_tokens: int,
+        previous_reply: str,
     ) -> tuple[Attempt, Any]:
         node = self.node
         self._stop_if_cancelled()
@@ -283,9 +312,16 @@ class _Cascade:
             model=option.candidate.model,
             repair_errors=errors,
             previous_output=previous,
+            previous_reply=previous_reply,
+            max_tokens=max_tokens,
+            temperature=option.candidate.temperature,
+            logprobs=option.candidate.logprobs,
         )
         options = activity_options(self.run, node, self.record)
         options["activity_id"] += f".{index}"
+        # As long as the routing lets a try wait for a slot and for the
+        # model, not a cap hidden here.
+        options["start_to_close_timeout"] = timedelta(seconds=option.provider.attempt_timeout_s)
         options["summary"] = f"{node.id}: {option.candidate.provider}/{option.candidate.model}"
         if self.run.state.undo_in_flight:
             # A stop waits until the model call has really ended (the activity
@@ -308,7 +344,8 @@ class _Cascade:
                 ASK_ACTIVITY, request, result_type=AskAnswer, **options
             )
         except ActivityError as err:
-            if error_type(err) in FATAL_PROVIDER_ERRORS:
+            refused = error_type(err) in REFUSALS
+            if refused and not workflow.patched(SKIP_REFUSING_CANDIDATES):
                 raise
             # A stop or cancel, not a provider's failure: the cascade ends here,
             # with no further model call and no gate (runs started before
@@ -317,6 +354,15 @@ class _Cascade:
                 raise
             self._stop_if_cancelled()
             failed = {"errors": [root_message(err)], "finished_at": workflow.now()}
+            if refused:
+                self.run.trail.record(
+                    "routing.decided",
+                    node=node.id,
+                    about=f"v{self.record.visits}/skipped{index}",
+                    decision="skipped a candidate",
+                    candidate=f"{option.candidate.provider}/{option.candidate.model}",
+                    why=root_message(err),
+                )
             return attempt.model_copy(update=failed), None
         self._stop_if_cancelled()
         value, problems = self._judge(answer)
@@ -337,6 +383,7 @@ class _Cascade:
             "notes": answer.notes,
             "response_id": answer.response_id,
             "finish_reason": answer.finish_reason,
+            "raw_reply": answer.raw_reply,
             "finished_at": workflow.now(),
         }
         return attempt.model_copy(update=answered), value
@@ -383,11 +430,17 @@ class _Cascade:
             "proposed": None if best is None else best[1],
         }
         record.meta["escalated"] = reason
+        # The SLA a Gate node has, from the routing: reminders, escalation
+        # along the chain, then holding (baton.nodes.gate.await_decision).
+        hours = plan.route.human_sla_hours
         gate = GateState(
             gate=node.id,
             round=record.visits,
             roles=[plan.route.human_role],
+            chain=list(plan.route.human_escalate_to),
             opened_at=workflow.now(),
+            sla=None if hours is None else timedelta(hours=hours),
+            remind_fraction=None if hours is None else Gate.model_fields["remind_at"].default,
             shown=shown,
         )
         decision = await await_decision(self.run, gate, record)
@@ -414,4 +467,15 @@ def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _more_confident(a: Attempt, b: Attempt) -> bool:
+    """Is ``a``, from a later tier, a better answer than ``b``? Confidences
+    are compared only when one method measured both: log-probabilities and
+    a model's own report are different scales, so then the later tier, the
+    one the routing trusts more, wins."""
+    if a.confidence_method != b.confidence_method and workflow.patched(RANK_BY_ONE_METHOD):
+        return True
     return (a.confidence or 0.0) > (b.confidence or 0.0)
+
+
+def _outcome(attempt: Attempt) -> str:
+    said = f"{attempt.provider}/{attempt.model}: {attempt.outcome}"
+    return f"{said} ({attempt.errors[0][:200]})" if attempt.errors else said

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 from temporalio.exceptions import ApplicationError
 
 from baton.nodes.base import Done, GraphError, Node, Run
-from baton.state import NodeRecord
+from baton.state import NodeRecord, RunView
 
 if TYPE_CHECKING:
     from baton.graph import Graph
@@ -17,10 +18,17 @@ if TYPE_CHECKING:
 class Back(Node):
     """An edge back to an earlier node, taken while ``when`` holds: every node
     from ``to`` up to this one runs again. ``max_visits`` bounds how often
-    ``to`` may run; past it the run fails visibly rather than loop forever."""
+    ``to`` may run; past it the run fails visibly rather than loop forever.
+
+    ``feedback``, a pure function of the run as ``when`` is, gives the
+    loop's reasons (a critic's findings) to ``to`` when the loop is taken,
+    as a reviewer's change request is given (``RunState.feedback``, with
+    ``to``'s last output): an Ask repairs with them, an Agent opens its
+    next transcript with them."""
 
     to: str
     max_visits: int = Field(ge=2)
+    feedback: Callable[[RunView], list[str]] | None = None
 
     kind: ClassVar[str] = "back"
     when_skips: ClassVar[bool] = False
@@ -47,7 +55,14 @@ class Back(Node):
                 non_retryable=True,
             )
         record.detail = f"loop taken back to '{self.to}'"
+        if self.feedback is not None:
+            findings = self.feedback(run.view())
+            run.state.feedback[self.to] = (findings, run.state.records[self.to].output)
+            record.detail += f" with {len(findings)} finding(s)"
         return Done(back_to=self.to)
 
     def mermaid_edges(self) -> list[str]:
-        return [f"{self.id} -.->|{self.condition_name}, at most {self.max_visits}x| {self.to}"]
+        told = "" if self.feedback is None else f", telling {self.feedback.__name__}"
+        return [
+            f"{self.id} -.->|{self.condition_name}, at most {self.max_visits}x{told}| {self.to}"
+        ]

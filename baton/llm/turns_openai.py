@@ -1,0 +1,105 @@
+"""Agent turns through the `openai` SDK's chat completions: Baton's tools
+as `tools` of type function, the model's `tool_calls` back. Serves
+OpenAI-compatible servers too (vLLM, llama.cpp, Ollama). Streamed as an
+Ask is (OpenAIChat.complete), for the same reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+from baton.llm.faults import as_application_error
+from baton.llm.openai_chat import OpenAIChat, sampling
+from baton.llm.turns import (
+    ToolCall,
+    TurnAnswer,
+    TurnRequest,
+    final_answer_spec,
+    parse_arguments,
+    read_final,
+    read_text_answer,
+    system_prompt,
+    task_message,
+)
+
+
+async def openai_turn(provider: OpenAIChat, request: TurnRequest) -> TurnAnswer:
+    specs = [*request.tools, final_answer_spec(request)]
+    try:
+        reply = await provider.complete(
+            request.provider.timeout_s,
+            model=request.model,
+            messages=_messages(request),
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": s.name,
+                        "description": s.description,
+                        "parameters": s.parameters,
+                    },
+                }
+                for s in specs
+            ],
+            **sampling(
+                request.provider.kind,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+            ),
+        )
+    except (openai.OpenAIError, TimeoutError) as err:
+        raise as_application_error(
+            err, provider=provider.name, model=request.model, key_env=provider.key_env
+        ) from None
+    calls = []
+    for _, call in sorted(reply.calls.items()):
+        arguments, error = parse_arguments("".join(call.arguments))
+        calls.append(
+            ToolCall(id=call.id, name=call.name, arguments=arguments, arguments_error=error)
+        )
+    text = "".join(reply.content)
+    calls, output, errors = read_final(calls)
+    if not calls and output is None:
+        output, errors = read_text_answer(text)
+    usage = reply.usage
+    return TurnAnswer(
+        tool_calls=calls,
+        output=output,
+        format_errors=errors,
+        text=text,
+        provider=provider.name,
+        model=reply.model or request.model,
+        response_id=reply.id,
+        finish_reason=reply.finish_reason,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+    )
+
+
+def _messages(request: TurnRequest) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system_prompt(request)},
+        {"role": "user", "content": task_message(request)},
+    ]
+    for message in request.messages:
+        if message.role == "assistant":
+            said: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            if message.tool_calls:
+                said["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                    }
+                    for c in message.tool_calls
+                ]
+            messages.append(said)
+        elif message.role == "tool":
+            messages.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+            )
+        else:
+            messages.append({"role": "user", "content": message.content})
+    return messages
