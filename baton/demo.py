@@ -1,6 +1,7 @@
 """The demo: document intake over the sample documents, accounts payable
 over the sample invoices, one renewal cycle of each sample customer
-account and the onboarding of each sample hire, on the embedded server.
+account, the onboarding of each sample hire and a response to each sample
+RFP, on the embedded server.
 
 It starts the embedded Temporal server (unless one already answers at
 TEMPORAL_ADDRESS) and a worker, starts one run per sample, and plays the
@@ -8,7 +9,8 @@ people: document-intake runs that stop at the review gate are decided by a
 named user through the same `decide` update the CLI uses, and a supervisor
 stops the run whose document talks to the AI; accounts payable runs go as
 :mod:`baton.demo_payables` says, renewal runs as :mod:`baton.demo_renewal`
-says, onboarding runs as :mod:`baton.demo_onboarding` says. Then it prints
+says, onboarding runs as :mod:`baton.demo_onboarding` says, RFP runs as
+:mod:`baton.demo_rfp` says (with each bid's coverage matrix). Then it prints
 each run's outcome, Web UI link and audit report, writes the period
 reports, and stops what it started unless asked to keep it. It fails (exit
 code 1) when an invoice, an account or a hire does not end where the
@@ -31,6 +33,7 @@ from temporalio.client import Client, WorkflowFailureError
 from baton import demo_onboarding as onboarding
 from baton import demo_payables as payables
 from baton import demo_renewal as renewal
+from baton import demo_rfp as rfp
 from baton.accounts import add_key
 from baton.audit.period import write_period_report
 from baton.audit.reports import describe, write_report
@@ -95,6 +98,7 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                     *payables.PEOPLE,
                     *renewal.PEOPLE,
                     *onboarding.PEOPLE,
+                    *rfp.PEOPLE,
                 )
             )
         ),
@@ -105,6 +109,7 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
     erp_path().unlink(missing_ok=True)
     payables.reset_systems()
     onboarding.reset_systems()
+    rfp.reset_systems()
     # Made once, in the data dir: every payload of the demo's runs is encrypted with it.
     ensure_payload_key(settings.data_dir)
     try:
@@ -135,12 +140,16 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             hires = asyncio.ensure_future(
                 onboarding.run_onboarding(client, task_queue=settings.task_queue, signers=signers)
             )
+            bids = asyncio.ensure_future(
+                rfp.run_rfps(client, task_queue=settings.task_queue, signers=signers)
+            )
             outcomes = await asyncio.gather(
                 *(_review_and_finish(client, h.id, signers) for h in handles)
             )
             paid = await invoices
             reviewed = await renewals
             onboarded = await hires
+            answered = await bids
             audit = AuditSettings.from_env(settings)
             store = open_store(audit.url)
             graph = DocumentIntake.graph.mermaid()
@@ -163,6 +172,7 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 "accounts_payable",
                 "customer_renewal",
                 "hr_onboarding",
+                "rfp_response",
             ):
                 period_path = settings.data_dir / "reports" / f"period-{process}.html"
                 period = write_period_report(
@@ -176,8 +186,10 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
                 ("accounts payable (samples/accounts_payable/expected.toml)", paid),
                 ("customer renewal (samples/customer_renewal/expected.toml)", reviewed),
                 ("HR onboarding (samples/hr_onboarding/expected.toml)", onboarded),
+                ("RFP response (samples/rfp_response/expected.toml)", answered.outcomes),
             ):
                 print_outcomes(title, checked, settings.run_url)
+            rfp.print_matrices(answered)
             # What `baton audit verify` checks: the chains and the signed checkpoints.
             anchors = audit.anchors(write=False)
             everything = anchors.verify(store) if anchors else store.verify()
@@ -198,7 +210,12 @@ async def run_demo(settings: Settings, *, samples: Path, keep_running: bool) -> 
             server.stop()
     astray = [
         report_astray(what, checked)
-        for what, checked in (("invoice", paid), ("account", reviewed), ("hire", onboarded))
+        for what, checked in (
+            ("invoice", paid),
+            ("account", reviewed),
+            ("hire", onboarded),
+            ("RFP", answered.outcomes),
+        )
     ]
     return 1 if any(astray) else 0
 

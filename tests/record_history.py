@@ -18,7 +18,9 @@ one cycle of a customer renewal, started by the CRM's scheduler: cora
 approves the recommendation, the mail webhook reports the reply, the run
 continues as new at its wait for the next review, 90 days pass, the second
 cycle asks cora again and colin stops the run there (two histories:
-renewal_one_cycle.json and renewal_one_cycle.carried2.json). Every
+renewal_one_cycle.json and renewal_one_cycle.carried2.json). And one RFP
+response with the offline agents: rita asks for changes to the drafts, then
+approves the second round, and the bid is submitted. Every
 start, decision, event and stop is signed, with keys made for the recording.
 
 The runs go to a throwaway dev server, except the SLA escalation and the
@@ -65,6 +67,7 @@ from baton.client import (
 )
 from baton.config import CONFIG_ENV, ROUTING_ENV
 from baton.demo import local_identities
+from baton.demo_rfp import reset_systems as reset_rfp_desk
 from baton.document_store import STORE_ENV
 from baton.gates import Decision, Outcome, StopRequest
 from baton.keys import Signer
@@ -80,6 +83,7 @@ from worker import build_worker
 from workflows.customer_renewal import REPLY_EVENT, CustomerRenewal
 from workflows.document_intake import DocumentIntake
 from workflows.hr_onboarding import HrOnboarding
+from workflows.rfp_response import RfpResponse
 
 HISTORIES = Path(__file__).parent / "histories"
 QUEUE = "record"
@@ -90,6 +94,7 @@ CLEAN = SAMPLES / "invoice-acme-2026-0142.txt"
 MISSING_TOTAL = SAMPLES / "invoice-missing-total.txt"
 FOUR_EYES = SAMPLES / "invoice-brightline-bl-88317.txt"
 ENGINEER_HIRE = ROOT / "samples" / "hr_onboarding" / "engineer-berlin.json"
+RFP = ROOT / "samples" / "rfp_response" / "northwind-telematics.txt"
 CRM_SEED = ROOT / "samples" / "customer_renewal" / "seed.toml"
 # A renewal's input is the account id, which the seed puts in the CRM.
 RENEWED = "ACC-1001"
@@ -218,6 +223,17 @@ async def renewal_cycle(r: Recording) -> None:
     await stop_run(r.client, r.handle.id, stop, r.signers["colin"])
 
 
+async def rfp_changes_then_approval(r: Recording) -> None:
+    """rita asks for changes to the first bid's drafts, then approves the second."""
+    await at_gate(r)
+    changes = Decision(
+        gate="review", user="rita", outcome="request_changes", comment="recorded: more detail"
+    )
+    await decide(r.client, r.handle.id, changes, r.signers["rita"])
+    await at_gate(r, round_=2)
+    await decide(r.client, r.handle.id, decision("rita"), r.signers["rita"])
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -248,6 +264,13 @@ SCENARIOS = (
         "completed",
         process=HrOnboarding,
         requested_by="rachel",
+    ),
+    Scenario(
+        "rfp_response_changes",
+        RFP,
+        rfp_changes_then_approval,
+        "completed",
+        process=RfpResponse,
     ),
     Scenario(
         "renewal_one_cycle",
@@ -370,6 +393,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         isolate(Path(tmp))
         signers = local_identities(Path(tmp), (*USERS, *RENEWAL_USERS), via="record")
         load_seed(CRM_SEED)
+        reset_rfp_desk()
         dev = [s for s in scenarios if s.server != "skipping"]
         if dev:
             await on_dev_server(dev, Path(tmp), signers, args.out)

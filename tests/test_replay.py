@@ -33,7 +33,12 @@ GATE_PATHS = {
     "gate_stop",
     "gate_cascade_to_person",
 }
-PROCESSES = {"hr_onboarding_completed", "renewal_one_cycle", "renewal_one_cycle.carried2"}
+PROCESSES = {
+    "hr_onboarding_completed",
+    "renewal_one_cycle",
+    "renewal_one_cycle.carried2",
+    "rfp_response_changes",
+}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -257,3 +262,23 @@ def test_renewal_sends_once_records_the_reply_and_loops_to_the_next_cycle() -> N
     assert (first.result["cycle"], second.result["cycle"]) == (1, 2)
     assert steps.index(second) > steps.index(recorded)
     assert outcome(steps) == "stopped"
+
+
+def test_an_rfp_is_drafted_by_agents_with_tools_sent_back_and_submitted_once() -> None:
+    steps = steps_of("rfp_response_changes")
+    assert acts(steps) == [
+        ("decide", "review", "rita", "request_changes"),
+        ("decide", "review", "rita", "approve"),
+    ]
+    changes, approval = (s for s in steps if s.kind == "update")
+    # Each round drafts with model turns and tool calls before its review.
+    for start, end in ((0, steps.index(changes)), (steps.index(changes), steps.index(approval))):
+        between = steps[start:end]
+        assert activities(between, "agent_turn")
+        assert activities(between, "search_answer_library")
+    # The reviewer's note reaches the drafter's next turns.
+    redrafted = activities(steps[steps.index(changes) :], "agent_turn")
+    assert any("recorded: more detail" in json.dumps(turn.input) for turn in redrafted)
+    (submitted,) = activities(steps, "submit_response")
+    assert steps.index(submitted) > steps.index(approval)
+    assert outcome(steps) == "completed"
