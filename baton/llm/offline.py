@@ -13,78 +13,40 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from baton.llm import AskAnswer, AskRequest, UnknownTaskError
-from baton.llm.offline_classify import PayableClassification, classify_payable
-from baton.llm.offline_documents import DocumentExtraction, extract_document_fields
-from baton.llm.offline_invoices import InvoiceExtraction, extract_invoice
-from baton.llm.offline_renewal import (
-    RenewalRules,
-    draft_email,
-    health_rationale,
-    recommend_action,
-)
+from baton.llm.offline_answer import Rules, as_answer, rules_task
+from baton.llm.offline_classify import classify_payable
+from baton.llm.offline_documents import extract_document_fields
+from baton.llm.offline_invoices import extract_invoice
+from baton.llm.offline_renewal import draft_email, health_rationale, recommend_action
 from baton.llm.offline_rfp import AGENT_TURNS as RFP_AGENT_TURNS
 from baton.llm.offline_rfp import ASK_RULES as RFP_RULES
 from baton.llm.turns import TurnAnswer, TurnRequest
 
-RULES_VERSION = "1"
-Rules = Callable[[dict[str, Any]], AskAnswer]
 _RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
-
-
-def _answer(
-    task: str,
-    output: dict[str, Any],
-    extraction: DocumentExtraction | InvoiceExtraction | PayableClassification | RenewalRules,
-) -> AskAnswer:
-    # One shape for every rules task, so a reviewer reads any of them the
-    # same way: what was refused, matched and missing, then any doubts.
-    notes = [f"refused: {extraction.refused}"] if extraction.refused else []
-    notes.append(f"matched: {', '.join(extraction.matched) or 'nothing'}")
-    if extraction.missing:
-        notes.append(f"missing: {', '.join(extraction.missing)}")
-    if isinstance(extraction, InvoiceExtraction):
-        notes += extraction.warnings
-    return AskAnswer(
-        output=output,
-        confidence=extraction.confidence,
-        confidence_method=extraction.method,
-        provider="offline",
-        model=f"rules-{task}-v{RULES_VERSION}",
-        finish_reason="stop",
-        notes=notes,
-    )
 
 
 def _extract_fields(inputs: dict[str, Any]) -> AskAnswer:
     extraction = extract_document_fields(str(inputs.get("text") or ""))
-    return _answer("extract_fields", extraction.fields, extraction)
+    return as_answer("extract_fields", extraction.fields, extraction)
 
 
 def _extract_invoice(inputs: dict[str, Any]) -> AskAnswer:
     extraction = extract_invoice(str(inputs.get("text") or ""))
-    return _answer("extract_invoice", extraction.invoice.model_dump(mode="json"), extraction)
+    return as_answer("extract_invoice", extraction.invoice.model_dump(mode="json"), extraction)
 
 
 def _classify_payable(inputs: dict[str, Any]) -> AskAnswer:
     decided = classify_payable(str(inputs.get("text") or ""))
-    return _answer("classify_payable", decided.classification.model_dump(mode="json"), decided)
-
-
-def _renewal(task: str, rules: Callable[[dict[str, Any]], RenewalRules]) -> Rules:
-    def answer(inputs: dict[str, Any]) -> AskAnswer:
-        answered = rules(inputs)
-        return _answer(task, answered.output, answered)
-
-    return answer
+    return as_answer("classify_payable", decided.classification.model_dump(mode="json"), decided)
 
 
 TASKS: dict[str, Rules] = {
     "classify_payable": _classify_payable,
     "extract_fields": _extract_fields,
     "extract_invoice": _extract_invoice,
-    "renewal_rationale": _renewal("renewal_rationale", health_rationale),
-    "recommend_renewal_action": _renewal("recommend_renewal_action", recommend_action),
-    "draft_renewal_email": _renewal("draft_renewal_email", draft_email),
+    "renewal_rationale": rules_task("renewal_rationale", health_rationale),
+    "recommend_renewal_action": rules_task("recommend_renewal_action", recommend_action),
+    "draft_renewal_email": rules_task("draft_renewal_email", draft_email),
     **RFP_RULES,
 }
 

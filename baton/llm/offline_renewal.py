@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from activities.renewal_models import (
     Action,
@@ -23,21 +23,15 @@ from activities.renewal_models import (
     HealthScore,
     Recommendation,
 )
+from baton.llm.offline_answer import RulesAnswer
 
 METHOD = "rules_renewal"
 # The rules read structured fields, not prose: sure of what they read.
 CONFIDENCE = 0.9
 
 
-class RenewalRules(BaseModel):
-    """What the rules answered, in the shape every rules task answers in."""
-
-    output: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = Field(ge=0.0, le=1.0)
-    matched: list[str] = Field(default_factory=list)
-    missing: list[str] = Field(default_factory=list)
+class RenewalRules(RulesAnswer):
     method: str = METHOD
-    refused: str | None = None
 
 
 def _health(inputs: dict[str, Any]) -> HealthScore | str:

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from activities.rfp_models import (
     Critique,
@@ -47,7 +47,7 @@ from activities.rfp_models import (
     SectionDraft,
     SectionDrafts,
 )
-from baton.llm import AskAnswer
+from baton.llm.offline_answer import RulesAnswer, rules_task
 from baton.llm.turns import ToolCall, TurnAnswer, TurnMessage, TurnRequest
 
 METHOD = "rules_rfp"
@@ -69,15 +69,8 @@ _ASKS = re.compile(r"; (?=the critic finds requirement |the reviewer \()")
 _FLAGGED = re.compile(r"^the critic finds requirement (\S+) not covered: (.*)$")
 
 
-class RfpRules(BaseModel):
-    """What the rules answered, in the shape every rules task answers in."""
-
-    output: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = Field(ge=0.0, le=1.0)
-    matched: list[str] = Field(default_factory=list)
-    missing: list[str] = Field(default_factory=list)
+class RfpRules(RulesAnswer):
     method: str = METHOD
-    refused: str | None = None
 
 
 def _header(text: str) -> dict[str, str]:
@@ -380,34 +373,9 @@ def _refused(why: str) -> TurnAnswer:
     )
 
 
-def _ask(
-    task: str, rules: Callable[[dict[str, Any]], RfpRules]
-) -> Callable[[dict[str, Any]], AskAnswer]:
-    """An Ask task's rules as the offline provider answers them: in the
-    shape of its other rules tasks (refused, matched, missing notes)."""
-
-    def answer(inputs: dict[str, Any]) -> AskAnswer:
-        answered = rules(inputs)
-        notes = [f"refused: {answered.refused}"] if answered.refused else []
-        notes.append(f"matched: {', '.join(answered.matched) or 'nothing'}")
-        if answered.missing:
-            notes.append(f"missing: {', '.join(answered.missing)}")
-        return AskAnswer(
-            output=answered.output,
-            confidence=answered.confidence,
-            confidence_method=answered.method,
-            provider="offline",
-            model=f"rules-{task}-v1",
-            finish_reason="stop",
-            notes=notes,
-        )
-
-    return answer
-
-
 # What baton.llm.offline registers: the Ask tasks' rules and the agents' turns.
 ASK_RULES = {
-    "rfp_go_no_go": _ask("rfp_go_no_go", go_no_go),
-    "rfp_extract_requirements": _ask("rfp_extract_requirements", extract_requirements),
+    "rfp_go_no_go": rules_task("rfp_go_no_go", go_no_go),
+    "rfp_extract_requirements": rules_task("rfp_extract_requirements", extract_requirements),
 }
 AGENT_TURNS = {"rfp_draft_answers": drafter_turn, "rfp_check_coverage": critic_turn}

@@ -44,6 +44,7 @@ from baton.nodes.base import (
     Run,
     is_model,
     model_fields,
+    refuse_own_timeout,
 )
 from baton.nodes.map import Mapped
 from baton.nodes.tool_tier import check_tools
@@ -124,11 +125,11 @@ class Agent(Node):
 
     @model_validator(mode="after")
     def _timeout_is_routed(self) -> Agent:
-        if "timeout" in self.model_fields_set:
-            raise ValueError(
-                "a model turn's timeout comes from its routing (the provider's timeout_s and "
-                "queue_timeout_s); a tool call's is tool_timeout"
-            )
+        refuse_own_timeout(
+            self,
+            "a model turn's timeout comes from its routing (the provider's timeout_s and "
+            "queue_timeout_s); a tool call's is tool_timeout",
+        )
         return self
 
     def output_fields(self) -> set[str]:

@@ -33,6 +33,7 @@ from baton.nodes.base import (
     error_type,
     is_model,
     model_fields,
+    refuse_own_timeout,
     root_message,
     schema_problems,
 )
@@ -100,11 +101,11 @@ class Ask(Node):
 
     @model_validator(mode="after")
     def _timeout_is_routed(self) -> Ask:
-        if "timeout" in self.model_fields_set:
-            raise ValueError(
-                "an Ask's timeout comes from its routing: set timeout_s and queue_timeout_s "
-                "of the provider in the routing file"
-            )
+        refuse_own_timeout(
+            self,
+            "an Ask's timeout comes from its routing: set timeout_s and queue_timeout_s of "
+            "the provider in the routing file",
+        )
         return self
 
     @model_validator(mode="after")

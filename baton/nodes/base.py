@@ -277,5 +277,13 @@ def error_type(err: BaseException) -> str | None:
     return raised.type if raised is not None else None
 
 
+def refuse_own_timeout(node: Node, where: str) -> None:
+    """A node whose activity's timeout the routing gives (a model call's
+    waits for a provider slot, then for the model) takes none of its own:
+    ``where`` says where it is set instead."""
+    if "timeout" in node.model_fields_set:
+        raise ValueError(f"{node.kind} '{node.id}': {where}")
+
+
 def model_fields(model: type[BaseModel]) -> set[str]:
     return set(model.model_fields)
