@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from baton.audit.events import Actor
 from baton.gates import (
+    APPROVES_A_CALL,
     Channel,
     Decision,
     GateDecision,
@@ -184,7 +185,8 @@ def _decision_refusal(run: Run, decision: Decision) -> str | None:
     )
     if proof is not None:
         return proof
-    editable = run.graph.editable_model(decision.gate)
+    approves_a_call = open_gate is not None and APPROVES_A_CALL in open_gate.shown
+    editable = None if approves_a_call else run.graph.editable_model(decision.gate)
     return refusal_reason(
         decision=decision,
         gates=state.gates,

@@ -22,6 +22,12 @@ Channel = Literal["update", "signal"]
 SLA_ACTOR = "baton-sla"
 
 
+# The key of what a gate shows when it approves an agent's call of a tool
+# with side effects (baton.nodes.agent_calls): the call runs as the model
+# asked, so such a gate takes approve or reject, never an edited output.
+APPROVES_A_CALL = "tool"
+
+
 class Decision(BaseModel):
     """What a reviewer sends to a gate, through the `decide` update or signal."""
 

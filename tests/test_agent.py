@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
-from baton.client import decide, run_status, start_run
+from baton.client import DecisionRefused, decide, run_status, start_run
 from baton.config import RunConfig
 from baton.gates import Decision
 from baton.graph import Agent, Ask, Back, Gate, Graph, GraphError, Node, hours
@@ -438,6 +438,15 @@ async def test_a_tool_with_side_effects_runs_only_once_a_person_approved_the_cal
         assert gate.shown["arguments"] == {"sku": "A1", "quantity": 3}
         assert gate.roles == ["reviewer"]
         assert ORDERS == []
+        # The person approves or refuses the call as the model asked for it:
+        # an edit would change nothing the call does, so it is refused.
+        edited = {"sku": "A1", "total_usd": 1.0, "order_id": "PO-9"}
+        with pytest.raises(DecisionRefused, match="no AI output that an edit could replace"):
+            await decide(
+                client,
+                handle.id,
+                Decision(gate="quote", user="rita", outcome="approve", output=edited, comment="x"),
+            )
         await decide(client, handle.id, Decision(gate="quote", user="rita", outcome="approve"))
         result = await handle.result()
 

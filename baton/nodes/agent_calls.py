@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from baton.audit.events import Actor
-from baton.gates import GateState
+from baton.gates import APPROVES_A_CALL, GateState
 from baton.llm.turns import FINAL_ANSWER, ToolCall, TurnMessage
 from baton.nodes.base import (
     Run,
@@ -209,7 +209,7 @@ class ToolCalls:
             {
                 "task": node.task,
                 "why": f"the agent asks to call '{spec.name}', which has side effects",
-                "tool": spec.name,
+                APPROVES_A_CALL: spec.name,
                 "description": spec.description,
                 "arguments": call.arguments,
             },
