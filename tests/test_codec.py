@@ -217,6 +217,9 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         ('current = "a"\n[keys]\na = "not base64!"\n', "key 'a' is not base64"),
         (f'current = "a b"\n[keys]\n"a b" = "{key_b64()}"\n', "key id 'a b' may hold only"),
     ],
+    # Named, not derived from the random keys: pytest-xdist's workers must
+    # collect the same test ids.
+    ids=["not-toml", "no-keys", "key-not-text", "current-unknown", "short", "not-base64", "bad-id"],
 )
 def test_a_malformed_key_file_is_refused(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / KEY_FILE_NAME
