@@ -95,7 +95,17 @@ class ToolCalls:
     pace: float = 0.0
 
 
-Step = Reply | Fault | Delay | ToolCalls
+@dataclass(frozen=True)
+class BrokenStream:
+    """A streamed OpenAI reply that begins with `reply`'s first `after` chunks, then
+    fails with an error event, as a server that fails while it answers sends it."""
+
+    reply: Reply
+    message: str = "the model server failed while answering"
+    after: int = 2
+
+
+Step = Reply | Fault | Delay | ToolCalls | BrokenStream
 # Characters per chunk of streamed text that names no tokens, and of streamed arguments.
 _PIECE = 16
 
@@ -167,7 +177,7 @@ class ScriptedLLMServer(ThreadingHTTPServer):
     def script(self, model: str, *steps: Step) -> None:
         """Queue steps for `model`; "*" is the fallback queue for models with nothing queued."""
         for step in steps:
-            if not isinstance(step, Reply | Fault | Delay | ToolCalls):
+            if not isinstance(step, Reply | Fault | Delay | ToolCalls | BrokenStream):
                 raise TypeError(f"not a script step: {step!r}")
         with self._lock:
             self._scripts.setdefault(model, deque()).extend(steps)
@@ -251,6 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _error_body(api, 500, message), {"x-should-retry": "false"})
         elif isinstance(step, Fault):
             self._send(step.status, _error_body(api, step.status, step.message), step.headers)
+        elif isinstance(step, BrokenStream):
+            begun = _openai_chunks(model, step.reply, include_usage=False)[: step.after]
+            error = {"error": {"message": step.message, "type": "server_error", "code": None}}
+            self._send_events([*begun, error], 0.0)
         elif api == "openai" and body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._send_events(_openai_chunks(model, step, include_usage=include_usage), step.pace)

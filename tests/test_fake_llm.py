@@ -23,7 +23,7 @@ from baton.llm.turns import ToolCall, TurnAnswer, TurnRequest, parse_arguments
 from baton.llm.turns_openai import openai_turn
 from baton.routing import ProviderSpec
 from baton.tools import ToolSpec
-from tests.fake_llm import Delay, Fault, Reply, ScriptedLLMServer, ToolCalls
+from tests.fake_llm import BrokenStream, Delay, Fault, Reply, ScriptedLLMServer, ToolCalls
 from tests.helpers import eventually
 
 SCHEMA: dict[str, Any] = {
@@ -380,6 +380,23 @@ async def test_openai_chat_reads_a_streamed_reply_as_a_whole(server: ScriptedLLM
     assert answer.confidence == pytest.approx(math.exp(-0.2))
     (sent,) = server.requests
     assert sent.body["stream"] is True and sent.body["stream_options"] == {"include_usage": True}
+
+
+async def test_a_stream_that_fails_midway_is_a_retryable_provider_error(
+    server: ScriptedLLMServer,
+) -> None:
+    text = json.dumps({"answer": OUTPUT, "confidence": 0.9})
+    server.script("gpt-test", BrokenStream(Reply(text), message="overloaded " + "x" * 5000))
+    provider, request = chat(server)
+
+    with pytest.raises(ApplicationError) as raised:
+        await provider.ask(request)
+
+    # The server failed after it began to answer: a retry may fare better.
+    failure = raised.value
+    assert (failure.type, failure.non_retryable) == ("ProviderError", False)
+    assert failure.message.startswith("openai/gpt-test failed while answering: overloaded")
+    assert len(failure.message) <= 1000 and failure.__cause__ is None
 
 
 async def cut(server: ScriptedLLMServer) -> int:

@@ -2,7 +2,8 @@
 
 The SDKs' own retries are off (max_retries=0): Temporal retries the attempt,
 so every retry is in the run's history. Faults a retry can fix (429, 5xx,
-timeouts, connection errors) are retryable, and a 429 waits the
+timeouts, connection errors, an error event inside a streamed reply) are
+retryable, and a 429 waits the
 `retry-after` the provider asked for. Faults no retry can fix (a refused
 key, an unknown model, a malformed request) are non-retryable and say what
 to change.
@@ -27,6 +28,7 @@ MESSAGE_LIMIT = 1000
 APITimeout = (openai.APITimeoutError, anthropic.APITimeoutError, TimeoutError)
 APIConnection = (openai.APIConnectionError, anthropic.APIConnectionError)
 APIStatus = (openai.APIStatusError, anthropic.APIStatusError)
+APIError = (openai.APIError, anthropic.APIError)
 
 
 def retry_after(headers: Mapping[str, str]) -> timedelta | None:
@@ -57,6 +59,12 @@ def as_application_error(
     if isinstance(err, APIConnection):
         return ApplicationError(
             bounded(f"{where} is unreachable: {err}"), type="ProviderUnreachable"
+        )
+    if isinstance(err, APIError) and not isinstance(err, APIStatus):
+        # An error event inside a streamed reply: the server failed after it
+        # began to answer, and a retry may fare better.
+        return ApplicationError(
+            bounded(f"{where} failed while answering: {err.message}"), type="ProviderError"
         )
     if not isinstance(err, APIStatus):
         raise err
