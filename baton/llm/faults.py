@@ -3,10 +3,9 @@
 The SDKs' own retries are off (max_retries=0): Temporal retries the attempt,
 so every retry is in the run's history. Faults a retry can fix (429, 5xx,
 timeouts, connection errors, an error event inside a streamed reply) are
-retryable, and a 429 waits the
-`retry-after` the provider asked for. Faults no retry can fix (a refused
-key, an unknown model, a malformed request) are non-retryable and say what
-to change.
+retryable, and a 429 waits the `retry-after` the provider asked for. Faults
+no retry can fix (a refused key, an unknown model, a malformed request) are
+non-retryable and say what to change.
 
 Messages are bounded and carry no chained cause: a timeout's chain of SDK
 and httpx traces made 8.8 KB failures that history showed only as "Failure
