@@ -76,17 +76,18 @@ async def test_killed_worker_resumes_without_repeating_finished_steps(
 
 async def test_waiting_run_survives_a_server_restart(tmp_path: Path, task_queue: str) -> None:
     db = tmp_path / "temporal.db"
-    port = free_port()
     request = build_input(
         DocumentIntake, [str(SAMPLES / "invoice-missing-total.txt")], requested_by="clerk-1"
     )
-    async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
+    async with EmbeddedServer(db_file=db, port=free_port(), ui_port=None) as server:
         client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         async with build_worker(client, task_queue=task_queue):
             handle = await start_run(client, DocumentIntake, request, task_queue=task_queue)
             assert (await settled(client, handle.id)).state == "waiting"
 
-    async with EmbeddedServer(db_file=db, port=port, ui_port=None) as server:
+    # Another port: the state is in the SQLite file, and the first port, free
+    # again, may meanwhile be any process's (another test worker's connection).
+    async with EmbeddedServer(db_file=db, port=free_port(), ui_port=None) as server:
         client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         async with build_worker(client, task_queue=task_queue):
             status = await run_status(client, handle.id)
