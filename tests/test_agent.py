@@ -35,11 +35,12 @@ from baton.llm.turns import (
     read_final,
     read_text_answer,
 )
+from baton.nodes.agent import MAX_CALLS_PER_TURN
 from baton.routing import Candidate, ProviderSpec, TaskRoute, Tier, routing_table
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunView
 from baton.tools import CannotAnswer, spec_of, tool
 from tests.fake_llm import Fault, Reply, ScriptedLLMServer, ToolCalls
-from tests.helpers import STARTED, settled, terminate_started
+from tests.helpers import STARTED, eventually, settled, terminate_started
 from tests.routing_config import answer, config
 from worker import build_worker
 
@@ -549,6 +550,37 @@ async def test_bad_calls_are_fed_back_to_the_model_as_the_calls_results(
         "invalid",
         "answered",
     ]
+
+
+async def test_a_turn_that_asks_for_a_flood_of_calls_runs_only_the_first_few(
+    time_skipping_env: WorkflowEnvironment, task_queue: str, llm: ScriptedLLMServer
+) -> None:
+    # A model's reply is not to be trusted: 40 side-effect calls in one turn
+    # would be 40 gates for a person and 40 orders.
+    flood: list[tuple[str, dict[str, Any] | str]] = [
+        ("place_order", {"sku": "A1", "quantity": n}) for n in range(1, 41)
+    ]
+    llm.script("gpt-cheap", ToolCalls(flood), Reply({"sku": "A1", "total_usd": 30.0}))
+    client = time_skipping_env.client
+    async with worker(time_skipping_env, task_queue, llm):
+        handle = await start(time_skipping_env, task_queue, AgentQuote)
+        for _ in range(MAX_CALLS_PER_TURN):
+            await eventually(
+                lambda: run_status(client, handle.id),
+                lambda s: any(g.gate == "quote" and g.decision is None for g in s.gates),
+            )
+            await decide(client, handle.id, Decision(gate="quote", user="rita", outcome="reject"))
+        await handle.result()
+
+    assert ORDERS == []
+    results = tool_messages(llm, 1)
+    assert len(results) == 40
+    assert all("refused this call" in m["content"] for m in results[:MAX_CALLS_PER_TURN])
+    assert all(
+        f"at most {MAX_CALLS_PER_TURN} calls" in m["content"] for m in results[MAX_CALLS_PER_TURN:]
+    )
+    outcomes = [c["outcome"] for c in events(handle.id, "tool.call")]
+    assert outcomes == ["refused"] * MAX_CALLS_PER_TURN + ["invalid"] * (40 - MAX_CALLS_PER_TURN)
 
 
 async def test_a_turns_calls_run_together_and_come_back_in_the_order_asked(

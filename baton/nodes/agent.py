@@ -57,6 +57,11 @@ if TYPE_CHECKING:
 __all__ = ["AGENT_TURN_ACTIVITY", "Agent"]
 
 
+# A reply is the model's, not to be trusted: forty calls of a tool with side
+# effects in one turn would be forty gates for a person.
+MAX_CALLS_PER_TURN = 8
+
+
 class Agent(Node):
     """A model with tools: ``task`` names its route (routing.toml
     ``[tasks.<task>]``), ``tools`` the :func:`baton.tools.tool` functions it
@@ -114,6 +119,11 @@ class Agent(Node):
         default=4, ge=1, description="Calls of one turn that run at once, those without a gate"
     )
     tool_retry: Retry = Retry(max_attempts=3)
+    max_calls_per_turn: int = Field(
+        default=MAX_CALLS_PER_TURN,
+        ge=1,
+        description="Calls of one turn that run; the model is told the rest were not",
+    )
     each: str | None = Field(
         default=None, description="The input, a list, over whose items one loop each runs"
     )

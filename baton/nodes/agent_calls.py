@@ -82,6 +82,10 @@ class ToolCalls:
         node has one gate), the others together, ``parallel_tools`` at a
         time. Their results come back, and go to the trail, in the order
         the model asked for them."""
+        cap = self.node.max_calls_per_turn
+        beyond = f"not run: a turn may ask for at most {cap} calls; ask again for the rest"
+        refused = [c.model_copy(update={"arguments_error": beyond}) for c in calls[cap:]]
+        calls = calls[:cap] + refused
         numbered = list(enumerate(calls, start=len(self.made) + 1))
         slots = asyncio.Semaphore(self.node.parallel_tools)
 
