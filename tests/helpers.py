@@ -188,3 +188,20 @@ async def terminate_started() -> None:
         )
         with contextlib.suppress(RPCError):
             await current.terminate(reason="test finished")
+
+
+async def reaches(
+    client: Client, workflow_id: str, accept: Callable[[RunStatus], bool]
+) -> RunStatus:
+    """The run's status once ``accept`` holds of it."""
+    return await eventually(lambda: run_status(client, workflow_id), accept)
+
+
+def gate_open(gate: str, round_: int = 1) -> Callable[[RunStatus], bool]:
+    return lambda status: any(
+        g.gate == gate and g.round == round_ and g.decision is None for g in status.gates
+    )
+
+
+def record(status: RunStatus, node: str) -> Any:
+    return next(r for r in status.nodes if r.node == node)

@@ -29,7 +29,15 @@ from baton.runner import RunResult, RunStatus
 from systems.crm import Crm, load_seed
 from tests.conftest import ROOT
 from tests.fake_llm import Reply, ScriptedLLMServer
-from tests.helpers import STARTED, WORKER_CONFIG, continued_as_new, eventually, executions
+from tests.helpers import (
+    STARTED,
+    WORKER_CONFIG,
+    continued_as_new,
+    executions,
+    gate_open,
+    reaches,
+    record,
+)
 from tests.routing_config import answer, config
 from worker import build_worker
 from workflows.customer_renewal import (
@@ -61,24 +69,8 @@ async def start(client: Client, queue: str, account: str) -> WorkflowHandle[Any,
     return handle
 
 
-async def reaches(
-    client: Client, workflow_id: str, accept: Callable[[RunStatus], bool]
-) -> RunStatus:
-    return await eventually(lambda: run_status(client, workflow_id), accept)
-
-
 def at(node: str) -> Callable[[RunStatus], bool]:
     return lambda status: node in status.current
-
-
-def gate_open(gate: str, round_: int = 1) -> Callable[[RunStatus], bool]:
-    return lambda status: any(
-        g.gate == gate and g.round == round_ and g.decision is None for g in status.gates
-    )
-
-
-def record(status: RunStatus, node: str) -> Any:
-    return next(r for r in status.nodes if r.node == node)
 
 
 def approve(user: str = "cora", **edit: Any) -> Decision:

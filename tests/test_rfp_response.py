@@ -12,7 +12,6 @@ it as data."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,12 @@ from baton.llm.offline_rfp import drafter_turn
 from baton.llm.turns import ToolCall, TurnAnswer, TurnRequest
 from baton.plugin import BatonPlugin
 from baton.routing import TaskRoute
-from baton.runner import RunResult, RunStatus
+from baton.runner import RunResult
 from systems.keyed import IdempotencyConflict
 from systems.rfp import RfpDesk, load_seed
 from tests.conftest import ROOT
 from tests.fake_llm import Reply, ScriptedLLMServer, ToolCalls
-from tests.helpers import STARTED, WORKER_CONFIG, eventually
+from tests.helpers import STARTED, WORKER_CONFIG, gate_open, reaches, record
 from tests.routing_config import answer, config
 from workflows.rfp_response import MAX_DRAFTS, RfpResponse
 
@@ -64,22 +63,6 @@ async def start(client: Client, queue: str, path: Path) -> WorkflowHandle[Any, R
     handle = await start_run(client, RfpResponse, request, task_queue=queue)
     STARTED.append(handle)
     return handle
-
-
-async def reaches(
-    client: Client, workflow_id: str, accept: Callable[[RunStatus], bool]
-) -> RunStatus:
-    return await eventually(lambda: run_status(client, workflow_id), accept)
-
-
-def gate_open(gate: str, round_: int = 1) -> Callable[[RunStatus], bool]:
-    return lambda status: any(
-        g.gate == gate and g.round == round_ and g.decision is None for g in status.gates
-    )
-
-
-def record(status: RunStatus, node: str) -> Any:
-    return next(r for r in status.nodes if r.node == node)
 
 
 def review(outcome: str = "approve", comment: str = "a sound bid") -> Decision:
