@@ -68,7 +68,28 @@ CREATE TABLE IF NOT EXISTS faults (
     seconds REAL NOT NULL DEFAULT 0
 );
 """
-SCHEMA = "".join(_TABLE.format(system=system) for system in SYSTEMS) + _FAULTS
+# The keys whose writes were undone: a write that arrives after its undo (an
+# attempt still running when its run was stopped) is refused, not kept.
+_UNDONE = """
+CREATE TABLE IF NOT EXISTS undone (
+    system TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    PRIMARY KEY (system, idempotency_key)
+);
+"""
+SCHEMA = "".join(_TABLE.format(system=system) for system in SYSTEMS) + _FAULTS + _UNDONE
+
+
+class WriteUndone(ApplicationError):
+    """Not retryable: the write's key was undone before the write arrived."""
+
+    def __init__(self, system: System, idempotency_key: str) -> None:
+        super().__init__(
+            f"the {LABELS[system]} refuses the write under {idempotency_key}: it was undone "
+            "before it arrived (its run was stopped)",
+            type="WriteUndone",
+            non_retryable=True,
+        )
 
 
 class SystemUnavailable(ApplicationError):
@@ -128,6 +149,14 @@ class OnboardingSystems(SqliteSystem):
         SystemUnavailable while a ``fail`` fault lasts."""
         table = _known(system)
         with self.transaction() as db:
+            # Undone under the key, or under the key a business key extends.
+            undone = db.execute(
+                "SELECT 1 FROM undone WHERE system = ? AND (idempotency_key = ?"
+                " OR substr(?, 1, length(idempotency_key) + 1) = idempotency_key || '/')",
+                (table, idempotency_key, idempotency_key),
+            ).fetchone()
+            if undone is not None:
+                raise WriteUndone(table, idempotency_key)
             delay = _take_fault(db, table)
             written = None
             if delay is not None:
@@ -174,6 +203,10 @@ class OnboardingSystems(SqliteSystem):
                 (idempotency_key, len(idempotency_key) + 1, f"{idempotency_key}/"),
             ).fetchall()
             db.executemany(f"DELETE FROM {table} WHERE record_id = ?", rows)
+            db.execute(
+                "INSERT OR IGNORE INTO undone (system, idempotency_key) VALUES (?, ?)",
+                (table, idempotency_key),
+            )
         return [reference(table, record_id) for (record_id,) in rows]
 
     def records_of(self, employee_id: str) -> dict[System, list[dict[str, Any]]]:

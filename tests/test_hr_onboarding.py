@@ -21,7 +21,7 @@ from baton.audit.store import open_store
 from baton.client import DecisionRefused, build_input, decide, run_status, start_run, stop_run
 from baton.gates import Decision, StopRequest
 from baton.runner import RunResult, RunStatus
-from systems.onboarding import Faults, OnboardingSystems
+from systems.onboarding import Faults, OnboardingSystems, WriteUndone
 from tests.conftest import ROOT
 from tests.helpers import STARTED, eventually
 from workflows.hr_onboarding import HrOnboarding
@@ -89,6 +89,22 @@ def records(employee_id: str) -> dict[System, list[dict[str, Any]]]:
 
 def trail(workflow_id: str) -> list[Any]:
     return open_store(AuditSettings.from_env().url).records(workflow_id)
+
+
+def test_a_write_that_arrives_after_its_undo_is_refused() -> None:
+    # An attempt still running when its run was stopped: the undo found
+    # nothing under its key, then the write came (seen once in the demo).
+    systems = OnboardingSystems()
+    key = "hr_onboarding-late/run/badge#1"
+    assert systems.remove("badge", key) == []
+    with pytest.raises(WriteUndone, match="undone before it arrived"):
+        systems.provision("badge", idempotency_key=key, employee_id="E-9", record={"n": 1})
+    with pytest.raises(WriteUndone):
+        systems.provision("badge", idempotency_key=f"{key}/E-9", employee_id="E-9", record={"n": 1})
+    assert systems.records_of("E-9")["badge"] == []
+    # Another write's key is not affected.
+    systems.provision("badge", idempotency_key=f"{key}-other", employee_id="E-9", record={})
+    assert len(systems.records_of("E-9")["badge"]) == 1
 
 
 def test_the_systems_follow_department_and_country() -> None:
