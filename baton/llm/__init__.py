@@ -8,7 +8,7 @@ tokens, and a confidence with the method that measured it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,18 @@ class AskRequest(BaseModel):
         default=0.0, description="Sampling temperature (Candidate.temperature); None: not sent"
     )
     logprobs: bool = Field(default=True, description="Ask for token log-probabilities")
+
+
+class Served(TypedDict):
+    """Who answered a model call and its size in tokens, as every
+    provider's reply says: an AskAnswer's and a TurnAnswer's alike."""
+
+    provider: str
+    model: str
+    response_id: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
 
 
 class AskAnswer(BaseModel):

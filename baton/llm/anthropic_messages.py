@@ -8,7 +8,7 @@ from typing import Any
 
 import anthropic
 
-from baton.llm import AskAnswer, AskRequest
+from baton.llm import AskAnswer, AskRequest, Served
 from baton.llm.prompt import answer_schema, bounded_reply, prompt, read_reply
 from baton.llm.sdk_provider import SdkProvider
 
@@ -42,7 +42,7 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
                 tool_choice={"type": "tool", "name": ANSWER_TOOL},
             )
         except anthropic.AnthropicError as err:
-            raise self.failure(err, request) from None
+            raise self.failure(err, request.model) from None
         reply: str | dict[str, Any] = ""
         for block in message.content:
             if block.type == "tool_use" and block.name == ANSWER_TOOL:
@@ -50,9 +50,8 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
                 break
             if block.type == "text":
                 reply = block.text
-        finish_reason = message.stop_reason or ""
         output, reported, format_errors = read_reply(
-            reply, finish_reason=finish_reason, max_tokens=request.max_tokens
+            reply, finish_reason=message.stop_reason or "", max_tokens=request.max_tokens
         )
         raw = reply if isinstance(reply, str) else json.dumps(reply, ensure_ascii=False)
         return AskAnswer(
@@ -60,11 +59,17 @@ class AnthropicMessages(SdkProvider[anthropic.AsyncAnthropic]):
             format_errors=format_errors,
             confidence=reported if reported is not None else 0.0,
             confidence_method="self_reported" if reported is not None else "unreported",
-            provider=self.name,
-            model=message.model or request.model,
-            response_id=message.id,
-            finish_reason=finish_reason,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
             raw_reply=bounded_reply(raw),
+            **served(self.name, message, request.model),
         )
+
+
+def served(provider: str, message: anthropic.types.Message, asked_model: str) -> Served:
+    return Served(
+        provider=provider,
+        model=message.model or asked_model,
+        response_id=message.id,
+        finish_reason=message.stop_reason or "",
+        input_tokens=message.usage.input_tokens,
+        output_tokens=message.usage.output_tokens,
+    )

@@ -8,9 +8,9 @@ answer (provider "offline", model "rules-<task>"): nothing pretends to be an LLM
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from baton.llm import AskAnswer, AskRequest, UnknownTaskError
 from baton.llm.offline_answer import Rules, as_answer, rules_task
@@ -21,6 +21,8 @@ from baton.llm.offline_renewal import draft_email, health_rationale, recommend_a
 from baton.llm.offline_rfp import AGENT_TURNS as RFP_AGENT_TURNS
 from baton.llm.offline_rfp import ASK_RULES as RFP_RULES
 from baton.llm.turns import TurnAnswer, TurnRequest
+
+T = TypeVar("T")
 
 _RULES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-rules")
 
@@ -75,24 +77,30 @@ class OfflineProvider:
     name = "offline"
 
     async def turn(self, request: TurnRequest) -> TurnAnswer:
-        policy = AGENT_POLICIES.get(request.task)
-        if policy is None:
-            raise UnknownTaskError(
-                f"the offline provider has no agent policy for task '{request.task}' (it "
-                f"knows: {', '.join(sorted(AGENT_POLICIES)) or 'none'}); register one with "
-                "baton.llm.offline.register_agent_policy or route the task to a model"
-            )
+        policy = _known(
+            AGENT_POLICIES,
+            request.task,
+            "an agent policy",
+            "register one with baton.llm.offline.register_agent_policy or route the task to a "
+            "model",
+        )
         return await asyncio.get_running_loop().run_in_executor(_RULES, policy, request)
 
     async def ask(self, request: AskRequest) -> AskAnswer:
-        rules = TASKS.get(request.task)
-        if rules is None:
-            raise UnknownTaskError(
-                f"the offline provider has no rules for task '{request.task}' "
-                f"(it knows: {', '.join(sorted(TASKS))}); route this task to a model provider"
-            )
+        rules = _known(TASKS, request.task, "rules", "route this task to a model provider")
         # Off the event loop, which carries every heartbeat and activity of the
         # worker: rules are CPU work of up to a second on a large document.
         # One at a time, as they ran on the loop before: a pool of rule threads
         # would take turns at the GIL with the worker's workflow activations.
         return await asyncio.get_running_loop().run_in_executor(_RULES, rules, request.inputs)
+
+
+def _known(table: Mapping[str, T], task: str, what: str, fix: str) -> T:
+    """What ``table`` plays ``task`` by, or an error naming the tasks it knows."""
+    found = table.get(task)
+    if found is None:
+        known = ", ".join(sorted(table)) or "none"
+        raise UnknownTaskError(
+            f"the offline provider has no {what} for task '{task}' (it knows: {known}); {fix}"
+        )
+    return found

@@ -13,7 +13,7 @@ import openai
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk, ChatCompletionTokenLogprob
 
-from baton.llm import AskAnswer, AskRequest
+from baton.llm import AskAnswer, AskRequest, Served
 from baton.llm.prompt import CONFIDENCE_FIELD, answer_schema, bounded_reply, prompt, read_reply
 from baton.llm.sdk_provider import SdkProvider
 
@@ -76,25 +76,19 @@ class OpenAIChat(SdkProvider[openai.AsyncOpenAI]):
                 **optional,
             )
         except (openai.OpenAIError, TimeoutError) as err:
-            raise self.failure(err, request) from None
+            raise self.failure(err, request.model) from None
         content = "".join(reply.content)
         output, reported, format_errors = read_reply(
             content, finish_reason=reply.finish_reason, max_tokens=request.max_tokens
         )
         confidence, method = _confidence(reply.tokens, reported)
-        usage = reply.usage
         return AskAnswer(
             output=output,
             format_errors=format_errors,
             confidence=confidence,
             confidence_method=method,
-            provider=self.name,
-            model=reply.model or request.model,
-            response_id=reply.id,
-            finish_reason=reply.finish_reason,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
             raw_reply=bounded_reply(content),
+            **reply.served(self.name, request.model),
         )
 
     async def complete(self, timeout_s: float, **params: Any) -> StreamedReply:
@@ -136,6 +130,17 @@ class StreamedReply:
     calls: dict[int, StreamedCall] = field(default_factory=dict)
     finish_reason: str = ""
     usage: CompletionUsage | None = None
+
+    def served(self, provider: str, asked_model: str) -> Served:
+        usage = self.usage
+        return Served(
+            provider=provider,
+            model=self.model or asked_model,
+            response_id=self.id,
+            finish_reason=self.finish_reason,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+        )
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         self.id = self.id or chunk.id

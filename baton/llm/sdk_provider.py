@@ -10,7 +10,6 @@ from typing import Generic, Self, TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from baton.llm import AskRequest
 from baton.llm.faults import as_application_error
 
 ClientT = TypeVar("ClientT")
@@ -28,10 +27,6 @@ class SdkProvider(ABC, Generic[ClientT]):
         (an Ask's attempts, an Agent's turns: baton.llm.turns_*)."""
         return self._client
 
-    @property
-    def key_env(self) -> str | None:
-        return self._key_env
-
     @classmethod
     def from_spec(
         cls, name: str, *, base_url: str | None, key_env: str | None, timeout_s: float
@@ -47,7 +42,5 @@ class SdkProvider(ABC, Generic[ClientT]):
         `api_key` is the value of the spec's key variable, "" when it is unset,
         and None when the spec names no key variable."""
 
-    def failure(self, err: Exception, request: AskRequest) -> ApplicationError:
-        return as_application_error(
-            err, provider=self.name, model=request.model, key_env=self._key_env
-        )
+    def failure(self, err: Exception, model: str) -> ApplicationError:
+        return as_application_error(err, provider=self.name, model=model, key_env=self._key_env)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from baton.llm import Served
 from baton.routing import ProviderSpec
 from baton.tools import ToolSpec
 
@@ -62,6 +63,29 @@ class TurnRequest(BaseModel):
         default=0.0, description="The candidate's, for OpenAI-compatible servers; None: not sent"
     )
 
+    def specs(self) -> list[ToolSpec]:
+        """The tools the model is shown: the node's, then the answer."""
+        answer = ToolSpec(
+            name=FINAL_ANSWER,
+            description=f"Give the final answer to the task '{self.task}'.",
+            parameters=self.output_schema,
+        )
+        return [*self.tools, answer]
+
+    def system_prompt(self) -> str:
+        """What every provider tells the model before the transcript."""
+        parts = [
+            f"You are working on the task '{self.task}'.",
+            self.instructions,
+            "Call the tools you need, then give your answer by calling "
+            f"'{FINAL_ANSWER}' with arguments that fit its schema.",
+        ]
+        return "\n\n".join(p for p in parts if p)
+
+    def task_message(self) -> str:
+        """The transcript's first user message: the inputs of the task."""
+        return "Inputs:\n" + json.dumps(self.inputs, indent=2, sort_keys=True, default=str)
+
 
 class TurnAnswer(BaseModel):
     """What the model did with its turn: called tools, or answered
@@ -79,30 +103,6 @@ class TurnAnswer(BaseModel):
     output_tokens: int = 0
 
 
-def system_prompt(request: TurnRequest) -> str:
-    """What every provider tells the model before the transcript."""
-    parts = [
-        f"You are working on the task '{request.task}'.",
-        request.instructions,
-        "Call the tools you need, then give your answer by calling "
-        f"'{FINAL_ANSWER}' with arguments that fit its schema.",
-    ]
-    return "\n\n".join(p for p in parts if p)
-
-
-def task_message(request: TurnRequest) -> str:
-    """The transcript's first user message: the inputs of the task."""
-    return "Inputs:\n" + json.dumps(request.inputs, indent=2, sort_keys=True, default=str)
-
-
-def final_answer_spec(request: TurnRequest) -> ToolSpec:
-    return ToolSpec(
-        name=FINAL_ANSWER,
-        description=f"Give the final answer to the task '{request.task}'.",
-        parameters=request.output_schema,
-    )
-
-
 def parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], str]:
     """A tool call's arguments as the wire carried them -> (object, error)."""
     if isinstance(raw, dict):
@@ -114,6 +114,15 @@ def parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], s
     if not isinstance(value, dict):
         return {}, f"the arguments must be a JSON object, not {type(value).__name__}"
     return value, ""
+
+
+def turn_answer(calls: list[ToolCall], text: str, served: Served) -> TurnAnswer:
+    """A provider's reply as a turn: the tools it called, or its answer,
+    given by calling the answer tool or, without any call, as JSON text."""
+    calls, output, errors = read_final(calls)
+    if not calls and output is None:
+        output, errors = read_text_answer(text)
+    return TurnAnswer(tool_calls=calls, output=output, format_errors=errors, text=text, **served)
 
 
 def read_final(calls: list[ToolCall]) -> tuple[list[ToolCall], dict[str, Any] | None, list[str]]:

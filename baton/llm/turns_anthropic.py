@@ -8,65 +8,38 @@ from typing import Any
 
 import anthropic
 
-from baton.llm.anthropic_messages import AnthropicMessages
-from baton.llm.faults import as_application_error
-from baton.llm.turns import (
-    ToolCall,
-    TurnAnswer,
-    TurnRequest,
-    final_answer_spec,
-    read_final,
-    read_text_answer,
-    system_prompt,
-    task_message,
-)
+from baton.llm.anthropic_messages import AnthropicMessages, served
+from baton.llm.turns import ToolCall, TurnAnswer, TurnRequest, turn_answer
 
 
 async def anthropic_turn(provider: AnthropicMessages, request: TurnRequest) -> TurnAnswer:
-    specs = [*request.tools, final_answer_spec(request)]
     try:
         message = await provider.client.messages.create(
             model=request.model,
             max_tokens=request.max_tokens,
-            system=system_prompt(request),
+            system=request.system_prompt(),
             messages=_messages(request),  # type: ignore[arg-type]
             tools=[
                 {"name": s.name, "description": s.description, "input_schema": s.parameters}
-                for s in specs
+                for s in request.specs()
             ],
         )
     except anthropic.AnthropicError as err:
-        raise as_application_error(
-            err, provider=provider.name, model=request.model, key_env=provider.key_env
-        ) from None
+        raise provider.failure(err, request.model) from None
     calls = [
         ToolCall(id=b.id, name=b.name, arguments=b.input if isinstance(b.input, dict) else {})
         for b in message.content
         if b.type == "tool_use"
     ]
     text = "".join(b.text for b in message.content if b.type == "text")
-    calls, output, errors = read_final(calls)
-    if not calls and output is None:
-        output, errors = read_text_answer(text)
-    return TurnAnswer(
-        tool_calls=calls,
-        output=output,
-        format_errors=errors,
-        text=text,
-        provider=provider.name,
-        model=message.model or request.model,
-        response_id=message.id,
-        finish_reason=message.stop_reason or "",
-        input_tokens=message.usage.input_tokens,
-        output_tokens=message.usage.output_tokens,
-    )
+    return turn_answer(calls, text, served(provider.name, message, request.model))
 
 
 def _messages(request: TurnRequest) -> list[dict[str, Any]]:
     """The transcript in Anthropic's shape: a tool's results, and what Baton
     tells the model after them, go back in one user message."""
     messages: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "text", "text": task_message(request)}]}
+        {"role": "user", "content": [{"type": "text", "text": request.task_message()}]}
     ]
     for message in request.messages:
         if message.role == "assistant":

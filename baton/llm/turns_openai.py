@@ -10,23 +10,11 @@ from typing import Any
 
 import openai
 
-from baton.llm.faults import as_application_error
 from baton.llm.openai_chat import OpenAIChat, sampling
-from baton.llm.turns import (
-    ToolCall,
-    TurnAnswer,
-    TurnRequest,
-    final_answer_spec,
-    parse_arguments,
-    read_final,
-    read_text_answer,
-    system_prompt,
-    task_message,
-)
+from baton.llm.turns import ToolCall, TurnAnswer, TurnRequest, parse_arguments, turn_answer
 
 
 async def openai_turn(provider: OpenAIChat, request: TurnRequest) -> TurnAnswer:
-    specs = [*request.tools, final_answer_spec(request)]
     try:
         reply = await provider.complete(
             request.provider.timeout_s,
@@ -41,7 +29,7 @@ async def openai_turn(provider: OpenAIChat, request: TurnRequest) -> TurnAnswer:
                         "parameters": s.parameters,
                     },
                 }
-                for s in specs
+                for s in request.specs()
             ],
             **sampling(
                 request.provider.kind,
@@ -50,38 +38,20 @@ async def openai_turn(provider: OpenAIChat, request: TurnRequest) -> TurnAnswer:
             ),
         )
     except (openai.OpenAIError, TimeoutError) as err:
-        raise as_application_error(
-            err, provider=provider.name, model=request.model, key_env=provider.key_env
-        ) from None
+        raise provider.failure(err, request.model) from None
     calls = []
     for _, call in sorted(reply.calls.items()):
         arguments, error = parse_arguments("".join(call.arguments))
         calls.append(
             ToolCall(id=call.id, name=call.name, arguments=arguments, arguments_error=error)
         )
-    text = "".join(reply.content)
-    calls, output, errors = read_final(calls)
-    if not calls and output is None:
-        output, errors = read_text_answer(text)
-    usage = reply.usage
-    return TurnAnswer(
-        tool_calls=calls,
-        output=output,
-        format_errors=errors,
-        text=text,
-        provider=provider.name,
-        model=reply.model or request.model,
-        response_id=reply.id,
-        finish_reason=reply.finish_reason,
-        input_tokens=usage.prompt_tokens if usage else 0,
-        output_tokens=usage.completion_tokens if usage else 0,
-    )
+    return turn_answer(calls, "".join(reply.content), reply.served(provider.name, request.model))
 
 
 def _messages(request: TurnRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system_prompt(request)},
-        {"role": "user", "content": task_message(request)},
+        {"role": "system", "content": request.system_prompt()},
+        {"role": "user", "content": request.task_message()},
     ]
     for message in request.messages:
         if message.role == "assistant":
