@@ -31,27 +31,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from baton.nodes import (
-    Agent,
-    Approvers,
-    Ask,
-    Await,
-    Awaited,
-    Back,
-    FourEyes,
-    Gate,
+from baton.nodes.agent import Agent
+from baton.nodes.ask import Ask
+from baton.nodes.awaiting import Await, Awaited
+from baton.nodes.back import Back
+from baton.nodes.base import (
+    INPUT,
+    NOT_NODES,
+    POLICY,
     GraphError,
-    Map,
-    Mapped,
     Node,
     Retry,
-    Step,
-    Sub,
-    SubResult,
-    Wait,
-    Waited,
+    all_of,
+    model_fields,
+    parse_ref,
 )
-from baton.nodes.base import INPUT, NOT_NODES, POLICY, all_of, model_fields, parse_ref
+from baton.nodes.gate import Approvers, FourEyes, Gate
+from baton.nodes.map import Map, Mapped
+from baton.nodes.step import Step
+from baton.nodes.sub import Sub, SubResult
+from baton.nodes.wait import Wait, Waited
 from baton.state import RunView
 
 __all__ = [

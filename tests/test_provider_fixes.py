@@ -24,7 +24,7 @@ from baton.audit.store import open_store
 from baton.cli import format_status
 from baton.client import run_status
 from baton.config import RunConfig, load_routing
-from baton.graph import Ask, GraphError
+from baton.graph import Agent, Ask, GraphError
 from baton.llm import AskRequest
 from baton.llm.anthropic_messages import AnthropicMessages
 from baton.llm.openai_chat import OpenAIChat
@@ -284,9 +284,11 @@ async def test_the_ask_step_timeout_comes_from_the_routing_not_a_hidden_cap(
     assert timeouts and all(t >= timedelta(seconds=360) for t in timeouts), timeouts
 
 
-def test_an_ask_takes_no_timeout_of_its_own() -> None:
-    with pytest.raises(GraphError, match="an Ask's timeout comes from its routing"):
+def test_a_model_node_takes_no_timeout_of_its_own() -> None:
+    with pytest.raises(GraphError, match="ask 'x': a model call's timeout comes from its routing"):
         Ask("x", task="t", output=ExtractedDocument, timeout=timedelta(seconds=120))
+    with pytest.raises(GraphError, match=r"agent 'y': .* tool calls take tool_timeout"):
+        Agent("y", task="t", output=ExtractedDocument, timeout=timedelta(seconds=120))
 
 
 async def test_a_timed_out_request_is_sent_again_only_timeout_retries_times(

@@ -22,7 +22,7 @@ from temporalio.worker import (
 from baton.client import start_run
 from baton.gates import GateState
 from baton.graph import Graph, Step
-from baton.nodes import Done, Node, Run
+from baton.nodes.base import Done, Node, Run
 from baton.plugin import BatonPlugin, graph_activities
 from baton.routing import Attempt
 from baton.runner import GraphWorkflow, NodeRecord, RunResult, RunState, RunView

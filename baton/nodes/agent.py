@@ -26,11 +26,11 @@ Workflow code: pure and deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from baton.llm.turns import FINAL_ANSWER
 from baton.nodes.agent_each import mapped_model, run_each
@@ -39,15 +39,12 @@ from baton.nodes.base import (
     ActivityRef,
     Done,
     GraphError,
-    Node,
     Retry,
     Run,
-    is_model,
     model_fields,
-    refuse_own_timeout,
 )
-from baton.nodes.map import Mapped
-from baton.nodes.tool_tier import check_tools
+from baton.nodes.map import Mapped, check_each
+from baton.nodes.model_node import ModelNode
 from baton.state import NodeRecord
 from baton.tools import spec_of
 
@@ -62,7 +59,7 @@ __all__ = ["AGENT_TURN_ACTIVITY", "Agent"]
 MAX_CALLS_PER_TURN = 8
 
 
-class Agent(Node):
+class Agent(ModelNode):
     """A model with tools: ``task`` names its route (routing.toml
     ``[tasks.<task>]``), ``tools`` the :func:`baton.tools.tool` functions it
     may call, and its final answer must validate against ``output``.
@@ -80,26 +77,9 @@ class Agent(Node):
     critic, a review gate) is where a person sees it. A change request for
     the node goes to every item, each with its own earlier answer."""
 
-    task: str
-    output: type[BaseModel]
-    tools: tuple[Callable[..., Any], ...] = ()
-    instructions: str = ""
-    checks: tuple[Callable[[Any], list[str]], ...] = Field(
-        default=(),
-        description="Task validators, as an Ask's: pure functions of the output returning the "
-        "problems found, which go back to the model",
-    )
-    max_turns: int = Field(
-        default=8,
-        ge=1,
-        description="Model turns before a person takes over (of one item, which then fails, "
-        "when mapped)",
-    )
+    max_turns: int = Field(default=8, ge=1, description="Model turns before a person takes over")
     budget_usd: float | None = Field(
-        default=None,
-        ge=0,
-        description="What one visit's model turns may cost, then a person (one item's, which "
-        "then fails, when mapped)",
+        default=None, ge=0, description="What one visit's model turns may cost, then a person"
     )
     tool_gate_role: str = Field(
         default="reviewer",
@@ -111,9 +91,6 @@ class Agent(Node):
         "tool_gate_escalate_to, then holding, as a Gate's sla",
     )
     tool_gate_escalate_to: tuple[str, ...] = ()
-    # For the model turns, as an Ask's attempts: the `agent_turn` activity heartbeats.
-    heartbeat: timedelta | None = timedelta(seconds=3)
-    retry: Retry = Retry(max_attempts=4)
     tool_timeout: timedelta = Field(default=timedelta(seconds=30), description="Of one tool call")
     parallel_tools: int = Field(
         default=4, ge=1, description="Calls of one turn that run at once, those without a gate"
@@ -130,17 +107,7 @@ class Agent(Node):
     concurrency: int = Field(default=4, ge=1, description="Items of a mapped Agent run at once")
 
     kind: ClassVar[str] = "agent"
-    opens_gate: ClassVar[bool] = True
-    __init__ = Node.__init__  # keeps the positional id for type checkers
-
-    @model_validator(mode="after")
-    def _timeout_is_routed(self) -> Agent:
-        refuse_own_timeout(
-            self,
-            "a model turn's timeout comes from its routing (the provider's timeout_s and "
-            "queue_timeout_s); a tool call's is tool_timeout",
-        )
-        return self
+    __init__ = ModelNode.__init__  # keeps the positional id for type checkers
 
     def output_fields(self) -> set[str]:
         return model_fields(Mapped if self.each is not None else self.output)
@@ -149,11 +116,7 @@ class Agent(Node):
         return self.output if self.each is None else mapped_model(self.output)
 
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
-        if not is_model(self.output):
-            raise GraphError(f"node '{self.id}': an Agent needs an output schema (pydantic model)")
-        if not self.task:
-            raise GraphError(f"node '{self.id}': an Agent needs a task name")
-        check_tools(self.id, self.tools)
+        super().validate_in(graph, ancestors)
         names: set[str] = set()
         for spec in map(spec_of, self.tools):
             if spec.name == FINAL_ANSWER or spec.name in names:
@@ -169,11 +132,7 @@ class Agent(Node):
                     "give each= too, or drop it"
                 )
             return
-        if self.each not in self.inputs:
-            raise GraphError(
-                f"node '{self.id}': each='{self.each}' must name one of its inputs, the list "
-                f'to map over: inputs={{"{self.each}": "<node>.<field>"}}'
-            )
+        check_each(self, self.each)
         gated = [spec.name for spec in map(spec_of, self.tools) if spec.side_effects]
         if gated:
             raise GraphError(

@@ -18,25 +18,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from baton.audit.events import Actor
 from baton.gates import APPROVES_A_CALL, GateState
 from baton.llm.turns import FINAL_ANSWER, ToolCall, TurnMessage
-from baton.nodes.base import (
-    Run,
-    activity_options,
-    error_type,
-    problems,
-    root_message,
-)
+from baton.nodes.base import Run, activity_options, problems
 from baton.nodes.gate import Gate, await_decision
+from baton.nodes.tool_tier import call_tool
 from baton.state import NodeRecord
-from baton.tools import CANNOT_ANSWER, ToolSpec, spec_of, tool_models
+from baton.tools import ToolSpec, spec_of, tool_models
 
 if TYPE_CHECKING:
     from baton.nodes.agent import Agent
-    from baton.nodes.agent_loop import AgentTurn
+    from baton.nodes.agent_loop import AgentLoop, AgentTurn
 
 # Bounds what one tool result adds to every later turn's request.
 MAX_RESULT_CHARS = 8000
@@ -66,15 +60,9 @@ class Place:
 class ToolCalls:
     """The calls one loop ran, and how to run the next turn's."""
 
-    def __init__(
-        self, node: Agent, run: Run, record: NodeRecord, place: Place, meta: dict[str, Any]
-    ) -> None:
-        self.node = node
-        self.run = run
-        self.record = record
-        self.place = place
-        self.meta = meta
-        self.tools = {spec_of(fn).name: fn for fn in node.tools}
+    def __init__(self, loop: AgentLoop) -> None:
+        self.loop = loop
+        self.tools = {spec_of(fn).name: fn for fn in loop.node.tools}
         self.made: list[dict[str, Any]] = []
 
     async def run_turn(self, calls: list[ToolCall], turn: AgentTurn) -> list[TurnMessage]:
@@ -82,12 +70,12 @@ class ToolCalls:
         node has one gate), the others together, ``parallel_tools`` at a
         time. Their results come back, and go to the trail, in the order
         the model asked for them."""
-        cap = self.node.max_calls_per_turn
+        cap = self.loop.node.max_calls_per_turn
         beyond = f"not run: a turn may ask for at most {cap} calls; ask again for the rest"
         refused = [c.model_copy(update={"arguments_error": beyond}) for c in calls[cap:]]
         calls = calls[:cap] + refused
         numbered = list(enumerate(calls, start=len(self.made) + 1))
-        slots = asyncio.Semaphore(self.node.parallel_tools)
+        slots = asyncio.Semaphore(self.loop.node.parallel_tools)
 
         async def free(number: int, call: ToolCall) -> tuple[dict[str, Any], TurnMessage]:
             async with slots:
@@ -108,18 +96,18 @@ class ToolCalls:
         for number, call in numbered:
             entry, message = done[number]
             self.made.append(entry)
-            self.run.trail.record(
+            self.loop.run.trail.record(
                 "tool.call",
-                node=self.node.id,
-                about=f"{self.place.about}/call{number}",
+                node=self.loop.node.id,
+                about=f"{self.loop.place.about}/call{number}",
                 actor=Actor(type="service", id=call.name),
                 requested_by=f"{turn.provider}/{turn.model}",
                 duration_s=(entry["finished_at"] - entry["started_at"]).total_seconds(),
                 **entry,
             )
             messages.append(message)
-        self.meta["tool_calls"] = clockless(self.made)
-        self.run.publish()
+        self.loop.meta["tool_calls"] = clockless(self.made)
+        self.loop.run.publish()
         return messages
 
     def _gated(self, call: ToolCall) -> bool:
@@ -180,35 +168,28 @@ class ToolCalls:
             entry["approved_by"] = approver
             if refusal is not None:
                 return "refused", refusal
-        options = self.place.options(self.run, self.node, self.record)
-        options.pop("heartbeat_timeout", None)
+        options = self.loop.place.options(self.loop.run, self.loop.node, self.loop.record)
         options.update(
             activity_id=f"{options['activity_id']}.call{number}",
-            start_to_close_timeout=self.node.tool_timeout,
-            retry_policy=self.node.tool_retry.to_temporal(),
-            summary=f"{self.node.id}: {spec.name}",
+            start_to_close_timeout=self.loop.node.tool_timeout,
+            retry_policy=self.loop.node.tool_retry.to_temporal(),
+            summary=f"{self.loop.node.id}: {spec.name}",
         )
-        try:
-            result = await workflow.execute_activity(
-                spec.name, args, result_type=result_model, **options
-            )
-        except ActivityError as err:
-            if is_cancelled_exception(err):
-                raise
-            kind: CallOutcome = "cannot_answer" if error_type(err) == CANNOT_ANSWER else "error"
-            return kind, root_message(err)
-        value = None if result is None else result.model_dump(mode="json")
+        reply = await call_tool(spec.name, args, result_model, options)
+        if reply.error is not None:
+            return ("cannot_answer" if reply.cannot_answer else "error"), reply.error
+        value = None if reply.result is None else reply.result.model_dump(mode="json")
         entry["result"] = value
         return "ok", _bounded(json.dumps(value, sort_keys=True))
 
     async def _approval(self, spec: ToolSpec, call: ToolCall) -> tuple[str | None, str | None]:
         """(who decided, why the call may not run or None) from a person at
         this node's gate."""
-        node = self.node
+        node = self.loop.node
         gate = node_gate(
-            self.run,
+            self.loop.run,
             node,
-            self.record,
+            self.loop.record,
             node.tool_gate_role,
             {
                 "task": node.task,
@@ -220,10 +201,10 @@ class ToolCalls:
             node.tool_gate_sla,
             node.tool_gate_escalate_to,
         )
-        rejected = self.run.state.rejected
-        decision = await await_decision(self.run, gate, self.record)
+        rejected = self.loop.run.state.rejected
+        decision = await await_decision(self.loop.run, gate, self.loop.record)
         # A refused call is the model's to work around, not the run's end.
-        self.run.state.rejected = rejected
+        self.loop.run.state.rejected = rejected
         if decision.outcome == "reject":
             return decision.user, (
                 f"a person ({decision.role}) refused this call"

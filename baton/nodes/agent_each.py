@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, create_model
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 from baton.nodes.agent_loop import AgentLoop, Ended
 from baton.nodes.base import Done, Run
-from baton.nodes.map import ItemFailure, Mapped
+from baton.nodes.map import ItemFailure, Mapped, split_each
 from baton.state import NodeRecord
 
 if TYPE_CHECKING:
@@ -33,15 +32,7 @@ if TYPE_CHECKING:
 async def run_each(node: Agent, run: Run, record: NodeRecord) -> Done:
     each = node.each
     assert each is not None
-    shared = run.resolve(node.inputs)
-    items = shared.pop(each)
-    if not isinstance(items, list):
-        raise ApplicationError(
-            f"node '{node.id}': its input '{each}' ({node.inputs[each]}) is "
-            f"{type(items).__name__}, not a list to map over",
-            type="InvalidNodeInput",
-            non_retryable=True,
-        )
+    shared, items = split_each(run, node, each)
     # A change request (a reviewer's, a loop's findings) is every item's to
     # answer, each with its own earlier answer.
     asked, previous = run.state.feedback.pop(node.id, ([], None))

@@ -14,18 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ApplicationError
 
-from baton.audit.events import Actor
-from baton.llm.prompt import prompt_version
 from baton.llm.turns import FINAL_ANSWER, ToolCall, TurnAnswer, TurnMessage, TurnRequest
 from baton.nodes.agent_calls import Place, ToolCalls, clockless, node_gate
-from baton.nodes.base import Run, root_message, schema_problems
+from baton.nodes.base import Run, root_message, unless_failed
 from baton.nodes.gate import await_decision
 from baton.routing import HUMAN, Option, RoutingError, TaskRoute, plan_route
 from baton.state import NodeRecord
@@ -93,7 +90,7 @@ class AgentLoop:
         self.place = Place.of(node, record, item)
         self.messages: list[TurnMessage] = []
         self.turns: list[AgentTurn] = []
-        self.calls = ToolCalls(node, run, record, self.place, meta)
+        self.calls = ToolCalls(self)
         self.route: TaskRoute | None = None
 
     @property
@@ -172,7 +169,7 @@ class AgentLoop:
             inputs=self.inputs,
             messages=self.messages,
             tools=[spec_of(fn) for fn in node.tools],
-            output_schema=_json_schema(node.output),
+            output_schema=node.output_schema(),
             provider_name=option.candidate.provider,
             provider=option.provider,
             model=option.candidate.model,
@@ -194,17 +191,15 @@ class AgentLoop:
             started_at=started,
             finished_at=started,
         )
-        answer: TurnAnswer | None = None
-        try:
-            answer = await workflow.execute_activity(
+        answer, failed = await unless_failed(
+            workflow.execute_activity(
                 AGENT_TURN_ACTIVITY, request, result_type=TurnAnswer, **options
             )
-        except ActivityError as err:
+        )
+        if failed is not None:
             # A failure is this candidate's (a refused key or request, an
             # unknown model, no offline policy): the next one may answer.
-            if is_cancelled_exception(err):
-                raise
-            turn.errors = [root_message(err)]
+            turn.errors = [root_message(failed)]
         if answer is not None:
             turn.model = answer.model or turn.model
             turn.outcome = "tool_calls" if answer.tool_calls else "answered"
@@ -221,16 +216,8 @@ class AgentLoop:
         if self.item is not None:
             # The node's cost is what the run's budget counts.
             record.meta["cost_usd"] = sum(i.get("cost_usd", 0.0) for i in record.meta["items"])
-        self.run.trail.record(
-            "ai.inference",
-            node=node.id,
-            about=f"{self.place.about}/turn{index}",
-            actor=Actor(type="ai_model", id=f"{turn.provider}/{turn.model}"),
-            operation="chat",
-            task=node.task,
-            prompt={"name": node.task, "version": _prompt_version(node.instructions, node.output)},
-            **turn.model_dump(),
-            budget_usd=node.budget_usd,
+        node.record_inference(
+            self.run, f"{self.place.about}/turn{index}", turn, budget_usd=node.budget_usd
         )
         self.run.publish()
         return answer
@@ -270,11 +257,7 @@ class AgentLoop:
             return list(answer.format_errors)
         if answer.output is None:
             return [f"no tool call and no answer: call '{FINAL_ANSWER}' to answer"]
-        unfit = schema_problems(self.node.output, answer.output)
-        if unfit:
-            return unfit
-        value = self.node.output.model_validate(answer.output)
-        return [p for check in self.node.checks for p in check(value)]
+        return self.node.judge(answer.output)[1]
 
     async def ask_a_person(self, why: str) -> Any:
         """A person gives the output the loop could not, or rejects: at the
@@ -313,13 +296,3 @@ class AgentLoop:
             return None
         record.meta.update(confidence=1.0, confidence_method="human_review")
         return gate.edited_output
-
-
-@cache
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()
-
-
-@cache
-def _prompt_version(instructions: str, output: type[BaseModel]) -> str:
-    return prompt_version(instructions, _json_schema(output))

@@ -11,34 +11,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
-from baton.audit.events import Actor
 from baton.gates import GateState
 from baton.llm import AskAnswer, AskRequest
-from baton.llm.prompt import prompt_version
 from baton.nodes.base import (
     ActivityRef,
     Done,
-    GraphError,
-    Node,
-    Retry,
     Run,
     activity_options,
     error_type,
-    is_model,
     model_fields,
-    refuse_own_timeout,
     root_message,
-    schema_problems,
 )
 from baton.nodes.gate import Gate, await_decision, shown_attempts
-from baton.nodes.tool_tier import check_tools, tool_tier
+from baton.nodes.model_node import ModelNode
+from baton.nodes.tool_tier import tool_tier
 from baton.routing import (
     HUMAN,
     Attempt,
@@ -52,7 +44,7 @@ from baton.routing import (
 from baton.state import NodeRecord
 
 if TYPE_CHECKING:
-    from baton.graph import Graph
+    pass
 
 ASK_ACTIVITY = "ask"
 # A provider's refusal of one candidate (its key, its model name, a request
@@ -63,50 +55,35 @@ REFUSALS = ("ProviderAuthError", "UnknownModel", "ProviderRequestError")
 SKIP_REFUSING_CANDIDATES = "ask-skips-refusing-candidates"
 # Runs started before it ranked answers by confidence whatever measured it.
 RANK_BY_ONE_METHOD = "ask-ranks-by-one-method"
+# What an accepted attempt leaves in its node's record, for the status and
+# the run's search attributes (the lowest confidence).
+ANSWER_FACTS = {
+    "provider",
+    "model",
+    "confidence",
+    "confidence_method",
+    "input_tokens",
+    "output_tokens",
+}
 
 
-class Ask(Node):
+class Ask(ModelNode):
     """An LLM step: ``task`` names what to ask; the answer must validate
     against ``output``. Which model answers is decided by routing, not here."""
 
-    task: str
-    output: type[BaseModel]
-    instructions: str = ""
     documents: tuple[str, ...] = Field(
         default=(),
         description="Inputs that are document references (baton.document_store): the model "
         "is given the document's text, the run keeps only the reference",
-    )
-    checks: tuple[Callable[[Any], list[str]], ...] = Field(
-        default=(),
-        description="Task validators: pure functions of the output returning the problems found",
     )
     tools: tuple[Callable[..., Any], ...] = Field(
         default=(),
         description="@tool functions that may answer before any model, if the task's route "
         "lists them (baton.nodes.tool_tier)",
     )
-    # Model calls are slow and the `ask` activity heartbeats while it waits,
-    # so a crashed worker's attempt is retried in seconds, a slow model is not.
-    # The worker sends heartbeats every second (worker.HEARTBEAT_THROTTLE), so
-    # 2 of these 3 s are slack for a busy worker. Not shorter: with 2 s and
-    # the SDK's default throttle (1.6 s, 0.4 s slack), an overloaded worker
-    # (10,000 runs starting) missed four heartbeats in a row for 3 runs.
-    heartbeat: timedelta | None = timedelta(seconds=3)
-    retry: Retry = Retry(max_attempts=4)
 
     kind: ClassVar[str] = "ask"
-    opens_gate: ClassVar[bool] = True
-    __init__ = Node.__init__  # keeps the positional id for type checkers
-
-    @model_validator(mode="after")
-    def _timeout_is_routed(self) -> Ask:
-        refuse_own_timeout(
-            self,
-            "an Ask's timeout comes from its routing: set timeout_s and queue_timeout_s of "
-            "the provider in the routing file",
-        )
-        return self
+    __init__ = ModelNode.__init__  # keeps the positional id for type checkers
 
     @model_validator(mode="after")
     def _documents_are_inputs(self) -> Ask:
@@ -123,13 +100,6 @@ class Ask(Node):
 
     def answer_model(self) -> type[BaseModel]:
         return self.output
-
-    def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
-        if not is_model(self.output):
-            raise GraphError(f"node '{self.id}': an Ask needs an output schema (pydantic model)")
-        if not self.task:
-            raise GraphError(f"node '{self.id}': an Ask needs a task name")
-        check_tools(self.id, self.tools)
 
     def activities(self) -> Sequence[ActivityRef]:
         return [ASK_ACTIVITY, *self.tools]
@@ -259,18 +229,10 @@ class _Cascade:
                     previous_reply=reply,
                 )
                 attempts.append(attempt)
-                self.run.trail.record(
-                    "ai.inference",
-                    node=node.id,
-                    about=f"v{record.visits}/attempt{attempt.index}",
-                    actor=Actor(type="ai_model", id=f"{attempt.provider}/{attempt.model}"),
-                    operation="chat",
-                    task=node.task,
-                    prompt={
-                        "name": node.task,
-                        "version": _prompt_version(node.instructions, node.output),
-                    },
-                    **attempt.model_dump(),
+                node.record_inference(
+                    self.run,
+                    f"v{record.visits}/attempt{attempt.index}",
+                    attempt,
                     min_confidence=plan.route.min_confidence,
                 )
                 record.meta["cost_usd"] = sum(a.cost_usd for a in attempts)
@@ -307,7 +269,7 @@ class _Cascade:
             instructions=node.instructions,
             inputs=self.run.resolve(node.inputs),
             documents=list(node.documents),
-            output_schema=_json_schema(node.output),
+            output_schema=node.output_schema(),
             provider_name=option.candidate.provider,
             provider=option.provider,
             model=option.candidate.model,
@@ -403,22 +365,10 @@ class _Cascade:
         format, the output schema, then the node's own checks."""
         if answer.format_errors:
             return None, list(answer.format_errors)
-        problems = schema_problems(self.node.output, answer.output)
-        if problems:
-            return None, problems
-        value = self.node.output.model_validate(answer.output)
-        problems = [p for check in self.node.checks for p in check(value)]
-        return (None, problems) if problems else (value.model_dump(mode="json"), [])
+        return self.node.judge(answer.output)
 
     def _note_answer(self, attempt: Attempt) -> None:
-        self.record.meta.update(
-            provider=attempt.provider,
-            model=attempt.model,
-            confidence=attempt.confidence,
-            confidence_method=attempt.confidence_method,
-            input_tokens=attempt.input_tokens,
-            output_tokens=attempt.output_tokens,
-        )
+        self.record.meta.update(attempt.model_dump(include=ANSWER_FACTS))
 
     async def _ask_a_person(self, plan: Plan, reason: str, best: tuple[Attempt, Any] | None) -> Any:
         node, record = self.node, self.record
@@ -454,17 +404,6 @@ class _Cascade:
             return gate.edited_output
         assert best is not None
         return best[1]
-
-
-@cache
-def _prompt_version(instructions: str, output: type[BaseModel]) -> str:
-    return prompt_version(instructions, _json_schema(output))
-
-
-@cache
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    # Built once per model, not per attempt: it is the same on every run.
-    return model.model_json_schema()
 
 
 def _more_confident(a: Attempt, b: Attempt) -> bool:

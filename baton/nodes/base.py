@@ -12,15 +12,15 @@ Workflow code: pure and deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeGuard, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from baton.state import Compensable, NodeRecord, RunState, RunView
 
@@ -33,6 +33,8 @@ INPUT = "input"
 # graph's loader for it checked it.
 POLICY = "policy"
 NOT_NODES = frozenset({INPUT, POLICY})
+
+T = TypeVar("T")
 
 
 class GraphError(ValueError):
@@ -267,6 +269,18 @@ def _first_application_error(err: BaseException) -> ApplicationError | None:
     return None
 
 
+async def unless_failed(call: Awaitable[T]) -> tuple[T | None, ActivityError | None]:
+    """(result, None), or (None, the error) when the activity failed: for a
+    caller with somewhere else to turn (the next candidate, the model told
+    of a tool's failure). A cancellation is no failure: it passes through."""
+    try:
+        return await call, None
+    except ActivityError as err:
+        if is_cancelled_exception(err):
+            raise
+        return None, err
+
+
 def root_message(err: BaseException) -> str:
     raised = _first_application_error(err)
     return raised.message if raised is not None else str(err)
@@ -275,14 +289,6 @@ def root_message(err: BaseException) -> str:
 def error_type(err: BaseException) -> str | None:
     raised = _first_application_error(err)
     return raised.type if raised is not None else None
-
-
-def refuse_own_timeout(node: Node, where: str) -> None:
-    """A node whose activity's timeout the routing gives (a model call's
-    waits for a provider slot, then for the model) takes none of its own:
-    ``where`` says where it is set instead."""
-    if "timeout" in node.model_fields_set:
-        raise ValueError(f"{node.kind} '{node.id}': {where}")
 
 
 def model_fields(model: type[BaseModel]) -> set[str]:

@@ -40,6 +40,22 @@ if TYPE_CHECKING:
 
 NOTIFY_ACTIVITY = "notify_reviewers"
 NOTICE_RETRY = Retry(max_attempts=3)
+# What a gate.opened event says of the gate (with its SLA in seconds): who
+# may decide, by when, and what they were shown.
+OPENED_FACTS = frozenset(
+    {
+        "roles",
+        "assignees",
+        "excluded",
+        "chain",
+        "due_at",
+        "remind_at",
+        "on_exhausted",
+        "approvals_needed",
+        "changes_left",
+        "shown",
+    }
+)
 # What a gate shows is what its deciders sign, and every replay computes it
 # again, so it must come out the same: no readings of workflow.now(). The SDK
 # does not always replay those as they were first read: a worker that answers
@@ -323,17 +339,8 @@ async def await_decision(
         run,
         gate,
         "gate.opened",
-        roles=gate.roles,
-        assignees=gate.assignees,
-        excluded=gate.excluded,
-        chain=gate.chain,
         sla_seconds=gate.sla.total_seconds() if gate.sla else None,
-        due_at=gate.due_at,
-        remind_at=gate.remind_at,
-        on_exhausted=gate.on_exhausted,
-        approvals_needed=gate.approvals_needed,
-        changes_left=gate.changes_left,
-        shown=gate.shown,
+        **gate.model_dump(include=OPENED_FACTS),
     )
     run.publish()
     return await _decision_in(run, gate, record, parkable=parkable)

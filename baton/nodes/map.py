@@ -17,7 +17,15 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from baton.nodes.base import Done, GraphError, Run, activity_options, model_fields, root_message
+from baton.nodes.base import (
+    Done,
+    GraphError,
+    Node,
+    Run,
+    activity_options,
+    model_fields,
+    root_message,
+)
 from baton.nodes.step import Step
 from baton.state import NodeRecord
 
@@ -36,6 +44,30 @@ class Mapped(BaseModel):
 
     results: list[Any]
     failures: list[ItemFailure] = Field(default_factory=list)
+
+
+def check_each(node: Node, each: str) -> None:
+    """A mapped node's ``each`` names one of its inputs."""
+    if each not in node.inputs:
+        raise GraphError(
+            f"node '{node.id}': each='{each}' must name one of its inputs, the list "
+            f'to map over: inputs={{"{each}": "<node>.<field>"}}'
+        )
+
+
+def split_each(run: Run, node: Node, each: str) -> tuple[dict[str, Any], list[Any]]:
+    """A mapped node's inputs, resolved: those its items share, and the
+    list to map over, which the data may make something else."""
+    shared = run.resolve(node.inputs)
+    items = shared.pop(each)
+    if not isinstance(items, list):
+        raise ApplicationError(
+            f"node '{node.id}': its input '{each}' ({node.inputs[each]}) is "
+            f"{type(items).__name__}, not a list to map over",
+            type="InvalidNodeInput",
+            non_retryable=True,
+        )
+    return shared, items
 
 
 class Map(Step):
@@ -59,11 +91,7 @@ class Map(Step):
         return None
 
     def validate_in(self, graph: Graph, ancestors: set[str]) -> None:
-        if self.each not in self.inputs:
-            raise GraphError(
-                f"node '{self.id}': each='{self.each}' must name one of its inputs, the list "
-                f'to map over: inputs={{"{self.each}": "<node>.<field>"}}'
-            )
+        check_each(self, self.each)
         if self.local or self.compensate is not None:
             raise GraphError(
                 f"node '{self.id}': a Map runs remote activities without compensation; "
@@ -72,15 +100,7 @@ class Map(Step):
         super().validate_in(graph, ancestors)
 
     async def run(self, run: Run, record: NodeRecord) -> Done:
-        resolved = run.resolve(self.inputs)
-        items = resolved.pop(self.each)
-        if not isinstance(items, list):
-            raise ApplicationError(
-                f"node '{self.id}': its input '{self.each}' ({self.inputs[self.each]}) is "
-                f"{type(items).__name__}, not a list to map over",
-                type="InvalidNodeInput",
-                non_retryable=True,
-            )
+        resolved, items = split_each(run, self, self.each)
         args = [self._argument(resolved, item, index) for index, item in enumerate(items)]
         options = activity_options(run, self, record)
         results: list[Any] = [None] * len(items)

@@ -19,11 +19,12 @@ Workflow code: pure and deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ApplicationError
 
 from baton.audit.events import Actor
 from baton.nodes.base import (
@@ -33,7 +34,7 @@ from baton.nodes.base import (
     error_type,
     problems,
     root_message,
-    schema_problems,
+    unless_failed,
 )
 from baton.routing import Attempt, AttemptOutcome
 from baton.state import NodeRecord
@@ -53,6 +54,31 @@ def check_tools(node_id: str, tools: Sequence[Callable[..., Any]]) -> None:
             tool_models(fn)
         except TypeError as err:
             raise GraphError(f"node '{node_id}': {err}") from None
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    """What one call of a tool came back with: its result (None: it has no
+    answer), or why it failed, ``cannot_answer`` when it said so."""
+
+    result: BaseModel | None = None
+    error: str | None = None
+    cannot_answer: bool = False
+
+
+async def call_tool(
+    name: str, args: BaseModel, result_model: type[BaseModel], options: dict[str, Any]
+) -> ToolReply:
+    """One call of the @tool activity ``name``, for the tool tier or an
+    Agent's model. A failure is the caller's to tell of, so it is returned."""
+    # Tools do not heartbeat: their own timeout bounds them.
+    options = {k: v for k, v in options.items() if k != "heartbeat_timeout"}
+    result, failed = await unless_failed(
+        workflow.execute_activity(name, args, result_type=result_model, **options)
+    )
+    if failed is None:
+        return ToolReply(result=result)
+    return ToolReply(error=root_message(failed), cannot_answer=error_type(failed) == CANNOT_ANSWER)
 
 
 async def tool_tier(
@@ -111,32 +137,21 @@ async def _call(
         errors = ["the Ask's inputs do not fit the tool: " + "; ".join(problems(err, "inputs"))]
     else:
         options = activity_options(run, node, record)
-        options.pop("heartbeat_timeout", None)
         options.update(
             activity_id=f"{options['activity_id']}.tool{index}", summary=f"{node.id}: {name}"
         )
-        try:
-            answered = await workflow.execute_activity(
-                name, args, result_type=result_model, **options
-            )
-        except ActivityError as err:
-            if is_cancelled_exception(err):
-                raise
-            errors = [root_message(err)]
-            if error_type(err) != CANNOT_ANSWER:
+        reply = await call_tool(name, args, result_model, options)
+        if reply.error is not None:
+            errors = [reply.error]
+            if not reply.cannot_answer:
                 outcome = "provider_error"
+        elif reply.result is None:
+            errors = ["the tool has no answer for these inputs"]
         else:
-            if answered is None:
-                errors = ["the tool has no answer for these inputs"]
-            else:
-                result = answered.model_dump(mode="json")
-                errors = schema_problems(node.output, result)
-                if not errors:
-                    value = node.output.model_validate(result)
-                    errors = [p for check in node.checks for p in check(value)]
-                if not errors:
-                    outcome = "accepted"
-                    value = value.model_dump(mode="json")
+            result = reply.result.model_dump(mode="json")
+            value, errors = node.judge(result)
+            if not errors:
+                outcome = "accepted"
     attempt = attempt.model_copy(
         update={
             "outcome": outcome,
