@@ -356,19 +356,20 @@ def worker_vars(data_dir: Path, queue: str) -> dict[str, str]:
 
 
 async def measure(
-    variant: str, runs: int, server: EmbeddedServer, data_dir: Path, profile: Path | None = None
+    variant: str, runs: int, server: EmbeddedServer, folder: Path, profile: Path | None = None
 ) -> Result:
+    """One measurement of ``variant``, its worker's data (ERP, audit store,
+    document copies) in ``folder``, which no other measurement uses: a
+    document a fresh ERP has not seen is no duplicate. (Sharing one per
+    variant, a second round or N found the first's documents entered, sent
+    them all to review, which the driver does not approve, and stalled.)"""
     worker_kind, extra_env = VARIANTS[variant]
+    folder.mkdir(parents=True)
     queue = f"bench-{variant}-{uuid.uuid4().hex[:6]}"
-    env = (
-        os.environ
-        | extra_env
-        | {"TEMPORAL_ADDRESS": server.address}
-        | worker_vars(data_dir / variant, queue)
-    )
+    env = os.environ | extra_env | {"TEMPORAL_ADDRESS": server.address} | worker_vars(folder, queue)
     env.pop("BATON_ERP_DB", None)
-    audit_before = audit_footprint(data_dir / variant)
-    worker = start_worker(worker_kind, env, data_dir / f"{variant}-worker.log")
+    audit_before = audit_footprint(folder)
+    worker = start_worker(worker_kind, env, folder / "worker.log")
     profiler = None
     try:
         if profile is not None:
@@ -386,7 +387,7 @@ async def measure(
                     "--nonblocking",
                     "--gil",
                     "-o",
-                    str(profile / f"{variant}-{runs}.txt"),
+                    str(profile / f"{variant}-{folder.name}.txt"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -396,7 +397,7 @@ async def measure(
         client = await connect(
             Settings(address=server.address, task_queue=queue), data_converter=converter
         )
-        paths = distinct_documents(SAMPLES, runs, data_dir / variant / "samples")
+        paths = distinct_documents(SAMPLES, runs, folder / "samples")
         server_pid = server.pid
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
         timings: list[tuple[float, float, float]] = []
@@ -412,8 +413,8 @@ async def measure(
             profiler.wait(timeout=60)
         worker.terminate()
         worker.wait()
-    audit_after = audit_footprint(data_dir / variant)
-    verify_ms = audit_verify_ms(data_dir / variant)
+    audit_after = audit_footprint(folder)
+    verify_ms = audit_verify_ms(folder)
     latencies = [(end - start) * 1000 for start, _, end in timings]
     after_approval = [(end - approved) * 1000 for _, approved, end in timings if approved]
     return Result(
@@ -540,7 +541,8 @@ async def main(
                     # warmer (or more loaded) server.
                     order = variants if round_no % 2 == 0 else list(reversed(variants))
                     for variant in order:
-                        result = await measure(variant, n, server, data_dir, profile)
+                        folder = data_dir / variant / f"n{n}-round{round_no + 1}"
+                        result = await measure(variant, n, server, folder, profile)
                         results.append(result)
                         print(table_row(result), flush=True)
     report = {
