@@ -12,7 +12,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,6 +42,16 @@ def kept_secret(path: Path) -> str:
         secret = secrets.token_urlsafe(32)
         out.write(secret)
     return secret
+
+
+class SigningContext(TypedDict, total=False):
+    """What an act is signed for besides itself, as `unsigned` takes it: the run, its
+    execution, the gate's round and the digest of what the gate showed."""
+
+    workflow_id: Required[str]
+    run_id: str
+    round: int
+    shown_digest: str
 
 
 class MissingKey(LookupError):
@@ -131,22 +141,8 @@ class Signer:
         return public_key_text(self._key.public_key())
 
     def sign(
-        self,
-        action: Action,
-        fields: Mapping[str, Any],
-        *,
-        workflow_id: str,
-        run_id: str = "",
-        round: int = 0,
-        shown_digest: str = "",
+        self, action: Action, fields: Mapping[str, Any], **where: Unpack[SigningContext]
     ) -> Signature:
-        context = unsigned(
-            "ed25519",
-            via=self.via,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            round=round,
-            shown_digest=shown_digest,
-        )
+        context = unsigned("ed25519", via=self.via, **where)
         key, value = sign_ed25519(self._key, statement(action, fields, context))
         return context.model_copy(update={"key": key, "value": value})

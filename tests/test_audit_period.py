@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 from baton.audit.events import Actor, AuditRecord
 from baton.audit.period import write_period_report
 from baton.audit.period_html import render_period_html
-from baton.audit.period_stats import PeriodStats, period_stats
+from baton.audit.period_stats import PeriodScope, PeriodStats, period_stats
 from baton.audit.period_summary import summarise_run
 from baton.audit.sink import AuditSettings
 from baton.audit.store import AuditStore, open_store
@@ -295,13 +295,10 @@ def _run(workflow_id: str, at: datetime) -> list[AuditRecord]:
 def _stats(records: list[AuditRecord], problems: list[Problem]) -> PeriodStats:
     at = records[0].occurred_at
     run = summarise_run(records, summarise(1, len(records), problems), as_of=at)
-    return period_stats(
-        [run],
-        process="p <b>",
-        since=at - timedelta(days=1),
-        until=at + timedelta(days=1),
-        generated_at=at,
+    scope = PeriodScope(
+        process="p <b>", since=at - timedelta(days=1), until=at + timedelta(days=1), generated_at=at
     )
+    return period_stats([run], scope)
 
 
 def test_recorded_text_is_escaped_in_tables_and_charts() -> None:

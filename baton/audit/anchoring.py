@@ -29,11 +29,12 @@ from baton.audit.retention import RetentionOverride, authorise, latest, parse
 from baton.audit.store import AuditStore
 from baton.audit.timestamping import TimestampAuthority, check_tokens, stamp, unstamped
 from baton.audit.verify import (
-    COLUMNS,
     ChainHead,
     Problem,
     StoredRow,
     VerifyReport,
+    exported_row,
+    store_problem,
     summarise,
     verify_chain,
 )
@@ -59,7 +60,7 @@ class _Overrides:
     problems: list[Problem] = field(default_factory=list)
 
     def report(self, kind: Literal["edited", "checkpoint"], detail: str) -> None:
-        self.problems.append(Problem(workflow_id="", seq=0, event_id="", kind=kind, detail=detail))
+        self.problems.append(store_problem(kind, detail))
 
 
 @dataclass(frozen=True)
@@ -243,18 +244,15 @@ class Anchors:
         tokens = check_tokens(
             self.log, log.checkpoints, self.timestamps, now=now or datetime.now(UTC)
         )
-        problems: list[Problem] = [
-            Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=detail)
-            for detail in [*log.problems, *tokens.problems]
+        problems = [
+            store_problem("checkpoint", detail) for detail in [*log.problems, *tokens.problems]
         ]
         problems += self._overrides(store).problems
         try:
             stones = self.log.tombstones(self.public)
         except ValueError as err:
             stones = {}
-            problems.append(
-                Problem(workflow_id="", seq=0, event_id="", kind="checkpoint", detail=str(err))
-            )
+            problems.append(store_problem("checkpoint", str(err)))
         chains = records = 0
         runs: list[str | None] = list(workflow_ids) if workflow_ids is not None else [None]
         for workflow_id in runs:
@@ -290,8 +288,7 @@ def verify_export(
         except ValueError as err:
             report("", 0, f"line {number} is not a record: {str(err).splitlines()[0]}")
             continue
-        columns = {column: getattr(record, column) for column in COLUMNS}
-        rows.setdefault(record.workflow_id, []).append(StoredRow(record.seq, columns, line))
+        rows.setdefault(record.workflow_id, []).append(exported_row(record, line))
     for workflow_id, chain in sorted(rows.items()):
         chain.sort(key=lambda row: row.seq)
         last = AuditRecord.model_validate_json(chain[-1].record_json)

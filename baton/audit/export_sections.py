@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from baton.audit.causal import _is_activity
 from baton.audit.checks import Check, _checks_table, run_checks
 from baton.audit.events import AuditRecord
-from baton.audit.markup import _cards, _dl, _join, _muted, _pill, _Safe, _section, _table, _tag
+from baton.audit.markup import (
+    _cards,
+    _dl,
+    _join,
+    _muted,
+    _noted_table,
+    _pill,
+    _Safe,
+    _section,
+    _table,
+    _tag,
+)
 from baton.audit.oversight import _oversight_section
 from baton.audit.reading import (
     _approvals,
@@ -330,19 +341,16 @@ def _reconcile_section(findings: Sequence[AuditRecord]) -> _Safe:
                 _tag("ul", _join(_tag("li", line) for line in said)) if said else "—",
             ]
         )
-    note = _muted(
+    return _noted_table(
+        ["Reconciled at", "Pass", "Temporal's history", "Result", "Differences and notes"],
+        rows,
         "Each pass compares the trail with Temporal's own history of the run: every "
         "completed activity attempt, every decide and stop act delivered, how the run "
         "closed. A pass records its result when it differs from the one before, so a row "
         "stands until the next row. A difference means the trail lacks, or adds, something "
-        "Temporal saw happen."
-    )
-    table = _table(
-        ["Reconciled at", "Pass", "Temporal's history", "Result", "Differences and notes"],
-        rows,
+        "Temporal saw happen.",
         class_="reconcile",
     )
-    return _join([table, note])
 
 
 def _checks_verdict(checks: Sequence[Check]) -> _Safe:

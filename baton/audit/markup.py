@@ -48,6 +48,18 @@ def _table(
     return _tag("table", _join([head, body, tail]), class_=class_)
 
 
+def _noted_table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    note: str,
+    *,
+    class_: str = "",
+    numeric: Sequence[int] = (),
+) -> _Safe:
+    """A table and, under it, what to read it by."""
+    return _join([_table(headers, rows, class_=class_, numeric=numeric), _muted(note)])
+
+
 def _pill(text: str, kind: str) -> _Safe:
     return _tag("span", text, class_=f"pill {kind}")
 

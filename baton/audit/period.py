@@ -20,14 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Required, TypedDict, Unpack
 
 from baton.audit.period_html import render_period_html
-from baton.audit.period_stats import (
-    DEFAULT_FAST_SECONDS,
-    DEFAULT_FAST_SHARE,
-    PeriodStats,
-    period_stats,
-)
+from baton.audit.period_stats import PeriodScope, PeriodStats, period_stats
 from baton.audit.period_summary import RunSummary, started_at, summarise_run
 from baton.audit.reconcile import findings_chain
 from baton.audit.retention import RetentionOverride
@@ -36,62 +32,56 @@ from baton.audit.verify import VerifyReport
 from baton.audit.wording import _time
 
 
+class PeriodRequest(TypedDict, total=False):
+    """What a period report is asked for: the process and the period's start; ``until``
+    (exclusive) and ``generated_at`` default to now, the rest to `PeriodScope`'s."""
+
+    process: Required[str]
+    since: Required[datetime]
+    until: datetime | None
+    generated_at: datetime | None
+    fast_seconds: float
+    fast_share_flag: float
+    min_retention_days: int | None
+    retention_override: RetentionOverride | None
+
+
 def period_runs(
-    store: AuditStore,
-    *,
-    process: str,
-    since: datetime,
-    until: datetime,
-    as_of: datetime,
-    verify: Callable[[str], VerifyReport] | None = None,
+    store: AuditStore, scope: PeriodScope, verify: Callable[[str], VerifyReport] | None = None
 ) -> Iterator[RunSummary]:
-    """The summaries of the runs of ``process`` that started in [since, until), read from
-    the store with their reconcile findings and verified one run at a time (``verify``:
-    the store's own chain check unless another is given)."""
+    """The summaries of the runs of the scope's process that started in its period, read
+    from the store with their reconcile findings and verified one run at a time
+    (``verify``: the store's own chain check unless another is given)."""
     check = verify or store.verify
-    for workflow_id in store.workflow_ids(process=process, since=since):
+    for workflow_id in store.workflow_ids(process=scope.process, since=scope.since):
         records = store.records(workflow_id)
-        if records and since <= started_at(records) < until:
+        if records and scope.since <= started_at(records) < scope.until:
             findings = store.records(findings_chain(workflow_id))
-            yield summarise_run(records, check(workflow_id), as_of=as_of, findings=findings)
+            yield summarise_run(
+                records, check(workflow_id), as_of=scope.generated_at, findings=findings
+            )
 
 
 def write_period_report(
     store: AuditStore,
     out: Path,
     *,
-    process: str,
-    since: datetime,
-    until: datetime | None = None,
-    fast_seconds: float = DEFAULT_FAST_SECONDS,
-    fast_share_flag: float = DEFAULT_FAST_SHARE,
-    generated_at: datetime | None = None,
     verify: Callable[[str], VerifyReport] | None = None,
-    min_retention_days: int | None = None,
-    retention_override: RetentionOverride | None = None,
+    **request: Unpack[PeriodRequest],
 ) -> PeriodStats:
-    """Write the period report of ``process`` to ``out``; ``until`` (exclusive) defaults
-    to now. Raises LookupError when no run of the process started in the period."""
-    now = generated_at or datetime.now(UTC)
-    end = until or now
+    """Write the period report asked for to ``out``. Raises LookupError when no run of the
+    process started in the period."""
+    now = request.get("generated_at") or datetime.now(UTC)
+    end = request.get("until") or now
+    since = request["since"]
     if end <= since:
         raise ValueError(f"the period is empty: {_time(since)} is not before {_time(end)}")
-    runs = period_runs(store, process=process, since=since, until=end, as_of=now, verify=verify)
-    stats = period_stats(
-        runs,
-        process=process,
-        since=since,
-        until=end,
-        generated_at=now,
-        fast_seconds=fast_seconds,
-        fast_share_flag=fast_share_flag,
-        min_retention_days=min_retention_days,
-        retention_override=retention_override,
-    )
+    scope = PeriodScope.model_validate({**request, "until": end, "generated_at": now})
+    stats = period_stats(period_runs(store, scope, verify), scope)
     if not stats.runs:
         raise LookupError(
-            f"no audited run of '{process}' started between {_time(since)} and {_time(end)}: "
-            "check --process and the dates"
+            f"no audited run of '{scope.process}' started between {_time(since)} and "
+            f"{_time(end)}: check --process and the dates"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_period_html(stats), encoding="utf-8")

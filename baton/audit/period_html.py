@@ -13,6 +13,7 @@ from baton.audit.markup import (
     _dl,
     _join,
     _muted,
+    _noted_table,
     _page,
     _pill,
     _Safe,
@@ -53,6 +54,19 @@ def _share(part: int, whole: int) -> str:
 
 def _figure(svg: _Safe, caption: str) -> _Safe:
     return _tag("figure", _join([svg, _tag("figcaption", caption)]), class_="chart")
+
+
+def _figures(
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    figure: _Safe,
+    table: _Safe,
+    *notes: _Safe,
+    id_: str,
+) -> _Safe:
+    """A section of figures as the page lays them out: the key facts, the chart, the exact
+    numbers drawn in it, then what to read them by."""
+    return _section(title, _join([_dl(facts), figure, table, *notes]), id_=id_)
 
 
 def _ids(workflow_ids: Sequence[str]) -> _Safe:
@@ -298,22 +312,11 @@ def _speed(stats: PeriodStats) -> _Safe:
         "so a second approver's time includes the first's: their signal is conservative."
     )
     caption = "Time from a gate opening to each person's decision; red bars are fast decisions."
-    return _section(
-        title,
-        _join(
-            [
-                _dl(facts),
-                _figure(decision_chart(stats), caption),
-                _table(
-                    ["Reviewer", "Decisions", f"Under {fast}", "Share", "Signal"],
-                    rows,
-                    numeric=(1, 2, 3),
-                ),
-                note,
-            ]
-        ),
-        id_="speed",
+    figure = _figure(decision_chart(stats), caption)
+    table = _table(
+        ["Reviewer", "Decisions", f"Under {fast}", "Share", "Signal"], rows, numeric=(1, 2, 3)
     )
+    return _figures(title, facts, figure, table, note, id_="speed")
 
 
 def _sla(stats: PeriodStats) -> _Safe:
@@ -337,21 +340,11 @@ def _sla(stats: PeriodStats) -> _Safe:
         "Of the gates opened each week, the share escalated and the share that breached its "
         "SLA: decided after the due time it opened with, escalated, or still undecided past it."
     )
-    return _section(
-        title,
-        _join(
-            [
-                _dl(facts),
-                _figure(sla_chart(stats), caption),
-                _table(
-                    ["Week", "Opened", "Escalated", "SLA breached", "Breach rate"],
-                    rows,
-                    numeric=(1, 2, 3, 4),
-                ),
-            ]
-        ),
-        id_="sla",
+    figure = _figure(sla_chart(stats), caption)
+    table = _table(
+        ["Week", "Opened", "Escalated", "SLA breached", "Breach rate"], rows, numeric=(1, 2, 3, 4)
     )
+    return _figures(title, facts, figure, table, id_="sla")
 
 
 def _models(stats: PeriodStats) -> _Safe:
@@ -423,17 +416,15 @@ def _checks(stats: PeriodStats) -> _Safe:
         ]
         for check in stats.checks
     ]
-    note = _muted(
-        "The checks of the per-run report (`baton audit export <id>`), over every run: its "
-        "report shows each check's evidence."
-    )
-    table = _table(
+    table = _noted_table(
         ["Check", "Result", "Passed", "Not applicable", "Runs that failed"],
         rows,
+        "The checks of the per-run report (`baton audit export <id>`), over every run: its "
+        "report shows each check's evidence.",
         class_="checks",
         numeric=(2, 3),
     )
-    return _section("Per-run checks", _join([table, note]), id_="checks")
+    return _section("Per-run checks", table, id_="checks")
 
 
 def render_period_html(stats: PeriodStats) -> str:

@@ -23,6 +23,7 @@ from baton.audit.period_summary import (
     RunSummary,
     Verdict,
 )
+from baton.audit.reading import ModelUsage
 from baton.audit.reconcile import ReconcileStatus
 from baton.audit.retention import RetentionOverride
 from baton.audit.verify import Problem
@@ -86,22 +87,15 @@ class GateWeek(BaseModel):
     breached: int = 0
 
 
-class ModelWeek(BaseModel):
+class ModelWeek(ModelUsage):
     week: date
     model: str
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
     confidence_sum: float = 0.0
     confidence_count: int = 0
     confidence_min: float | None = None
 
     def add(self, inference: Inference) -> None:
-        self.calls += 1
-        self.input_tokens += inference.input_tokens
-        self.output_tokens += inference.output_tokens
-        self.cost_usd += inference.cost_usd
+        self.count(inference.input_tokens, inference.output_tokens, inference.cost_usd)
         if inference.confidence is not None:
             self.confidence_sum += inference.confidence
             self.confidence_count += 1
@@ -125,17 +119,26 @@ class ChainFinding(BaseModel):
     problems: list[Problem]
 
 
-class PeriodStats(BaseModel):
-    """Every figure of the period report. Runs belong to the period in which they started
-    (``since`` <= start < ``until``) and to the ISO week (UTC) of their start; gates to the
-    week they opened, model calls to the week they were made."""
+class PeriodScope(BaseModel):
+    """What a period report covers and what it judges by: the process, the period (``since``
+    <= start < ``until``), when it was made, the fast-decision thresholds, and the retention
+    settings, stated as they are."""
 
     process: str
     since: datetime
     until: datetime
     generated_at: datetime
-    fast_seconds: float
-    fast_share_flag: float
+    fast_seconds: float = DEFAULT_FAST_SECONDS
+    fast_share_flag: float = DEFAULT_FAST_SHARE
+    min_retention_days: int | None = None
+    retention_override: RetentionOverride | None = None
+
+
+class PeriodStats(PeriodScope):
+    """Every figure of the period report. Runs belong to the period in which they started
+    and to the ISO week (UTC) of their start; gates to the week they opened, model calls to
+    the week they were made."""
+
     runs: int
     records: int
     risk_classes: list[str]
@@ -157,8 +160,6 @@ class PeriodStats(BaseModel):
     reconcile_agrees: int = 0
     reconcile_differs: list[ReconcileDifference] = []
     not_reconciled: int = 0
-    min_retention_days: int | None = None
-    retention_override: RetentionOverride | None = None
 
     def runs_by(self, disposition: Disposition) -> int:
         return sum(week.runs.get(disposition, 0) for week in self.volume)
@@ -283,32 +284,16 @@ class _Tally:
             self.store_problems.setdefault((problem.kind, problem.detail), problem)
 
 
-def period_stats(
-    runs: Iterable[RunSummary],
-    *,
-    process: str,
-    since: datetime,
-    until: datetime,
-    generated_at: datetime,
-    fast_seconds: float = DEFAULT_FAST_SECONDS,
-    fast_share_flag: float = DEFAULT_FAST_SHARE,
-    min_retention_days: int | None = None,
-    retention_override: RetentionOverride | None = None,
-) -> PeriodStats:
-    """Fold run summaries, one at a time, into the period's figures; the retention
-    settings are stated as they are."""
-    tally = _Tally(fast_seconds=fast_seconds)
+def period_stats(runs: Iterable[RunSummary], scope: PeriodScope) -> PeriodStats:
+    """Fold run summaries, one at a time, into the figures of the period ``scope`` says."""
+    tally = _Tally(fast_seconds=scope.fast_seconds)
     for run in runs:
         tally.add(run)
-    weeks = _weeks(since, until, [*tally.volume, *tally.gates, *(w for w, _ in tally.models)])
+    seen = [*tally.volume, *tally.gates, *(w for w, _ in tally.models)]
+    weeks = _weeks(scope.since, scope.until, seen)
     ordered = sorted(tally.seconds)
     return PeriodStats(
-        process=process,
-        since=since,
-        until=until,
-        generated_at=generated_at,
-        fast_seconds=fast_seconds,
-        fast_share_flag=fast_share_flag,
+        **dict(scope),
         runs=tally.runs,
         records=tally.records,
         risk_classes=list(tally.risk_classes),
@@ -324,8 +309,8 @@ def period_stats(
         p90_seconds=ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
         if ordered
         else None,
-        histogram=_histogram(ordered, fast_seconds),
-        reviewers=_reviewers(tally.reviewers, fast_share_flag),
+        histogram=_histogram(ordered, scope.fast_seconds),
+        reviewers=_reviewers(tally.reviewers, scope.fast_share_flag),
         gates=[tally.gates.get(w, GateWeek(week=w)) for w in weeks],
         models=sorted(tally.models.values(), key=lambda use: (use.week, use.model)),
         checks=list(tally.checks.values()),
@@ -335,8 +320,6 @@ def period_stats(
         reconcile_agrees=tally.reconciled["agrees"],
         reconcile_differs=tally.differences,
         not_reconciled=tally.reconciled["not reconciled"],
-        min_retention_days=min_retention_days,
-        retention_override=retention_override,
     )
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from pydantic import BaseModel
 
 from baton.audit.causal import causal_order
 from baton.audit.events import AuditRecord
@@ -140,22 +142,35 @@ def _confidence(subject: Mapping[str, Any]) -> str:
     return f"{score:.2f}" + (f" ({method})" if method else "")
 
 
-@dataclass
-class _ModelUse:
-    provider: str
-    model: str
+class ModelUsage(BaseModel):
+    """Calls to a model and what they used, summed: the per-run report's models and the
+    period report's weeks count them alike."""
+
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    confidences: list[float] = field(default_factory=list)
-    methods: set[str] = field(default_factory=set)
+
+    def count(self, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+        """One more call, and what it used."""
+        self.calls += 1
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cost_usd += cost_usd
+
+
+class _ModelUse(ModelUsage):
+    provider: str
+    model: str
+    confidences: list[float] = []
+    methods: set[str] = set()
 
     def add(self, data: Mapping[str, Any]) -> None:
-        self.calls += 1
-        self.input_tokens += int(_number(data.get("input_tokens")))
-        self.output_tokens += int(_number(data.get("output_tokens")))
-        self.cost_usd += _number(data.get("cost_usd"))
+        self.count(
+            int(_number(data.get("input_tokens"))),
+            int(_number(data.get("output_tokens"))),
+            _number(data.get("cost_usd")),
+        )
         if isinstance(data.get("confidence"), int | float):
             self.confidences.append(float(data["confidence"]))
         if data.get("confidence_method"):
@@ -182,7 +197,7 @@ def _model_uses(records: Iterable[AuditRecord]) -> list[_ModelUse]:
         if record.event_type != "ai.inference":
             continue
         key = (str(record.data.get("provider", "?")), str(record.data.get("model", "?")))
-        uses.setdefault(key, _ModelUse(*key)).add(record.data)
+        uses.setdefault(key, _ModelUse(provider=key[0], model=key[1])).add(record.data)
     return sorted(uses.values(), key=lambda use: (use.provider, use.model))
 
 

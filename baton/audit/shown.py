@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from baton.audit.markup import _esc, _join, _muted, _Safe, _table, _tag
+from baton.audit.markup import _esc, _join, _muted, _noted_table, _Safe, _table, _tag
 from baton.audit.reading import (
     _ai_fields,
     _confidence,
@@ -163,7 +163,10 @@ def _diff_table(data: Mapping[str, Any]) -> _Safe:
         return _muted("The edited output equals the AI output in every field.")
     total = len(_flatten(_ai_fields(data.get("ai_output"))))
     rows = [[_tag("code", path), _diff_cell(a), _diff_cell(b)] for path, a, b in changes]
-    note = _muted(
-        f"{len(changes)} field(s) changed; the other {max(total - len(changes), 0)} kept."
+    kept = max(total - len(changes), 0)
+    return _noted_table(
+        ["Field", "AI value", "Reviewer's value"],
+        rows,
+        f"{len(changes)} field(s) changed; the other {kept} kept.",
+        class_="diff",
     )
-    return _join([_table(["Field", "AI value", "Reviewer's value"], rows, class_="diff"), note])

@@ -15,27 +15,20 @@ every chain that refers to it, so that a purge can tell which values no remainin
 needs (`store_layout` has the details). Readers get the values in full; the hashes are
 version 3's, over the record as read.
 
-This module is what callers use: the `AuditStore` protocol, `open_store`, and the stores and
-errors they name. The parts live beside it: `store_schema` (tables and guards),
-`store_layout` (a row's form), `store_compact` (its reads and writes), `store_schema_v3` and
-`store_legacy` (stores of version 3 and before), `store_writes`, `store_reads` (verify too),
-`store_sqlite` and `store_postgres`.
+This module is what callers use: `AuditStore` (the base both stores share: one declaration
+of what a store does), `open_store`, and the stores and errors they name. The parts live
+beside it: `store_schema` (tables and guards), `store_layout` (a row's form), `store_compact`
+(its reads and writes), `store_schema_v3` and `store_legacy` (stores of version 3 and
+before), `store_writes`, `store_reads` (verify too), `store_sqlite` and `store_postgres`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
-from typing import Protocol
-
-from baton.audit.anchor import StoredChain, Tombstone
-from baton.audit.events import AuditEvent, AuditRecord
-from baton.audit.retention import RetentionOverride
 from baton.audit.store_postgres import PostgresAuditStore
 from baton.audit.store_reads import AuditStoreMissing
 from baton.audit.store_sqlite import SqliteAuditStore
-from baton.audit.store_writes import AuditConflict, Clock, RetentionError
-from baton.audit.verify import ChainHead, Problem, VerifyReport
+from baton.audit.store_writes import AuditConflict, AuditStore, Clock, RetentionError
+from baton.audit.verify import Problem, VerifyReport
 
 __all__ = [
     "AuditConflict",
@@ -48,39 +41,6 @@ __all__ = [
     "VerifyReport",
     "open_store",
 ]
-
-
-class AuditStore(Protocol):
-    def append(self, events: Sequence[AuditEvent], *, retention_days: int) -> int: ...
-
-    def records(self, workflow_id: str) -> list[AuditRecord]: ...
-
-    def workflow_ids(
-        self, *, process: str | None = None, since: datetime | None = None
-    ) -> list[str]: ...
-
-    def verify(self, workflow_id: str | None = None) -> VerifyReport: ...
-
-    def heads(self, workflow_ids: Collection[str] | None = None) -> dict[str, ChainHead]: ...
-
-    def chains(self, workflow_id: str | None = None) -> dict[str, StoredChain]: ...
-
-    def purge(
-        self,
-        before: datetime,
-        *,
-        min_retention_days: int,
-        now: datetime,
-        tombstone: Callable[[str, ChainHead], Tombstone],
-    ) -> int: ...
-
-    def hold(self, workflow_id: str, *, by: str, reason: str, now: datetime) -> None: ...
-
-    def release(self, workflow_id: str) -> bool: ...
-
-    def record_retention_override(self, override: RetentionOverride) -> None: ...
-
-    def retention_overrides(self) -> dict[str, str]: ...
 
 
 def open_store(url: str, *, clock: Clock | None = None) -> AuditStore:

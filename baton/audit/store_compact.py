@@ -24,6 +24,7 @@ from baton.audit.store_layout import (
     marks,
     prefixes,
     stored_forms,
+    texts,
     to_digests,
     to_ids,
 )
@@ -73,7 +74,7 @@ class Compact:
         )
 
     def workflow_ids(self) -> set[str]:
-        return {str(row[0]) for row in self.tx.rows(f"{_CHAINS} GROUP BY u.workflow_id")}
+        return texts(self.tx, f"{_CHAINS} GROUP BY u.workflow_id")
 
     def orphans(self) -> dict[int, int]:
         """Records whose chain has no row in audit_runs (so no workflow id): count by key."""

@@ -43,6 +43,11 @@ class _Tx(Protocol):
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None: ...
 
 
+def texts(tx: _Tx, sql: str, params: Sequence[object] = ()) -> set[str]:
+    """The first column of every row ``sql`` selects, as text: names, ids."""
+    return {str(row[0]) for row in tx.rows(sql, params)}
+
+
 def chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     """``items`` in batches small enough for one statement's parameters."""
     return [items[start : start + _BATCH] for start in range(0, len(items), _BATCH)]

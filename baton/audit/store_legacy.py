@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from baton.audit.events import AuditRecord, referenced_in, references, thawer
-from baton.audit.store_layout import _Tx, chunks, marks
+from baton.audit.store_layout import _Tx, chunks, marks, texts
 from baton.audit.store_schema_v3 import LegacyTables
 from baton.audit.verify import COLUMNS, StoredRow
 
@@ -145,8 +145,7 @@ class Legacy:
         ]
 
     def workflow_ids(self) -> set[str]:
-        found = self.tx.rows(f"SELECT DISTINCT workflow_id FROM {self.tables.records}")
-        return {str(row[0]) for row in found}
+        return texts(self.tx, f"SELECT DISTINCT workflow_id FROM {self.tables.records}")
 
     def known(self, workflow_id: str) -> bool:
         return bool(

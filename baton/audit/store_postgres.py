@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from baton.audit.store_layout import texts
 from baton.audit.store_reads import AuditStoreMissing, _Tx
 from baton.audit.store_schema import _PG_SCHEMA
 from baton.audit.store_schema_v3 import MOVED, pg_legacy_schema, pg_move_aside
-from baton.audit.store_writes import Clock, _SqlAuditStore, to_move_aside
+from baton.audit.store_writes import AuditStore, Clock, to_move_aside
 
 if TYPE_CHECKING:
     import psycopg
@@ -46,7 +47,7 @@ class _PgTx:
             self._cur.executemany(sql.replace("?", "%s"), params)
 
 
-class PostgresAuditStore(_SqlAuditStore):
+class PostgresAuditStore(AuditStore):
     """PostgreSQL through psycopg 3. Tables go to the first schema on the search_path, so a
     DSN with `options=-csearch_path%3Daudit` keeps them in their own schema. Appenders
     serialise per chain on its head row, locked `FOR UPDATE`."""
@@ -115,13 +116,11 @@ class PostgresAuditStore(_SqlAuditStore):
                 tx.run(f'ALTER INDEX "{name}" RENAME TO "{new}{str(name)[len(old) :]}"')
 
     def _table_names(self, tx: _Tx) -> set[str]:
-        return {
-            str(r[0])
-            for r in tx.rows(
-                "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = current_schema()"
-            )
-        }
+        return texts(
+            tx,
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema()",
+        )
 
     def _not_a_store(self, missing: str) -> str:
         return (
@@ -130,23 +129,19 @@ class PostgresAuditStore(_SqlAuditStore):
         )
 
     def _trigger_names(self, tx: _Tx) -> set[str]:
-        return {
-            str(r[0])
-            for r in tx.rows(
-                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-                " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
-            )
-        }
+        return texts(
+            tx,
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal",
+        )
 
     def _columns(self, tx: _Tx, table: str) -> set[str]:
-        return {
-            str(r[0])
-            for r in tx.rows(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = ?",
-                (table,),
-            )
-        }
+        return texts(
+            tx,
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
 
     def _lock_event_ids(self, tx: _Tx, event_ids: Collection[str]) -> None:
         # An id may be stored relative to its run or whole (store_layout), so no index on

@@ -19,7 +19,7 @@ from typing import Any
 from baton.audit.anchor import StoredChain, Tombstone
 from baton.audit.events import AuditRecord
 from baton.audit.store_compact import Compact
-from baton.audit.store_layout import _Tx, chunks, marks
+from baton.audit.store_layout import _Tx, chunks, marks, texts
 from baton.audit.store_legacy import Legacy
 from baton.audit.store_schema import _OVERRIDES, _PG_TRUNCATE_GUARDS, _RUNS, _TABLES, GUARDS
 from baton.audit.store_schema_v3 import (
@@ -33,6 +33,7 @@ from baton.audit.verify import (
     Problem,
     StoredRow,
     VerifyReport,
+    store_problem,
     summarise,
     verify_chain,
 )
@@ -183,12 +184,9 @@ class _StoreReader(ABC):
             tables = self._require_schema(tx)
             triggers = self._trigger_names(tx)
             problems += [
-                Problem(
-                    workflow_id="",
-                    seq=0,
-                    event_id="",
-                    kind="guard_missing",
-                    detail=f"the trigger {name} is gone: the database no longer stops edits "
+                store_problem(
+                    "guard_missing",
+                    f"the trigger {name} is gone: the database no longer stops edits "
                     "or deletions, so anything verified here may have been changed meanwhile",
                 )
                 for name in self._expected_guards(tables)
@@ -237,7 +235,7 @@ class _StoreReader(ABC):
     ) -> list[str]:
         if workflow_id is not None:
             return [workflow_id]
-        found = {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_chains")}
+        found = texts(tx, "SELECT workflow_id FROM audit_chains")
         for layout in (legacy, compact):
             found |= layout.workflow_ids() if layout else set()
         return sorted(found)
@@ -245,12 +243,9 @@ class _StoreReader(ABC):
 
 def _orphans(orphans: dict[int, int]) -> list[Problem]:
     return [
-        Problem(
-            workflow_id="",
-            seq=0,
-            event_id="",
-            kind="missing",
-            detail=f"{count} record(s) of chain {key} are stored without their run: its row "
+        store_problem(
+            "missing",
+            f"{count} record(s) of chain {key} are stored without their run: its row "
             "in audit_runs, which names the workflow, is gone",
         )
         for key, count in sorted(orphans.items())

@@ -9,45 +9,66 @@ The records are laid out as `baton.audit.store_layout` describes: ids where a te
 
 from __future__ import annotations
 
-# -- SQLite --------------------------------------------------------------------------------------
+from collections.abc import Mapping
 
-_SQLITE_SCHEMA = (
+# -- Both databases ------------------------------------------------------------------------------
+
+# Version 4's tables, each once: its columns with their types by kind, as each database
+# spells them (`_SQLITE_TYPES`, `_PG_TYPES`); `{id}` is a row id the database assigns.
+_TABLE_COLUMNS = {
     # Each workflow id, run id and process a record names, once; the first row of a workflow
     # is its chain's key. A name is any text records share: event types, nodes, actors,
     # stamps (keyed by SHA-256, so that PostgreSQL's index takes any length).
-    """CREATE TABLE IF NOT EXISTS audit_runs (
-        id INTEGER PRIMARY KEY, workflow_id TEXT NOT NULL, run_id TEXT NOT NULL,
-        process TEXT NOT NULL, UNIQUE (workflow_id, run_id, process))""",
-    """CREATE TABLE IF NOT EXISTS audit_names (
-        id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL UNIQUE, name TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_records (
-        workflow_id INTEGER NOT NULL, seq INTEGER NOT NULL, run INTEGER NOT NULL,
-        event TEXT NOT NULL, event_type INTEGER NOT NULL, node INTEGER NOT NULL,
-        actor INTEGER NOT NULL, stamp INTEGER NOT NULL, occurred_at INTEGER NOT NULL,
-        recorded_at INTEGER NOT NULL, retain_until INTEGER NOT NULL, prev_hash BLOB NOT NULL,
-        record_hash BLOB NOT NULL, record_json TEXT NOT NULL,
-        PRIMARY KEY (workflow_id, seq), UNIQUE (event, run, event_type, node))""",
-    # Small rows looked up by their key only: kept in their key's order, no rowid index.
-    """CREATE TABLE IF NOT EXISTS audit_chains (
-        workflow_id TEXT PRIMARY KEY, head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL)
-        WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS audit_tombstones (
-        workflow_id TEXT PRIMARY KEY, tombstone_json TEXT NOT NULL) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS audit_holds (
-        workflow_id TEXT PRIMARY KEY, held_at TEXT NOT NULL, held_by TEXT NOT NULL,
-        reason TEXT NOT NULL) WITHOUT ROWID""",
+    "audit_runs": "id {id}, workflow_id {text} NOT NULL, run_id {text} NOT NULL,"
+    " process {text} NOT NULL, UNIQUE (workflow_id, run_id, process)",
+    "audit_names": "id {id}, sha256 {bytes} NOT NULL UNIQUE, name {text} NOT NULL",
+    "audit_records": "workflow_id {int} NOT NULL, seq {int} NOT NULL, run {int} NOT NULL,"
+    " event {text} NOT NULL, event_type {int} NOT NULL, node {int} NOT NULL,"
+    " actor {int} NOT NULL, stamp {int} NOT NULL, occurred_at {int} NOT NULL,"
+    " recorded_at {int} NOT NULL, retain_until {int} NOT NULL, prev_hash {bytes} NOT NULL,"
+    " record_hash {bytes} NOT NULL, record_json {text} NOT NULL,"
+    " PRIMARY KEY (workflow_id, seq), UNIQUE (event, run, event_type, node)",
+    "audit_chains": "workflow_id {text} PRIMARY KEY, head_seq {int} NOT NULL,"
+    " head_hash {text} NOT NULL",
+    "audit_tombstones": "workflow_id {text} PRIMARY KEY, tombstone_json {text} NOT NULL",
+    "audit_holds": "workflow_id {text} PRIMARY KEY, held_at {text} NOT NULL,"
+    " held_by {text} NOT NULL, reason {text} NOT NULL",
     # Signed retention overrides (baton.audit.retention), newest by recorded_at.
-    """CREATE TABLE IF NOT EXISTS audit_overrides (
-        override_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL, override_json TEXT NOT NULL)
-        WITHOUT ROWID""",
+    "audit_overrides": "override_id {text} PRIMARY KEY, recorded_at {text} NOT NULL,"
+    " override_json {text} NOT NULL",
     # Values stored once (see baton.audit.store's docstring), and which chains refer to each.
-    # A rowid table: values of a few KiB stay on their page there, where a WITHOUT ROWID
-    # table would spill them onto overflow pages of their own.
-    """CREATE TABLE IF NOT EXISTS audit_values (
-        id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL UNIQUE, value_json TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_refs (
-        value INTEGER NOT NULL, workflow_id INTEGER NOT NULL, PRIMARY KEY (value, workflow_id))
-        WITHOUT ROWID""",
+    "audit_values": "id {id}, sha256 {bytes} NOT NULL UNIQUE, value_json {text} NOT NULL",
+    "audit_refs": "value {int} NOT NULL, workflow_id {int} NOT NULL,"
+    " PRIMARY KEY (value, workflow_id)",
+}
+# SQLite's tables of small rows looked up by their key only: kept in their key's order, no
+# rowid index. audit_values stays a rowid table: values of a few KiB stay on their page
+# there, where a WITHOUT ROWID table would spill them onto overflow pages of their own.
+_WITHOUT_ROWID = frozenset(
+    {"audit_chains", "audit_tombstones", "audit_holds", "audit_overrides", "audit_refs"}
+)
+_SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "text": "TEXT", "bytes": "BLOB"}
+_PG_TYPES = {
+    "id": "bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "int": "bigint",
+    "text": "text",
+    "bytes": "bytea",
+}
+
+
+def _create_tables(types: Mapping[str, str], *, sqlite: bool) -> list[str]:
+    """The statements that make the tables that are missing, in one database's types."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table} ({columns.format_map(types)})"
+        + (" WITHOUT ROWID" if sqlite and table in _WITHOUT_ROWID else "")
+        for table, columns in _TABLE_COLUMNS.items()
+    ]
+
+
+# -- SQLite --------------------------------------------------------------------------------------
+
+_SQLITE_SCHEMA = (
+    *_create_tables(_SQLITE_TYPES, sqlite=True),
     # Guards: records, runs, names, tombstones and overrides are never changed, a chain head
     # only moves forward, and records, runs or heads go only with a tombstone (a purge).
     # Whoever drops a guard is caught by verify(), which reports the missing trigger and
@@ -125,33 +146,7 @@ _OVERRIDES = "audit_overrides"
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 _PG_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS audit_runs (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workflow_id text NOT NULL,
-        run_id text NOT NULL, process text NOT NULL, UNIQUE (workflow_id, run_id, process))""",
-    """CREATE TABLE IF NOT EXISTS audit_names (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, sha256 bytea NOT NULL UNIQUE,
-        name text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_records (
-        workflow_id bigint NOT NULL, seq bigint NOT NULL, run bigint NOT NULL,
-        event text NOT NULL, event_type bigint NOT NULL, node bigint NOT NULL,
-        actor bigint NOT NULL, stamp bigint NOT NULL, occurred_at bigint NOT NULL,
-        recorded_at bigint NOT NULL, retain_until bigint NOT NULL, prev_hash bytea NOT NULL,
-        record_hash bytea NOT NULL, record_json text NOT NULL,
-        PRIMARY KEY (workflow_id, seq), UNIQUE (event, run, event_type, node))""",
-    """CREATE TABLE IF NOT EXISTS audit_chains (
-        workflow_id text PRIMARY KEY, head_seq bigint NOT NULL, head_hash text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_tombstones (
-        workflow_id text PRIMARY KEY, tombstone_json text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_holds (
-        workflow_id text PRIMARY KEY, held_at text NOT NULL, held_by text NOT NULL,
-        reason text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_overrides (
-        override_id text PRIMARY KEY, recorded_at text NOT NULL, override_json text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_values (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, sha256 bytea NOT NULL UNIQUE,
-        value_json text NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS audit_refs (
-        value bigint NOT NULL, workflow_id bigint NOT NULL, PRIMARY KEY (value, workflow_id))""",
+    *_create_tables(_PG_TYPES, sqlite=False),
     """CREATE OR REPLACE FUNCTION audit_refuse() RETURNS trigger
         LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$""",
     """CREATE OR REPLACE FUNCTION audit_refuse_unless_purged() RETURNS trigger

@@ -117,12 +117,7 @@ def pg_legacy_schema(suffix: str, *, values: bool = True) -> list[str]:
         retain_until timestamptz NOT NULL, prev_hash text NOT NULL, record_hash text NOT NULL,
         record_json text NOT NULL, PRIMARY KEY (workflow_id, seq))""",
         f"CREATE INDEX IF NOT EXISTS {records}_process ON {records} (process, occurred_at)",
-        f"""CREATE OR REPLACE TRIGGER {records}_no_update BEFORE UPDATE ON {records}
-        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
-        f"""CREATE OR REPLACE TRIGGER {records}_no_delete BEFORE DELETE ON {records}
-        FOR EACH ROW EXECUTE FUNCTION audit_refuse_unless_purged()""",
-        f"""CREATE OR REPLACE TRIGGER {records}_no_truncate BEFORE TRUNCATE ON {records}
-        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+        *_pg_guards(records, "audit_refuse_unless_purged"),
     ]
     if values:
         statements += [
@@ -135,20 +130,23 @@ def pg_legacy_schema(suffix: str, *, values: bool = True) -> list[str]:
                 IF EXISTS (SELECT 1 FROM {refs} WHERE sha256 = OLD.sha256)
                 THEN RAISE EXCEPTION 'a value goes only when no record refers to it'; END IF;
                 RETURN OLD; END $$""",
-            f"""CREATE OR REPLACE TRIGGER {vals}_no_update BEFORE UPDATE ON {vals}
-            FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
-            f"""CREATE OR REPLACE TRIGGER {vals}_no_delete BEFORE DELETE ON {vals}
-            FOR EACH ROW EXECUTE FUNCTION audit_refuse_referenced{suffix}()""",
-            f"""CREATE OR REPLACE TRIGGER {refs}_no_update BEFORE UPDATE ON {refs}
-            FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
-            f"""CREATE OR REPLACE TRIGGER {refs}_no_delete BEFORE DELETE ON {refs}
-            FOR EACH ROW EXECUTE FUNCTION audit_refuse_unless_purged()""",
-            f"""CREATE OR REPLACE TRIGGER {vals}_no_truncate BEFORE TRUNCATE ON {vals}
-            FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
-            f"""CREATE OR REPLACE TRIGGER {refs}_no_truncate BEFORE TRUNCATE ON {refs}
-            FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+            *_pg_guards(vals, f"audit_refuse_referenced{suffix}"),
+            *_pg_guards(refs, "audit_refuse_unless_purged"),
         ]
     return statements
+
+
+def _pg_guards(table: str, delete_check: str) -> list[str]:
+    """A legacy table's guards in PostgreSQL: no update and no TRUNCATE (which skips row
+    triggers), and a row deleted only when the function ``delete_check`` lets it go."""
+    return [
+        f"""CREATE OR REPLACE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse()""",
+        f"""CREATE OR REPLACE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION {delete_check}()""",
+        f"""CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()""",
+    ]
 
 
 def _old_triggers(tables: LegacyTables, *, postgres: bool) -> list[tuple[str, str]]:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from baton.audit.events import format_timestamp
+from baton.audit.store_layout import texts
 from baton.audit.store_reads import AuditStoreMissing, _Tx
 from baton.audit.store_schema import _SQLITE_SCHEMA
 from baton.audit.store_schema_v3 import MOVED, sqlite_legacy_schema, sqlite_move_aside
-from baton.audit.store_writes import Clock, _SqlAuditStore, to_move_aside
+from baton.audit.store_writes import AuditStore, Clock, to_move_aside
 
 
 class _SqliteTx:
@@ -36,7 +37,7 @@ class _SqliteTx:
             self._conn.executemany(sql, params)
 
 
-class SqliteAuditStore(_SqlAuditStore):
+class SqliteAuditStore(AuditStore):
     """One SQLite file in WAL mode. Writers serialise on `BEGIN IMMEDIATE`, which takes the
     write lock before the chain head is read, and wait up to `busy_timeout` seconds."""
 
@@ -135,16 +136,16 @@ class SqliteAuditStore(_SqlAuditStore):
             return
 
     def _table_names(self, tx: _Tx) -> set[str]:
-        return {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='table'")}
+        return texts(tx, "SELECT name FROM sqlite_master WHERE type='table'")
 
     def _not_a_store(self, missing: str) -> str:
         return f"{self.path} is not a Baton audit store (no table {missing}): check BATON_AUDIT_URL"
 
     def _trigger_names(self, tx: _Tx) -> set[str]:
-        return {str(r[0]) for r in tx.rows("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        return texts(tx, "SELECT name FROM sqlite_master WHERE type='trigger'")
 
     def _columns(self, tx: _Tx, table: str) -> set[str]:
-        return {str(r[0]) for r in tx.rows("SELECT name FROM pragma_table_info(?)", (table,))}
+        return texts(tx, "SELECT name FROM pragma_table_info(?)", (table,))
 
     def _lock_event_ids(self, tx: _Tx, event_ids: Collection[str]) -> None:
         """Nothing to do: the write transaction holds SQLite's one writer lock."""

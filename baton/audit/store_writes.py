@@ -30,6 +30,7 @@ from baton.audit.store_layout import (
     hash_bytes,
     split_stamp,
     stamp_members,
+    texts,
     to_ids,
     to_micros,
 )
@@ -61,7 +62,7 @@ def _with_findings(held: set[str]) -> set[str]:
     return held | {findings_chain(workflow_id) for workflow_id in held}
 
 
-def to_move_aside(store: _SqlAuditStore, tx: _Tx) -> LegacyTables | None:
+def to_move_aside(store: AuditStore, tx: _Tx) -> LegacyTables | None:
     """The tables of a store of version 3 or before, which a writer of version 4 moves
     aside (`store_schema_v3`); None when there are none (a new store, or moved already)."""
     tables = store._table_names(tx)
@@ -76,8 +77,9 @@ def to_move_aside(store: _SqlAuditStore, tx: _Tx) -> LegacyTables | None:
     return legacy
 
 
-class _SqlAuditStore(_StoreReader):
-    """Everything but connections, DDL and time conversion is shared by both databases."""
+class AuditStore(_StoreReader):
+    """An audit store as callers use it, in either database: everything but connections,
+    DDL and time conversion is shared by both."""
 
     _LOCK_SUFFIX = ""
 
@@ -302,9 +304,7 @@ class _SqlAuditStore(_StoreReader):
             self._lock_existing_heads(tx, candidates)
             # Re-read under the locks: an append may have extended a chain meanwhile.
             still_old = self._old_chains(legacy, compact, before, now)
-            held = _with_findings(
-                {str(row[0]) for row in tx.rows("SELECT workflow_id FROM audit_holds")}
-            )
+            held = _with_findings(texts(tx, "SELECT workflow_id FROM audit_holds"))
             removed = 0
             released: set[str] = set()
             released_ids: set[int] = set()

@@ -68,6 +68,11 @@ class Problem(BaseModel):
     detail: str
 
 
+def store_problem(kind: ProblemKind, detail: str) -> Problem:
+    """A finding about the store, its guards or its anchors as a whole: no one record's."""
+    return Problem(workflow_id="", seq=0, event_id="", kind=kind, detail=detail)
+
+
 class VerifyReport(BaseModel):
     ok: bool
     chains: int
@@ -91,6 +96,11 @@ class StoredRow:
     values: Mapping[str, str] | None = None
     data_only: bool = False
     error: str | None = None
+
+
+def exported_row(record: AuditRecord, line: str) -> StoredRow:
+    """A record of an export as it is checked: its columns read from it, its line the JSON."""
+    return StoredRow(record.seq, {column: getattr(record, column) for column in COLUMNS}, line)
 
 
 @dataclass(frozen=True)
