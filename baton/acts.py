@@ -36,19 +36,19 @@ from baton.gates import (
 )
 from baton.nodes.base import Run, problems, schema_problems
 from baton.nodes.gate import gate_event
-from baton.outside import EVENT_DATA_LIMIT, ExternalEvent, ReceivedEvent
+from baton.outside import EVENT_DATA_LIMIT, Act, ExternalEvent, ReceivedEvent
 from baton.signing import Action, Signature, canonical, statement, verify
 from baton.state import RunInput, run_policy
 
 M = TypeVar("M", bound=BaseModel)
 
 _VERB: dict[Action, str] = {"start": "start", "decide": "approve", "stop": "stop", "event": "event"}
-Act = Literal["decide", "stop", "event"]
 _REFUSED_EVENT_TYPE: dict[Act, str] = {
     "decide": "decision.refused",
     "stop": "stop.refused",
     "event": "event.refused",
 }
+_STARTING = "the run is still starting; try again in a moment"
 # A malformed act is kept in the status and trail only this far.
 _RECEIVED_LIMIT = 500
 _CLAIMED_NAME_LIMIT = 64
@@ -169,15 +169,24 @@ def act_refusal(
     return None
 
 
+def _unready(run: Run, act: Literal["decide", "event"]) -> str | None:
+    """Why the run takes no decision or event now, whatever it says: it has
+    not started, or it was stopped."""
+    state = run.state
+    if state.input is None or state.config is None:
+        return "the run did not start: it takes no events" if act == "event" else _STARTING
+    if state.stop is not None:
+        return f"the run was stopped by {state.stop.user}: {state.stop.reason}"
+    return None
+
+
 # -- decisions -----------------------------------------------------------------
 
 
 def _decision_refusal(run: Run, decision: Decision) -> str | None:
+    """Why a run that is ready (see _unready) refuses ``decision``."""
     state = run.state
-    if state.input is None or state.config is None:
-        return "the run is still starting; try again in a moment"
-    if state.stop is not None:
-        return f"the run was stopped by {state.stop.user}: {state.stop.reason}"
+    assert state.input is not None and state.config is not None
     gate = state.gates.get(decision.gate)
     open_gate = gate if gate is not None and gate.decision is None else None
     proof = act_refusal(
@@ -238,7 +247,7 @@ def _apply(run: Run, decision: Decision) -> GateDecision:
 def deliver(run: Run, decision: Decision, channel: Channel) -> GateDecision:
     """Judge and apply a decision attempt; either way it is recorded, and
     a refusal changes nothing else."""
-    reason = _decision_refusal(run, decision)
+    reason = _unready(run, "decide") or _decision_refusal(run, decision)
     if reason is not None:
         _refuse(run, decision, channel, reason, _role_of(run, decision.user))
     assert decision.signature is not None
@@ -263,11 +272,7 @@ def deliver(run: Run, decision: Decision, channel: Channel) -> GateDecision:
         decision.signature.nonce,
         actor=actor,
         channel=channel,
-        outcome=accepted.outcome,
-        comment=accepted.comment,
-        edited=accepted.edited,
-        approved_by=accepted.approved_by,
-        awaiting=accepted.awaiting,
+        **accepted.model_dump(include={"outcome", "comment", "edited", "approved_by", "awaiting"}),
         shown=gate.shown,
         shown_digest=gate.shown_digest,
         round=gate.round,
@@ -291,7 +296,7 @@ def request_stop(run: Run, request: StopRequest, channel: Channel) -> StopRecord
     changes nothing."""
     state = run.state
     if state.config is None or state.input is None:
-        reason: str | None = "the run is still starting; try again in a moment"
+        reason: str | None = _STARTING
     else:
         reason = act_refusal(
             run, "stop", request.signed_fields(), request.signature, request.user
@@ -327,7 +332,7 @@ def request_stop(run: Run, request: StopRequest, channel: Channel) -> StopRecord
 def accept_event(run: Run, event: ExternalEvent, channel: Channel) -> ReceivedEvent:
     """Judge an event and keep it for the Await that takes it; a refused one
     is recorded and changes nothing else."""
-    reason = _event_refusal(run, event)
+    reason = _unready(run, "event") or _event_refusal(run, event)
     if reason is not None:
         _refuse(run, event, channel, reason, _role_of(run, event.user))
     assert run.state.config is not None and event.signature is not None
@@ -360,11 +365,9 @@ def accept_event(run: Run, event: ExternalEvent, channel: Channel) -> ReceivedEv
 
 
 def _event_refusal(run: Run, event: ExternalEvent) -> str | None:
+    """Why a run that is ready (see _unready) refuses ``event``."""
     state = run.state
-    if state.config is None or state.input is None:
-        return "the run did not start: it takes no events"
-    if state.stop is not None:
-        return f"the run was stopped by {state.stop.user}: {state.stop.reason}"
+    assert state.config is not None
     if state.outcome not in ("running", "waiting"):
         return f"the run has ended ({state.outcome}); it awaits nothing"
     awaiting = [n for n in run.graph.nodes if event.event in n.awaited_events()]
@@ -424,13 +427,6 @@ def _refuse(
     reason: str,
     role: str | None,
 ) -> NoReturn:
-    act: Act = (
-        "decide"
-        if isinstance(request, Decision)
-        else "event"
-        if isinstance(request, ExternalEvent)
-        else "stop"
-    )
     sent = request.model_dump(mode="json")
     # A refused act is kept whole only if small: the status, which every
     # reviewer's page loads, must not grow by what anyone cares to send.
@@ -438,7 +434,7 @@ def _refuse(
     _refused(
         run,
         channel,
-        act,
+        request.action,
         request.user,
         reason,
         decision=request if whole else None,

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import WorkflowExecution
@@ -43,14 +43,16 @@ from baton.document_store import (
     document_store,
     put_file,
 )
-from baton.gates import Decision, GateDecision, StopRecord, StopRequest
+from baton.gates import Decision, GateDecision
 from baton.keys import Signer
-from baton.outside import ExternalEvent, ReceivedEvent
+from baton.outside import Act
 from baton.runner import GraphWorkflow, RunInput, RunResult, RunStatus, SigningView
-from baton.signing import subject_digest
+from baton.signing import Signature, subject_digest
 
 QUERY_TIMEOUT = timedelta(seconds=10)
 R = TypeVar("R", bound=BaseModel)
+A = TypeVar("A", bound="AnsweredAct[Any]")
+Answer = TypeVar("Answer", bound=BaseModel, covariant=True)
 # A workflow task lost with its worker is retried after this. Long enough
 # for a busy worker: with 10,000 runs starting at once (bench.parked) no task
 # outlived 3.5 s, while 3 s let 1,810 tasks finish late (README, Notes).
@@ -268,42 +270,67 @@ async def _query_once(
     return result
 
 
-async def sign_decision(
-    client: Client, workflow_id: str, decision: Decision, signer: Signer | None = None
-) -> Decision:
-    """``decision`` signed by its user over the gate as the run shows it now:
-    its round and what it shows (with any edit an earlier approver made)."""
-    signer = signer or Signer.load(decision.user)
-    view = await _view_to_sign(client, workflow_id, decision.gate)
+class AnsweredAct(Protocol[Answer]):
+    """What signing and delivering need of an act (a baton.outside.SignedAct):
+    its user and signature, what the signature covers, and the update that
+    takes it with the model the run answers."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def signature(self) -> Signature | None: ...
+    @property
+    def action(self) -> Act: ...
+    @property
+    def answer(self) -> type[Answer]: ...
+    def signed_fields(self) -> dict[str, Any]: ...
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self: ...
+
+
+async def sign(client: Client, workflow_id: str, act: A, signer: Signer | None = None) -> A:
+    """``act`` signed by its user (``signer``, else the user's key file) for
+    the run as it shows it now; a decision also over its gate's round and
+    what the gate shows (with any edit an earlier approver made)."""
+    signer = signer or Signer.load(act.user)
+    view = await _view_to_sign(client, workflow_id, act.gate if isinstance(act, Decision) else "")
     gate = view.gate
     signature = signer.sign(
-        "decide",
-        decision.signed_fields(),
+        act.action,
+        act.signed_fields(),
         workflow_id=workflow_id,
         run_id=view.run_id,
         round=gate.round if gate else 0,
         shown_digest=subject_digest(gate.shown, gate.edited_output) if gate else "",
     )
-    return decision.model_copy(update={"signature": signature})
+    return act.model_copy(update={"signature": signature})
 
 
-async def decide(
+async def submit(
     client: Client,
     workflow_id: str,
-    decision: Decision,
+    act: AnsweredAct[R],
     signer: Signer | None = None,
     *,
     update_id: str | None = None,
-) -> GateDecision:
-    """Sign ``decision`` (unless it is signed already) and deliver it through
-    the `decide` update; a refusal raises DecisionRefused with the run's reason.
+) -> R:
+    """Sign ``act`` (unless it is signed already) and deliver it through its
+    update: a decision to its gate, a stop (the run compensates what it
+    declared compensable and ends as stopped), an event (kept for the Await
+    that takes it). A refusal raises DecisionRefused with the run's reason.
 
     To repeat a delivery whose answer was lost (an RPC timeout), pass the
-    same signed decision and the same ``update_id`` again: Temporal answers
-    with the first result instead of handing the run a replay."""
-    if decision.signature is None:
-        decision = await sign_decision(client, workflow_id, decision, signer)
-    return await deliver(client, workflow_id, decision, update_id=update_id)
+    same signed act and the same ``update_id`` again: Temporal answers with
+    the first result instead of handing the run a replay."""
+    if act.signature is None:
+        act = await sign(client, workflow_id, act, signer)
+    return await deliver(client, workflow_id, act, update_id=update_id)
+
+
+# The names callers know each kind of act by.
+decide = stop_run = send_event = submit
+sign_decision = sign_stop = sign
 
 
 async def decide_in_turn(
@@ -325,50 +352,6 @@ async def decide_in_turn(
     return accepted
 
 
-async def stop_run(
-    client: Client, workflow_id: str, request: StopRequest, signer: Signer | None = None
-) -> StopRecord:
-    """Stop a run through the `stop` update, signed by the stopping user: the
-    run compensates what it declared compensable and ends as stopped. A
-    refusal raises DecisionRefused with the reason."""
-    if request.signature is None:
-        request = await sign_stop(client, workflow_id, request, signer)
-    return await deliver(client, workflow_id, request)
-
-
-async def sign_stop(
-    client: Client, workflow_id: str, request: StopRequest, signer: Signer | None = None
-) -> StopRequest:
-    """``request`` signed by its user for the run ``workflow_id``."""
-    signer = signer or Signer.load(request.user)
-    view = await _view_to_sign(client, workflow_id)
-    signature = signer.sign(
-        "stop", request.signed_fields(), workflow_id=workflow_id, run_id=view.run_id
-    )
-    return request.model_copy(update={"signature": signature})
-
-
-async def send_event(
-    client: Client,
-    workflow_id: str,
-    event: ExternalEvent,
-    signer: Signer | None = None,
-    *,
-    update_id: str | None = None,
-) -> ReceivedEvent:
-    """Sign ``event`` as its sender (unless it is signed already) for the run
-    ``workflow_id`` and deliver it through the `event` update; the run keeps
-    it for the Await that takes it. A refusal raises DecisionRefused."""
-    if event.signature is None:
-        signer = signer or Signer.load(event.user)
-        view = await _view_to_sign(client, workflow_id)
-        signature = signer.sign(
-            "event", event.signed_fields(), workflow_id=workflow_id, run_id=view.run_id
-        )
-        event = event.model_copy(update={"signature": signature})
-    return await _update(client, workflow_id, "event", event, ReceivedEvent, update_id)
-
-
 async def _view_to_sign(client: Client, workflow_id: str, gate: str = "") -> SigningView:
     """The run, and ``gate`` if it is open, as the run shows them now: an act
     is signed over what it shows. A run that cannot show it (gone, ended, or
@@ -379,36 +362,16 @@ async def _view_to_sign(client: Client, workflow_id: str, gate: str = "") -> Sig
         raise await _refusal(client, workflow_id, str(err)) from None
 
 
-@overload
 async def deliver(
-    client: Client, workflow_id: str, act: Decision, *, update_id: str | None = None
-) -> GateDecision: ...
-@overload
-async def deliver(
-    client: Client, workflow_id: str, act: StopRequest, *, update_id: str | None = None
-) -> StopRecord: ...
-async def deliver(
-    client: Client, workflow_id: str, act: Decision | StopRequest, *, update_id: str | None = None
-) -> GateDecision | StopRecord:
+    client: Client, workflow_id: str, act: AnsweredAct[R], *, update_id: str | None = None
+) -> R:
     """Hand ``act`` to the run as it is, signed by whoever made it or not at
     all (the run then refuses it in its own words): for a front door such as
     the inbox, whose acts are signed in the browser and which must never sign
-    with a key file of its own machine."""
-    if isinstance(act, Decision):
-        return await _update(client, workflow_id, "decide", act, GateDecision, update_id)
-    return await _update(client, workflow_id, "stop", act, StopRecord, update_id)
+    with a key file of its own machine.
 
-
-async def _update(
-    client: Client,
-    workflow_id: str,
-    name: str,
-    request: BaseModel,
-    result_type: type[R],
-    update_id: str | None = None,
-) -> R:
-    """Execute an update with a fresh id: one id per act of a person, which
-    the SDK keeps across its own transport retries. Temporal answers a
+    The update gets a fresh id unless given one: one id per act of a person,
+    which the SDK keeps across its own transport retries. Temporal answers a
     repeated id with the first result without running the handler, so an
     id derived from content would swallow a second, identical approval (a
     later round of the same gate); the run's replay protection is the nonce
@@ -416,7 +379,10 @@ async def _update(
     handle = client.get_workflow_handle(workflow_id)
     try:
         result: R = await handle.execute_update(
-            name, request, id=update_id or f"{name}:{uuid.uuid4()}", result_type=result_type
+            act.action,
+            act,
+            id=update_id or f"{act.action}:{uuid.uuid4()}",
+            result_type=act.answer,
         )
         return result
     except WorkflowUpdateFailedError as err:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from baton.client import (
     run_status,
     stop_run,
 )
-from baton.demo_outcomes import Outcome, Row, start_samples
+from baton.demo_outcomes import Row, Samples
 from baton.gates import Decision, StopRequest
 from baton.keys import Signer
 from baton.runner import RunStatus
@@ -47,37 +46,13 @@ def reset_systems() -> None:
     OnboardingSystems().empty()
 
 
-async def run_onboarding(
-    client: Client, *, task_queue: str, signers: Mapping[str, Signer]
-) -> list[Outcome]:
-    from workflows.hr_onboarding import HrOnboarding
-
-    rows = tomllib.loads((SAMPLES / "expected.toml").read_text(encoding="utf-8"))["hire"]
-    unlisted = sorted({p.name for p in SAMPLES.glob("*.json")} - {row["file"] for row in rows})
-    if unlisted:
-        raise ValueError(f"{SAMPLES / 'expected.toml'} has no row for {', '.join(unlisted)}")
-    return await start_samples(
-        client,
-        HrOnboarding,
-        rows,
-        folder=SAMPLES,
-        requested_by=RECRUITER,
-        task_queue=task_queue,
-        signers=signers,
-        follow=_hire,
-    )
-
-
 async def _hire(
     client: Client, workflow_id: str, row: Row, signers: Mapping[str, Signer]
-) -> Outcome:
-    def outcome(reached: str, note: str) -> Outcome:
-        return Outcome(row["file"], workflow_id, row["outcome"], reached, note)
-
+) -> tuple[str, str]:
     try:
         status, acts = await _through(client, workflow_id, row, signers)
     except DecisionRefused as refused:
-        return outcome("refused", refused.reason)
+        return "refused", refused.reason
     # The offer's own words: an offer the process refuses is no Hire.
     employee = json.loads((SAMPLES / row["file"]).read_text(encoding="utf-8"))["employee_id"]
     held = {s: found for s, found in OnboardingSystems().records_of(employee).items() if found}
@@ -98,7 +73,19 @@ async def _hire(
         acts.append(f"{employee} is in {', '.join(references)}")
     else:
         acts.append(f"nothing of {employee} is left in the onboarding systems")
-    return outcome(reached, "; ".join(acts))
+    return reached, "; ".join(acts)
+
+
+HIRES = Samples(
+    "hr_onboarding",
+    SAMPLES / "expected.toml",
+    "hire",
+    folder=SAMPLES,
+    requested_by=RECRUITER,
+    reach=_hire,
+    every="*.json",
+)
+run_onboarding = HIRES.run
 
 
 async def _through(

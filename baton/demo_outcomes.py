@@ -4,6 +4,7 @@ its samples' ``expected.toml`` says, printed the same way for every process."""
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from baton.keys import Signer
 from baton.runner import GraphWorkflow
 
 Row = Mapping[str, Any]
+# Where a sample's run ended, and what happened on the way.
+Reach = Callable[[Client, str, Row, Mapping[str, Signer]], Awaitable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,52 @@ async def start_samples(
             *(follow(client, h.id, row, signers) for h, row in zip(handles, rows, strict=True))
         )
     )
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One process's demo samples: the files in ``folder``, each started by
+    ``requested_by``, and the rows of ``table`` in ``expected``, each naming
+    a ``file`` and the ``outcome`` its run should reach. ``reach`` follows a
+    run to where it ends. With ``every`` (a glob), each file in ``folder``
+    that it matches must have a row."""
+
+    process: str
+    expected: Path
+    table: str
+    folder: Path
+    requested_by: str
+    reach: Reach
+    every: str = ""
+
+    def rows(self) -> list[Row]:
+        rows: list[Row] = tomllib.loads(self.expected.read_text(encoding="utf-8"))[self.table]
+        if self.every:
+            files = {path.name for path in self.folder.glob(self.every)}
+            unlisted = sorted(files - {row["file"] for row in rows})
+            if unlisted:
+                raise ValueError(f"{self.expected} has no row for {', '.join(unlisted)}")
+        return rows
+
+    async def run(
+        self, client: Client, *, task_queue: str, signers: Mapping[str, Signer]
+    ) -> list[Outcome]:
+        """Run every sample; where each run ended against where its row says."""
+        from workflows import process
+
+        async def follow(
+            client: Client, workflow_id: str, row: Row, signers: Mapping[str, Signer]
+        ) -> Outcome:
+            reached, note = await self.reach(client, workflow_id, row, signers)
+            return Outcome(row["file"], workflow_id, row["outcome"], reached, note)
+
+        return await start_samples(
+            client,
+            process(self.process).workflow,
+            self.rows(),
+            folder=self.folder,
+            requested_by=self.requested_by,
+            task_queue=task_queue,
+            signers=signers,
+            follow=follow,
+        )

@@ -12,7 +12,6 @@ wait in the inbox. Each run is checked against ``expected.toml``.
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from temporalio.client import Client
 
 from activities.matching import masked_iban
 from baton.client import decide_in_turn, run_status, send_event
-from baton.demo_outcomes import Outcome, Row, start_samples
+from baton.demo_outcomes import Row, Samples
 from baton.gates import Decision
 from baton.keys import Signer
 from baton.outside import ExternalEvent
@@ -45,43 +44,22 @@ def reset_systems(seed: Path = SAMPLES / "seed.toml") -> None:
     load_seed(seed)
 
 
-async def run_payables(
-    client: Client, *, task_queue: str, signers: Mapping[str, Signer]
-) -> list[Outcome]:
-    from workflows.accounts_payable import AccountsPayable
-
-    rows = tomllib.loads((SAMPLES / "expected.toml").read_text(encoding="utf-8"))["invoice"]
-    return await start_samples(
-        client,
-        AccountsPayable,
-        rows,
-        folder=SAMPLES / "invoices",
-        requested_by=REQUESTER,
-        task_queue=task_queue,
-        signers=signers,
-        follow=_through,
-    )
-
-
 async def _through(
     client: Client, workflow_id: str, row: Row, signers: Mapping[str, Signer]
-) -> Outcome:
-    def outcome(reached: str, note: str) -> Outcome:
-        return Outcome(row["file"], workflow_id, row["outcome"], reached, note)
-
+) -> tuple[str, str]:
     status = await _until_still(client, workflow_id)
     if "receipt" in status.current:
         order = str(row["po_number"])
         if not deliver_late_receipts(SAMPLES / "seed.toml", order):
-            return outcome("awaiting_receipt", _awaiting(status))
+            return "awaiting_receipt", _awaiting(status)
         news = ExternalEvent(event="goods_receipt", user=WAREHOUSE, key=order)
         await send_event(client, workflow_id, news, signers[WAREHOUSE])
         status = await _until_still(client, workflow_id, past="receipt")
     gate = next((g for g in status.gates if g.decision is None), None)
     if gate is not None and gate.gate == "exception_review":
-        return outcome("exception_review", "held for a clerk: " + "; ".join(gate.shown["why"]))
+        return "exception_review", "held for a clerk: " + "; ".join(gate.shown["why"])
     if gate is None or gate.gate != "approve":
-        return outcome(status.state, f"stopped at {', '.join(status.current) or 'nothing'}")
+        return status.state, f"stopped at {', '.join(status.current) or 'nothing'}"
     approvers = [APPROVERS.get(role, CONTROLLER) for role in gate.roles]
     await decide_in_turn(
         client,
@@ -101,8 +79,19 @@ async def _through(
     if payment is not None:
         account = masked_iban(payment["iban"])
         paid = f"paid {payment['amount']} {payment['currency']} to {account}"
-        return outcome("paid", f"{note}; {paid}")
-    return outcome("credit_recorded", f"{note}; recorded, set off against the next payment")
+        return "paid", f"{note}; {paid}"
+    return "credit_recorded", f"{note}; recorded, set off against the next payment"
+
+
+INVOICES = Samples(
+    "accounts_payable",
+    SAMPLES / "expected.toml",
+    "invoice",
+    folder=SAMPLES / "invoices",
+    requested_by=REQUESTER,
+    reach=_through,
+)
+run_payables = INVOICES.run
 
 
 def _awaiting(status: RunStatus) -> str:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from baton.outside import ExternalEvent
-from baton.signing import Passkey, Signature, digest, subject_digest
+from baton.outside import Act, ExternalEvent, SignedAct
+from baton.signing import Passkey, Signature, subject_digest
 
 Outcome = Literal["approve", "reject", "request_changes"]
 Channel = Literal["update", "signal"]
@@ -26,32 +26,6 @@ SLA_ACTOR = "baton-sla"
 # with side effects (baton.nodes.agent_calls): the call runs as the model
 # asked, so such a gate takes approve or reject, never an edited output.
 APPROVES_A_CALL = "tool"
-
-
-class Decision(BaseModel):
-    """What a reviewer sends to a gate, through the `decide` update or signal."""
-
-    gate: str
-    user: str
-    outcome: Outcome
-    comment: str = ""
-    output: dict[str, Any] | None = Field(
-        default=None,
-        description="An edited output that replaces the AI's (an override); needs a reason",
-    )
-    signature: Signature | None = Field(
-        default=None, description="The deciding user's signature; an unsigned decision is refused"
-    )
-
-    def signed_fields(self) -> dict[str, Any]:
-        """What the user's signature covers of the decision itself."""
-        return {
-            "gate": self.gate,
-            "user": self.user,
-            "outcome": self.outcome,
-            "comment": self.comment,
-            "output_digest": "" if self.output is None else digest(self.output),
-        }
 
 
 class GateDecision(BaseModel):
@@ -71,6 +45,27 @@ class GateDecision(BaseModel):
     )
 
 
+class Decision(SignedAct):
+    """What a reviewer sends to a gate, through the `decide` update or signal."""
+
+    action = "decide"
+    answer = GateDecision
+    signed = ("gate", "user", "outcome", "comment")
+    digested = ("output",)
+
+    gate: str
+    user: str
+    outcome: Outcome
+    comment: str = ""
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description="An edited output that replaces the AI's (an override); needs a reason",
+    )
+    signature: Signature | None = Field(
+        default=None, description="The deciding user's signature; an unsigned decision is refused"
+    )
+
+
 class Escalation(BaseModel):
     at: datetime
     to_role: str
@@ -81,9 +76,22 @@ class Reminder(BaseModel):
     roles: list[str]
 
 
-class StopRequest(BaseModel):
+class StopRecord(BaseModel):
+    user: str
+    role: str
+    reason: str
+    at: datetime
+    compensated: list[str] = Field(default_factory=list)
+    compensation_failed: str | None = None
+
+
+class StopRequest(SignedAct):
     """Stop a run: the AI Act's stop button. The run compensates the steps it
     declared compensable and ends as stopped."""
+
+    action = "stop"
+    answer = StopRecord
+    signed = ("user", "reason")
 
     user: str
     reason: str
@@ -91,16 +99,13 @@ class StopRequest(BaseModel):
         default=None, description="The stopping user's signature; an unsigned stop is refused"
     )
 
-    def signed_fields(self) -> dict[str, Any]:
-        return {"user": self.user, "reason": self.reason}
-
 
 class Refusal(BaseModel):
     """A decision or stop attempt that changed nothing, kept so it can be audited."""
 
     at: datetime
     channel: Channel
-    act: Literal["decide", "stop", "event"] = "decide"
+    act: Act = "decide"
     user: str = Field(default="", description="Who the act claimed to be from (unproven)")
     decision: Decision | StopRequest | ExternalEvent | None = Field(
         default=None, description="The act as sent; None when it was not a valid act at all"
@@ -363,15 +368,6 @@ def role_for(user: User, gate: GateState) -> str | None:
     """The gate role the user decides in, preferring the gate's first role.
     Under four-eyes across roles, a role an earlier approver used is taken."""
     return next((role for role in gate.waiting_for() if role in user.roles), None)
-
-
-class StopRecord(BaseModel):
-    user: str
-    role: str
-    reason: str
-    at: datetime
-    compensated: list[str] = Field(default_factory=list)
-    compensation_failed: str | None = None
 
 
 def stop_refusal(

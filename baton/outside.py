@@ -15,7 +15,7 @@ Pure and deterministic: the runner judges events in its handlers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,30 +24,33 @@ from baton.signing import Signature, digest
 # An event's data is news, not a document: kept small so a run's history and
 # status stay small whatever a sender sends.
 EVENT_DATA_LIMIT = 4096
+# The acts a user signs on a run that is under way, named as their signatures
+# state them and as the run's updates and signals that take them.
+Act = Literal["decide", "stop", "event"]
 
 
-class ExternalEvent(BaseModel):
-    """What a sender hands a run through the ``event`` update or signal."""
+class SignedAct(BaseModel):
+    """An act a user signs on a run: a decision, a stop, an event.
 
-    event: str = Field(description="The event's name, as an Await node declares it")
-    user: str = Field(description="The directory user (or service) sending it")
-    key: str = Field(
-        default="",
-        description="What the event is about (a PO number, a ticket): an Await that declares "
-        "a key takes only events with that key",
-    )
-    data: dict[str, Any] = Field(default_factory=dict)
-    signature: Signature | None = Field(
-        default=None, description="The sender's signature; an unsigned event is refused"
-    )
+    The signature covers the fields ``signed`` names as they are, and those
+    ``digested`` names by their digest ("" for None): what the signer binds
+    stays small however large an edited output or an event's data is. Each
+    act declares its own ``signature`` field, after its other fields: a field
+    declared here would come first in every act's schema and JSON."""
+
+    action: ClassVar[Act]
+    # What the run answers an accepted act with.
+    answer: ClassVar[type[BaseModel]]
+    signed: ClassVar[tuple[str, ...]]
+    digested: ClassVar[tuple[str, ...]] = ()
 
     def signed_fields(self) -> dict[str, Any]:
-        return {
-            "event": self.event,
-            "user": self.user,
-            "key": self.key,
-            "data_digest": digest(self.data),
-        }
+        """What the user's signature covers of the act itself."""
+        fields = {name: getattr(self, name) for name in self.signed}
+        for name in self.digested:
+            value = getattr(self, name)
+            fields[f"{name}_digest"] = "" if value is None else digest(value)
+        return fields
 
 
 class ReceivedEvent(BaseModel):
@@ -63,3 +66,24 @@ class ReceivedEvent(BaseModel):
     received_at: datetime
     nonce: str = Field(description="Of the sender's signature: names the event in the trail")
     taken_by: str | None = Field(default=None, description="The Await node that took it")
+
+
+class ExternalEvent(SignedAct):
+    """What a sender hands a run through the ``event`` update or signal."""
+
+    action = "event"
+    answer = ReceivedEvent
+    signed = ("event", "user", "key")
+    digested = ("data",)
+
+    event: str = Field(description="The event's name, as an Await node declares it")
+    user: str = Field(description="The directory user (or service) sending it")
+    key: str = Field(
+        default="",
+        description="What the event is about (a PO number, a ticket): an Await that declares "
+        "a key takes only events with that key",
+    )
+    data: dict[str, Any] = Field(default_factory=dict)
+    signature: Signature | None = Field(
+        default=None, description="The sender's signature; an unsigned event is refused"
+    )

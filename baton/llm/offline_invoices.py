@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -469,7 +469,13 @@ def _credited(value: Decimal | None) -> Decimal | None:
     return None if value is None else -abs(value)
 
 
-def _score(invoice: ExtractedInvoice, readability: float) -> tuple[float, list[str], list[str]]:
+def _scored(
+    invoice: ExtractedInvoice,
+    readability: float,
+    warnings: Sequence[str] = (),
+    refused: str | None = None,
+) -> InvoiceExtraction:
+    """``invoice`` with what the rules found of it and how sure they are."""
     values = invoice.model_dump()
     found = [name for name in FIELD_ORDER if values[name] not in (None, [], "")]
     expected = EXPECTED_FIELDS[invoice.kind or "invoice"]
@@ -478,19 +484,20 @@ def _score(invoice: ExtractedInvoice, readability: float) -> tuple[float, list[s
     )
     kind_factor = UNKNOWN_TYPE_FACTOR if invoice.kind is None else 1.0
     readability_factor = min(1.0, readability / READABLE_THRESHOLD)
-    missing = [name for name in ("kind", *expected) if name not in found]
-    return round(coverage * kind_factor * readability_factor, 4), found, missing
+    return InvoiceExtraction(
+        invoice=invoice,
+        confidence=round(coverage * kind_factor * readability_factor, 4),
+        matched=found,
+        missing=[name for name in ("kind", *expected) if name not in found],
+        warnings=list(warnings),
+        readability=readability,
+        refused=refused,
+    )
 
 
 def _refusal(reason: str | None) -> InvoiceExtraction:
-    _, _, missing = _score(ExtractedInvoice(), 0.0)
-    return InvoiceExtraction(
-        invoice=ExtractedInvoice(),
-        confidence=0.0,
-        missing=missing,
-        readability=0.0,
-        refused=reason,
-    )
+    # Nothing read, so nothing found: every expected field is missing, the confidence nil.
+    return _scored(ExtractedInvoice(), 0.0, refused=reason)
 
 
 def extract_invoice(text: str) -> InvoiceExtraction:
@@ -542,13 +549,4 @@ def extract_invoice(text: str) -> InvoiceExtraction:
         tax=tax,
         total=total,
     )
-    readability = round(text_readability(text), 4)
-    confidence, matched, missing = _score(invoice, readability)
-    return InvoiceExtraction(
-        invoice=invoice,
-        confidence=confidence,
-        matched=matched,
-        missing=missing,
-        warnings=warnings,
-        readability=readability,
-    )
+    return _scored(invoice, round(text_readability(text), 4), warnings)

@@ -42,7 +42,6 @@ from webauthn.helpers.structs import (
 
 from baton.gates import Decision, StopRequest
 from baton.signing import (
-    Action,
     Passkey,
     Signature,
     passkey_challenge,
@@ -243,14 +242,10 @@ def signing_context(workflow_id: str, run_id: str, round_: int = 0, shown: str =
     )
 
 
-def action_of(act: Decision | StopRequest) -> Action:
-    return "decide" if isinstance(act, Decision) else "stop"
-
-
 def challenge_for(act: Decision | StopRequest) -> str:
     """The WebAuthn challenge that makes a passkey sign ``act`` (base64url)."""
     assert act.signature is not None
-    message = statement(action_of(act), act.signed_fields(), act.signature)
+    message = statement(act.action, act.signed_fields(), act.signature)
     return bytes_to_base64url(passkey_challenge(message))
 
 
@@ -265,7 +260,7 @@ class PreparedActs:
 
     def token(self, user: str, act: Decision | StopRequest) -> str:
         return self._serializer.dumps(
-            {"user": user, "action": action_of(act), "act": act.model_dump(mode="json")}
+            {"user": user, "action": act.action, "act": act.model_dump(mode="json")}
         )
 
     def signed(
@@ -315,8 +310,7 @@ class PreparedActs:
             ) from None
         except BadSignature:
             raise PasskeyError(f"the prepared act's token is not valid: {again}") from None
-        action = "decide" if kind is Decision else "stop"
-        if not isinstance(data, dict) or data.get("action") != action:
+        if not isinstance(data, dict) or data.get("action") != kind.action:
             raise PasskeyError(f"the token was prepared for another kind of act: {again}")
         if data.get("user") != user:
             raise PasskeyError(f"the prepared act is not yours, {user}: {again}")

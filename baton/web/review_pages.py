@@ -39,6 +39,19 @@ from workflows import PROCESSES
 FIELD_PREFIX = "field."
 
 
+@dataclasses.dataclass(frozen=True)
+class Feedback:
+    """What a gate's page says back after an act that did not go through: the
+    run's refusal or why the override's values cannot be read, with what the
+    person typed, kept for them to correct rather than type again."""
+
+    refused: str | None = None
+    override_error: str | None = None
+    typed: dict[str, str] | None = None
+    comment: str = ""
+    stop_reason: str = ""
+
+
 def typed_override(form: FormData) -> dict[str, str] | None:
     """The override form's values as typed; None when the form is no override."""
     if not form.get("override"):
@@ -151,29 +164,15 @@ class ReviewPages(PageGroup):
             try:
                 decision = self._decision(form, account, status, gate, typed)
             except present.OverrideError as err:
-                return self._gate_page(
-                    request,
-                    status,
-                    gate,
-                    override_error=str(err),
-                    typed=typed,
-                    comment=comment,
-                    status_code=422,
-                )
+                feedback = Feedback(override_error=str(err), typed=typed, comment=comment)
+                return self._gate_page(request, status, gate, feedback, status_code=422)
         try:
             await self._send(status.workflow_id, decision)
         except DecisionRefused as refused:
             # Shown on the gate as it is now: someone else may just have decided it.
             status, gate = await self._gate_for(request, account)
-            return self._gate_page(
-                request,
-                status,
-                gate,
-                refused=refused.reason,
-                comment=comment,
-                typed=typed,
-                status_code=409,
-            )
+            feedback = Feedback(refused=refused.reason, typed=typed, comment=comment)
+            return self._gate_page(request, status, gate, feedback, status_code=409)
         return RedirectResponse(gate_path(status.workflow_id, gate.gate), status_code=303)
 
     @signed_in
@@ -203,9 +202,8 @@ class ReviewPages(PageGroup):
             )
         except DecisionRefused as refused:
             status, gate = await self._gate_for(request, account)
-            return self._gate_page(
-                request, status, gate, refused=refused.reason, stop_reason=reason, status_code=409
-            )
+            feedback = Feedback(refused=refused.reason, stop_reason=reason)
+            return self._gate_page(request, status, gate, feedback, status_code=409)
         return RedirectResponse(gate_path(status.workflow_id, gate.gate), status_code=303)
 
     def _decision(
@@ -312,12 +310,8 @@ class ReviewPages(PageGroup):
         request: Request,
         status: RunStatus,
         gate: GateState,
+        feedback: Feedback = Feedback(),
         *,
-        refused: str | None = None,
-        override_error: str | None = None,
-        typed: dict[str, str] | None = None,
-        comment: str = "",
-        stop_reason: str = "",
         status_code: int = 200,
     ) -> Response:
         review = self._with_document_text(present.review_of(gate.shown))
@@ -338,18 +332,15 @@ class ReviewPages(PageGroup):
             gate=gate,
             review=review,
             clock=present.sla_clock(gate.due_at, datetime.now(UTC), holding=gate.holding),
-            override=present.override_fields(names, review.output or {}, typed),
-            overriding=typed is not None,
+            override=present.override_fields(names, review.output or {}, feedback.typed),
+            overriding=feedback.typed is not None,
             field_prefix=FIELD_PREFIX,
-            refused=refused,
-            override_error=override_error,
-            comment=comment,
             may_stop=may_stop,
-            stop_reason=stop_reason,
             shown_digest=subject_digest(gate.shown, gate.edited_output),
             missing_passkey=passkeys.missing_passkey(
                 self.pages.passkeys_of(account.user), request.url
             ),
+            **dataclasses.asdict(feedback),
         )
 
     def _with_document_text(self, review: present.Review) -> present.Review:
