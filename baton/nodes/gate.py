@@ -42,20 +42,18 @@ NOTIFY_ACTIVITY = "notify_reviewers"
 NOTICE_RETRY = Retry(max_attempts=3)
 # What a gate.opened event says of the gate (with its SLA in seconds): who
 # may decide, by when, and what they were shown.
-OPENED_FACTS = frozenset(
-    {
-        "roles",
-        "assignees",
-        "excluded",
-        "chain",
-        "due_at",
-        "remind_at",
-        "on_exhausted",
-        "approvals_needed",
-        "changes_left",
-        "shown",
-    }
-)
+OPENED_FACTS = {
+    "roles",
+    "assignees",
+    "excluded",
+    "chain",
+    "due_at",
+    "remind_at",
+    "on_exhausted",
+    "approvals_needed",
+    "changes_left",
+    "shown",
+}
 # What a gate shows is what its deciders sign, and every replay computes it
 # again, so it must come out the same: no readings of workflow.now(). The SDK
 # does not always replay those as they were first read: a worker that answers
