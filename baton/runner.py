@@ -86,6 +86,13 @@ __all__ = [
 ]
 
 SNAPSHOT_CONFIG_ACTIVITY = "snapshot_run_config"
+# Runs started since this patch take every change the run-wide patches
+# before it brought (CLOCKLESS_GATE_VIEW, GATE_STATES_WHY,
+# COMPENSATE_IN_FLIGHT) under one marker: each patch a run takes costs it a
+# history event and an upsert of Temporal's change-version search attribute.
+# Runs started before it find theirs as they took them. A later run-wide
+# change is a patch of its own, taken in the same place.
+RUN_WIDE_CHANGES_1 = "run-wide-changes-1"
 
 
 class GraphWorkflow:
@@ -112,9 +119,10 @@ class GraphWorkflow:
         a start its requester did not sign, fails the run at once with the
         reason, instead of failing its workflow task for ever."""
         state = self.state
-        state.clockless_view = workflow.patched(CLOCKLESS_GATE_VIEW)
-        state.states_why = workflow.patched(GATE_STATES_WHY)
-        state.undo_in_flight = workflow.patched(COMPENSATE_IN_FLIGHT)
+        taken = workflow.patched(RUN_WIDE_CHANGES_1)
+        state.clockless_view = taken or workflow.patched(CLOCKLESS_GATE_VIEW)
+        state.states_why = taken or workflow.patched(GATE_STATES_WHY)
+        state.undo_in_flight = taken or workflow.patched(COMPENSATE_IN_FLIGHT)
         # Whatever the starter set is published already (baton.client.start_run
         # sets the process and "running"), so the first state needs no upsert.
         self._published = {

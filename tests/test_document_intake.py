@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -25,10 +27,12 @@ from baton.client import (
     sign_decision,
     start_run,
 )
+from baton.compensation import COMPENSATE_IN_FLIGHT
 from baton.config import load_run_config
 from baton.document_store import document_store
 from baton.gates import Decision
-from baton.runner import RunResult
+from baton.nodes.gate import CLOCKLESS_GATE_VIEW, GATE_STATES_WHY
+from baton.runner import RUN_WIDE_CHANGES_1, RunResult
 from systems.erp import DocumentRegister
 from tests.conftest import SAMPLES
 from tests.helpers import WORKER_CONFIG, search_attributes, settled, start_intake
@@ -158,6 +162,25 @@ async def test_a_run_says_which_graph_it_ran(
     assert f"graph {status.graph_digest}" in format_status(status)
     (started,) = [r for r in trail(handle.id) if r.event_type == "run.started"]
     assert started.data["graph_digest"] == status.graph_digest
+
+
+async def test_a_new_run_takes_the_run_wide_changes_under_one_patch(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    # Each patch a run takes is a history event and an upsert of a search
+    # attribute. The recorded histories, which took the older three one by
+    # one, replay as they were (tests/test_replay.py).
+    handle = await start(time_skipping_env.client, task_queue, CLEAN)
+    await handle.result()
+
+    patches = [
+        json.loads(marker.details["patch-data"].payloads[0].data)["id"]
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and (marker := event.marker_recorded_event_attributes).marker_name == "core_patch"
+    ]
+    assert RUN_WIDE_CHANGES_1 in patches
+    assert not {CLOCKLESS_GATE_VIEW, GATE_STATES_WHY, COMPENSATE_IN_FLIGHT} & set(patches)
 
 
 async def test_rejection_ends_the_run_without_entering_anything(
