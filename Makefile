@@ -59,7 +59,8 @@ test-strict: install
 
 # Baton against bare Temporal on the embedded server (minutes; see README).
 bench: install
-	$(PY) -m bench.harness --runs 200 1000
+	$(PY) -m bench.harness --runs 200 --rounds 3
+	$(PY) -m bench.harness --runs 1000
 	$(PY) -m bench.resume --runs 100
 	$(PY) -m bench.parked --runs 10000
 	$(PY) -m bench.payables --runs 100
