@@ -179,8 +179,9 @@ class Graph(BaseModel):
 
     def digest(self) -> str:
         """What the process is, as 16 hex digits: its nodes, their kinds,
-        edges, inputs, conditions, versions and activities. Recorded at every
-        run's start and in its status, so a run says which graph it ran."""
+        edges (a Back's too, with what it tells), inputs, conditions,
+        versions and activities. Recorded at every run's start and in its
+        status, so a run says which graph it ran."""
         # Built once at import and never changed, while the status query that
         # shows the digest is asked on every poll: digested once.
         if self._digest is None:
@@ -198,6 +199,7 @@ def _shape_digest(graph: Graph) -> str:
             "when": node.condition_name,
             "since": node.since,
             "activities": [a if isinstance(a, str) else a.__name__ for a in node.activities()],
+            **node.own_edges(),
         }
         for node in graph.nodes
     ]

@@ -3,6 +3,7 @@ recorded before it replayable; inserted without it, they fail replay."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,9 +14,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities.documents import ExtractedDocument
-from baton.graph import Graph, GraphError, Step
+from baton.graph import Back, Graph, GraphError, Node, Step
 from baton.plugin import BatonPlugin
 from baton.runner import GraphWorkflow, RunResult
+from baton.state import RunView
 from tests.helpers import recorded_histories
 from workflows.document_intake import GRAPH, IntakeRequest
 
@@ -39,11 +41,15 @@ def stamp_received(request: Stamp) -> Stamped:
 def with_a_stamp(since: str | None) -> Graph:
     """Document intake with a step inserted after `validate`, as a later
     release of the process would add it."""
+    return with_a_node(
+        Step("stamp", activity=stamp_received, inputs={"document": "extract"}, since=since)
+    )
+
+
+def with_a_node(added: Node) -> Graph:
     nodes = list(GRAPH.nodes)
     at = next(i for i, node in enumerate(nodes) if node.id == "validate") + 1
-    nodes.insert(
-        at, Step("stamp", activity=stamp_received, inputs={"document": "extract"}, since=since)
-    )
+    nodes.insert(at, added)
     return Graph(
         name=GRAPH.name,
         input=IntakeRequest,
@@ -126,3 +132,24 @@ def test_a_graph_digest_names_its_shape_and_versions() -> None:
     digests = {GRAPH.digest(), with_a_stamp(None).digest(), with_a_stamp("stamp-received").digest()}
     assert len(digests) == 3
     assert with_a_stamp("stamp-received").digest() == with_a_stamp("stamp-received").digest()
+
+
+def never(view: RunView) -> bool:
+    return False
+
+
+def no_findings(view: RunView) -> list[str]:
+    return []
+
+
+def test_a_graph_digest_tells_where_a_loop_goes_back_and_what_it_tells() -> None:
+    def loop(to: str, feedback: Callable[[RunView], list[str]] | None = None) -> Graph:
+        return with_a_node(Back("again", to=to, when=never, max_visits=2, feedback=feedback))
+
+    digests = {
+        loop("extract").digest(),
+        loop("load").digest(),
+        loop("extract", no_findings).digest(),
+    }
+    assert len(digests) == 3
+    assert loop("extract").digest() == loop("extract").digest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 from temporalio.exceptions import ApplicationError
@@ -60,6 +60,10 @@ class Back(Node):
             run.state.feedback[self.to] = (findings, run.state.records[self.to].output)
             record.detail += f" with {len(findings)} finding(s)"
         return Done(back_to=self.to)
+
+    def own_edges(self) -> dict[str, Any]:
+        told = None if self.feedback is None else self.feedback.__name__
+        return {"back_to": self.to, "max_visits": self.max_visits, "feedback": told}
 
     def mermaid_edges(self) -> list[str]:
         told = "" if self.feedback is None else f", telling {self.feedback.__name__}"

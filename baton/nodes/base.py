@@ -225,6 +225,10 @@ class Node(BaseModel):
         """Edges of this node's own besides those from its predecessors."""
         return []
 
+    def own_edges(self) -> dict[str, Any]:
+        """Those edges as the graph's digest counts them."""
+        return {}
+
 
 def is_model(value: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(value, type) and issubclass(value, BaseModel)
