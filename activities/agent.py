@@ -1,14 +1,17 @@
 """The `agent_turn` activity: one model turn of an Agent with one provider
 and model. The workflow keeps the transcript and runs the tools; this only
-asks the model what it does next (baton.nodes.agent). A turn takes a slot
+asks the model what it does next (baton.nodes.agent), with the text of the
+documents the Agent reads by reference in their place. A turn takes a slot
 of its provider's max_concurrency, as an Ask's attempt does, and is a
 GenAI span in the run's trace."""
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 
-from activities.llm import model_call, provider_for, provider_slot
+from activities.llm import model_call, provider_for, provider_slot, with_document_texts
 from baton.llm.offline import OfflineProvider
 from baton.llm.turns import TurnAnswer, TurnRequest
 from baton.nodes.agent import AGENT_TURN_ACTIVITY
@@ -20,8 +23,9 @@ async def agent_turn(request: TurnRequest) -> TurnAnswer:
     with model_call_span(request) as span:
         async with model_call(span, request.provider):
             provider = await provider_for(request.provider_name, request.provider)
+            asked = await asyncio.to_thread(with_document_texts, request)
             async with provider_slot(request.provider_name, request.provider):
-                answer = await _turn(provider, request)
+                answer = await _turn(provider, asked)
         record_answer(span, answer)
         return answer
 

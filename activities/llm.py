@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import importlib
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from opentelemetry.trace import Span
 from temporalio import activity
@@ -17,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from baton.document_store import DocumentError, DocumentRef, decode_text, document_store
 from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
 from baton.llm.offline import OfflineProvider
+from baton.llm.turns import TurnRequest
 from baton.routing import ProviderSpec, RoutingConfig
 from baton.runner import ASK_ACTIVITY
 from baton.telemetry import model_call_span, record_answer, record_cancelled, record_error
@@ -132,7 +134,10 @@ def _bounded_timeouts(failure: ApplicationError, timeouts: int, retries: int) ->
     )
 
 
-def with_document_texts(request: AskRequest) -> AskRequest:
+ModelRequest = TypeVar("ModelRequest", AskRequest, TurnRequest)
+
+
+def with_document_texts(request: ModelRequest) -> ModelRequest:
     """The request as the model must see it: each document reference
     replaced by the document's text, read from the store here, so that the
     text reaches the model and never the run's history."""

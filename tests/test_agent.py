@@ -24,6 +24,7 @@ from baton.audit.sink import AuditSettings
 from baton.audit.store import open_store
 from baton.client import DecisionRefused, decide, run_status, start_run
 from baton.config import RunConfig
+from baton.document_store import DocumentRef, document_store
 from baton.gates import Decision
 from baton.graph import Agent, Ask, Back, Gate, Graph, GraphError, Node, hours
 from baton.llm.offline import AGENT_POLICIES
@@ -298,8 +299,36 @@ class AgentBasketReviewed(GraphWorkflow):
         return await self.execute(request)
 
 
+class LetterRequest(RunInput):
+    # By reference: the starter puts the customer's letter in the document store.
+    letter: DocumentRef
+
+
+@workflow.defn(name="agent_letter", sandboxed=False)
+class AgentLetter(GraphWorkflow):
+    graph = Graph(
+        name="agent_letter",
+        input=LetterRequest,
+        nodes=(
+            Agent(
+                "quote",
+                task="quote",
+                output=Quote,
+                tools=(look_up_price,),
+                inputs={"letter": "input.letter"},
+                documents=("letter",),
+            ),
+        ),
+    )
+
+    @workflow.run
+    async def run(self, request: Any) -> RunResult:
+        return await self.execute(request)
+
+
 PROCESSES = [
     AgentQuote,
+    AgentLetter,
     AgentQuoteShort,
     AgentQuoteBudget,
     AgentQuoteEscalating,
@@ -691,6 +720,33 @@ async def test_the_offline_provider_plays_an_agent_by_its_registered_policy(
     assert result.outputs["quote"] == {"sku": "B2", "total_usd": 9.0, "order_id": None}
     turns = events(handle.id, "ai.inference")
     assert [(t["provider"], t["model"]) for t in turns] == [("offline", "rules-quote")] * 2
+
+
+async def test_an_agent_reads_a_document_by_reference_and_the_run_keeps_only_the_reference(
+    time_skipping_env: WorkflowEnvironment, task_queue: str, llm: ScriptedLLMServer
+) -> None:
+    text = "Please quote three units of SKU A1.\n" + "Terms and conditions apply. " * 8000
+    letter = document_store().put(text.encode(), name="letter.txt")
+    llm.script("gpt-cheap", Reply({"sku": "A1", "total_usd": 30.0}))
+    async with worker(time_skipping_env, task_queue, llm):
+        handle = await start_run(
+            time_skipping_env.client,
+            AgentLetter,
+            LetterRequest(letter=letter, requested_by="carl"),
+            task_queue=task_queue,
+            workflow_id=f"agent_letter-{task_queue}",
+        )
+        STARTED.append(handle)
+        result = await handle.result()
+        history = await handle.fetch_history()
+
+    assert result.outputs["quote"] == {"sku": "A1", "total_usd": 30.0, "order_id": None}
+    (asked,) = llm.requests_for("gpt-cheap")
+    inputs = json.loads(asked.body["messages"][1]["content"].removeprefix("Inputs:\n"))
+    assert inputs == {"letter": text}
+    # The model read the 216 KB letter; the run's history holds its reference.
+    assert len(text) > 200_000
+    assert sum(event.ByteSize() for event in history.events) < 60_000
 
 
 async def test_a_reviewers_change_request_opens_the_agents_next_transcript(

@@ -52,6 +52,11 @@ class TurnRequest(BaseModel):
     task: str
     instructions: str = ""
     inputs: dict[str, Any] = Field(default_factory=dict)
+    documents: list[str] = Field(
+        default_factory=list,
+        description="Inputs that hold a document reference; the `agent_turn` activity gives "
+        "the model the document's text in their place",
+    )
     messages: list[TurnMessage] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
     output_schema: dict[str, Any]

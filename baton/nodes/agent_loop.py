@@ -167,6 +167,7 @@ class AgentLoop:
             task=node.task,
             instructions=node.instructions,
             inputs=self.inputs,
+            documents=list(node.documents),
             messages=self.messages,
             tools=[spec_of(fn) for fn in node.tools],
             output_schema=node.output_schema(),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
@@ -71,11 +71,6 @@ class Ask(ModelNode):
     """An LLM step: ``task`` names what to ask; the answer must validate
     against ``output``. Which model answers is decided by routing, not here."""
 
-    documents: tuple[str, ...] = Field(
-        default=(),
-        description="Inputs that are document references (baton.document_store): the model "
-        "is given the document's text, the run keeps only the reference",
-    )
     tools: tuple[Callable[..., Any], ...] = Field(
         default=(),
         description="@tool functions that may answer before any model, if the task's route "
@@ -84,16 +79,6 @@ class Ask(ModelNode):
 
     kind: ClassVar[str] = "ask"
     __init__ = ModelNode.__init__  # keeps the positional id for type checkers
-
-    @model_validator(mode="after")
-    def _documents_are_inputs(self) -> Ask:
-        unknown = [name for name in self.documents if name not in self.inputs]
-        if unknown:
-            raise ValueError(
-                f"documents {unknown} are not among its inputs ({', '.join(self.inputs)}); "
-                "name the inputs that carry a document reference"
-            )
-        return self
 
     def output_fields(self) -> set[str]:
         return model_fields(self.output)

@@ -1,6 +1,7 @@
 """What an Ask and an Agent share: a task that routing sends to models, an
-output the answer must fit, the checks it must pass, a timeout that comes
-from the routing, and the ``ai.inference`` event each model call records.
+output the answer must fit, the checks it must pass, documents the model
+reads by reference, a timeout that comes from the routing, and the
+``ai.inference`` event each model call records.
 
 Workflow code: pure and deterministic.
 """
@@ -45,6 +46,11 @@ class ModelNode(Node):
         "found, which go back to the model",
     )
     tools: tuple[Callable[..., Any], ...] = ()
+    documents: tuple[str, ...] = Field(
+        default=(),
+        description="Inputs that are document references (baton.document_store): the model "
+        "is given the document's text, the run keeps only the reference",
+    )
     # Model calls are slow and their activities heartbeat while they wait,
     # so a crashed worker's call is retried in seconds, a slow model is not.
     # The worker sends heartbeats every second (worker.HEARTBEAT_THROTTLE), so
@@ -66,6 +72,16 @@ class ModelNode(Node):
                 f"{self.kind} '{self.id}': a model call's timeout comes from its routing: set "
                 "timeout_s and queue_timeout_s of the provider in the routing file (an Agent's "
                 "tool calls take tool_timeout)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _documents_are_inputs(self) -> Self:
+        unknown = [name for name in self.documents if name not in self.inputs]
+        if unknown:
+            raise ValueError(
+                f"documents {unknown} are not among its inputs ({', '.join(self.inputs)}); "
+                "name the inputs that carry a document reference"
             )
         return self
 
