@@ -16,9 +16,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from baton.document_store import DocumentError, DocumentRef, decode_text, document_store
-from baton.llm import AskAnswer, AskRequest, Provider, UnknownTaskError
+from baton.llm import AskAnswer, AskRequest, ModelRequest, Provider, UnknownTaskError
 from baton.llm.offline import OfflineProvider
-from baton.llm.turns import TurnRequest
 from baton.routing import ProviderSpec, RoutingConfig
 from baton.runner import ASK_ACTIVITY
 from baton.telemetry import model_call_span, record_answer, record_cancelled, record_error
@@ -134,10 +133,10 @@ def _bounded_timeouts(failure: ApplicationError, timeouts: int, retries: int) ->
     )
 
 
-ModelRequest = TypeVar("ModelRequest", AskRequest, TurnRequest)
+Request = TypeVar("Request", bound=ModelRequest)
 
 
-def with_document_texts(request: ModelRequest) -> ModelRequest:
+def with_document_texts(request: Request) -> Request:
     """The request as the model must see it: each document reference
     replaced by the document's text, read from the store here, so that the
     text reaches the model and never the run's history."""

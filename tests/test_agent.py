@@ -130,20 +130,22 @@ def priced(quote: Quote) -> list[str]:
     return [] if quote.total_usd > 0 else ["total_usd: a quote must cost something"]
 
 
-def quoting(name: str, *extra: Node, **agent: Any) -> Graph:
+def quoting(name: str, *extra: Node, input: type[RunInput] = QuoteRequest, **agent: Any) -> Graph:
     return Graph(
         name=name,
-        input=QuoteRequest,
+        input=input,
         nodes=(
             Agent(
                 "quote",
                 task="quote",
                 output=Quote,
-                tools=(look_up_price, place_order, stock_level),
-                instructions="Price the order; place it if asked.",
-                checks=(priced,),
-                inputs={"sku": "input.sku", "quantity": "input.quantity"},
-                **agent,
+                **{
+                    "tools": (look_up_price, place_order, stock_level),
+                    "instructions": "Price the order; place it if asked.",
+                    "checks": (priced,),
+                    "inputs": {"sku": "input.sku", "quantity": "input.quantity"},
+                    **agent,
+                },
             ),
             *extra,
         ),
@@ -306,19 +308,11 @@ class LetterRequest(RunInput):
 
 @workflow.defn(name="agent_letter", sandboxed=False)
 class AgentLetter(GraphWorkflow):
-    graph = Graph(
-        name="agent_letter",
+    graph = quoting(
+        "agent_letter",
         input=LetterRequest,
-        nodes=(
-            Agent(
-                "quote",
-                task="quote",
-                output=Quote,
-                tools=(look_up_price,),
-                inputs={"letter": "input.letter"},
-                documents=("letter",),
-            ),
-        ),
+        inputs={"letter": "input.letter"},
+        documents=("letter",),
     )
 
     @workflow.run
@@ -373,11 +367,12 @@ async def start(
     cls: type[GraphWorkflow],
     sku: str = "A1",
     quantity: int = 3,
+    request: RunInput | None = None,
 ) -> WorkflowHandle[Any, RunResult]:
     handle = await start_run(
         env.client,
         cls,
-        QuoteRequest(sku=sku, quantity=quantity, requested_by="carl"),
+        request or QuoteRequest(sku=sku, quantity=quantity, requested_by="carl"),
         task_queue=queue,
         workflow_id=f"{cls.graph.name}-{queue}",
     )
@@ -729,14 +724,8 @@ async def test_an_agent_reads_a_document_by_reference_and_the_run_keeps_only_the
     letter = document_store().put(text.encode(), name="letter.txt")
     llm.script("gpt-cheap", Reply({"sku": "A1", "total_usd": 30.0}))
     async with worker(time_skipping_env, task_queue, llm):
-        handle = await start_run(
-            time_skipping_env.client,
-            AgentLetter,
-            LetterRequest(letter=letter, requested_by="carl"),
-            task_queue=task_queue,
-            workflow_id=f"agent_letter-{task_queue}",
-        )
-        STARTED.append(handle)
+        request = LetterRequest(letter=letter, requested_by="carl")
+        handle = await start(time_skipping_env, task_queue, AgentLetter, request=request)
         result = await handle.result()
         history = await handle.fetch_history()
 

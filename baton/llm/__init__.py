@@ -15,21 +15,31 @@ from pydantic import BaseModel, Field
 from baton.routing import ProviderSpec
 
 
-class AskRequest(BaseModel):
-    """One attempt at an LLM task with one model, as the workflow plans it."""
+class ModelRequest(BaseModel):
+    """One call of a model for a task, as the workflow plans it: an Ask's
+    attempt (AskRequest) or an Agent's turn (baton.llm.turns.TurnRequest)."""
 
     task: str
     instructions: str = ""
     inputs: dict[str, Any] = Field(default_factory=dict)
     documents: list[str] = Field(
         default_factory=list,
-        description="Inputs that hold a document reference; the `ask` activity gives the "
-        "model the document's text in their place",
+        description="Inputs that hold a document reference; the activity gives the model "
+        "the document's text in their place",
     )
     output_schema: dict[str, Any]
     provider_name: str = "offline"
     provider: ProviderSpec = Field(default_factory=lambda: ProviderSpec(kind="offline"))
     model: str = "rules"
+    max_tokens: int = Field(default=1024, ge=1, description="The output cap (TaskRoute.max_tokens)")
+    temperature: float | None = Field(
+        default=0.0, description="Sampling temperature (Candidate.temperature); None: not sent"
+    )
+
+
+class AskRequest(ModelRequest):
+    """One attempt at an LLM task with one model."""
+
     repair_errors: list[str] = Field(
         default_factory=list, description="Why the previous answer was refused; empty at first"
     )
@@ -38,10 +48,6 @@ class AskRequest(BaseModel):
         default="",
         description="The refused answer as the model wrote it (bounded); the repair prompt "
         "shows it, as the parsed output of a cut or malformed reply is empty",
-    )
-    max_tokens: int = Field(default=1024, ge=1, description="The output cap (TaskRoute.max_tokens)")
-    temperature: float | None = Field(
-        default=0.0, description="Sampling temperature (Candidate.temperature); None: not sent"
     )
     logprobs: bool = Field(default=True, description="Ask for token log-probabilities")
 

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from baton.llm import Served
-from baton.routing import ProviderSpec
+from baton.llm import ModelRequest, Served
 from baton.tools import ToolSpec
 
 FINAL_ANSWER = "final_answer"
@@ -46,27 +45,11 @@ class TurnMessage(BaseModel):
     is_error: bool = False
 
 
-class TurnRequest(BaseModel):
-    """One model turn of an Agent, as the workflow plans it."""
+class TurnRequest(ModelRequest):
+    """One model turn of an Agent: the transcript so far and the tools."""
 
-    task: str
-    instructions: str = ""
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    documents: list[str] = Field(
-        default_factory=list,
-        description="Inputs that hold a document reference; the `agent_turn` activity gives "
-        "the model the document's text in their place",
-    )
     messages: list[TurnMessage] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
-    output_schema: dict[str, Any]
-    provider_name: str = "offline"
-    provider: ProviderSpec = Field(default_factory=lambda: ProviderSpec(kind="offline"))
-    model: str = "rules"
-    max_tokens: int = Field(default=1024, ge=1, description="The route's output cap")
-    temperature: float | None = Field(
-        default=0.0, description="The candidate's, for OpenAI-compatible servers; None: not sent"
-    )
 
     def specs(self) -> list[ToolSpec]:
         """The tools the model is shown: the node's, then the answer."""
