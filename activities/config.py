@@ -14,9 +14,11 @@ _files = RunConfigCache()
 
 
 @activity.defn(name=SNAPSHOT_CONFIG_ACTIVITY)
-async def snapshot_run_config() -> RunConfig:
+async def snapshot_run_config(tasks: list[str] | None = None) -> RunConfig:
+    """The configuration files as they are now, with the routes of ``tasks``,
+    the run's own, alone (all of them for a run started before it said which)."""
     try:
-        return _files.load()
+        return for_tasks(_files.load(), tasks)
     except ConfigError as err:
         raise ApplicationError(str(err), type="ConfigError", non_retryable=True) from None
 
@@ -31,7 +33,13 @@ def fixed_run_config(
     current = config if callable(config) else lambda: config
 
     @activity.defn(name=SNAPSHOT_CONFIG_ACTIVITY)
-    async def snapshot_fixed_config() -> RunConfig:
-        return current()
+    async def snapshot_fixed_config(tasks: list[str] | None = None) -> RunConfig:
+        return for_tasks(current(), tasks)
 
     return snapshot_fixed_config
+
+
+def for_tasks(config: RunConfig, tasks: list[str] | None) -> RunConfig:
+    if tasks is None:
+        return config
+    return config.model_copy(update={"routing": config.routing.for_tasks(tasks)})

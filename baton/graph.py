@@ -177,6 +177,10 @@ class Graph(BaseModel):
     def mermaid(self) -> str:
         return render_mermaid(self)
 
+    def routed_tasks(self) -> list[str]:
+        """The routing tasks its nodes plan by: the routes a run snapshots."""
+        return sorted({task for node in self.nodes for task in node.routed_tasks()})
+
     def digest(self) -> str:
         """What the process is, as 16 hex digits: its nodes, their kinds,
         edges (a Back's too, with what it tells), inputs, conditions,

@@ -10,6 +10,7 @@ clock. Reading the file and checking API keys happen in `baton.config`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
@@ -154,6 +155,33 @@ class RoutingConfig(BaseModel):
                 f"to {self.source}"
             )
         return route
+
+    def for_tasks(self, tasks: Collection[str]) -> RoutingConfig:
+        """The routing of ``tasks`` alone: their routes (the default's, if one
+        of them has none of its own), and the tiers, providers and data
+        classes those name. What a run snapshots: the whole file's routes
+        were most of its configuration in every run's history."""
+        routes = {name: route for name, route in self.tasks.items() if name in tasks}
+        if "default" in self.tasks and any(task not in self.tasks for task in tasks):
+            routes["default"] = self.tasks["default"]
+        tiers = {
+            name: tier
+            for name, tier in self.tiers.items()
+            if any(name in route.cascade for route in routes.values())
+        }
+        named = {candidate.provider for tier in tiers.values() for candidate in tier.candidates}
+        return self.model_copy(
+            update={
+                "tasks": routes,
+                "tiers": tiers,
+                "providers": {n: p for n, p in self.providers.items() if n in named},
+                "data_classes": {
+                    n: c
+                    for n, c in self.data_classes.items()
+                    if any(route.data_class == n for route in routes.values())
+                },
+            }
+        )
 
     def providers_in_use(self) -> set[str]:
         used: set[str] = set()

@@ -177,6 +177,7 @@ class GraphWorkflow:
         """Snapshot the configuration and admit the input of a new run."""
         config = await workflow.execute_local_activity(
             SNAPSHOT_CONFIG_ACTIVITY,
+            self.graph.routed_tasks(),
             result_type=RunConfig,
             start_to_close_timeout=timedelta(seconds=10),
         )

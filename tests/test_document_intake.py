@@ -28,7 +28,7 @@ from baton.client import (
     start_run,
 )
 from baton.compensation import COMPENSATE_IN_FLIGHT
-from baton.config import load_run_config
+from baton.config import RunConfig, load_run_config
 from baton.document_store import document_store
 from baton.gates import Decision
 from baton.nodes.gate import CLOCKLESS_GATE_VIEW, GATE_STATES_WHY
@@ -181,6 +181,38 @@ async def test_a_new_run_takes_the_run_wide_changes_under_one_patch(
     ]
     assert RUN_WIDE_CHANGES_1 in patches
     assert not {CLOCKLESS_GATE_VIEW, GATE_STATES_WHY, COMPENSATE_IN_FLIGHT} & set(patches)
+
+
+async def test_a_run_snapshots_the_routes_of_its_own_tasks_only(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    # The routing file routes every process's tasks; a run keeps in its
+    # history the routes it can take, with the tiers and providers they name.
+    client = time_skipping_env.client
+    handle = await start(client, task_queue, CLEAN)
+    await handle.result()
+
+    markers = [
+        event.marker_recorded_event_attributes
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    (taken,) = await client.data_converter.decode(markers[0].details["result"].payloads)
+    snapshot = RunConfig.model_validate(taken)
+    assert DocumentIntake.graph.routed_tasks() == ["extract_fields"]
+    assert set(snapshot.routing.tasks) == {"extract_fields"}
+    files = WORKER_CONFIG()
+    everything = files.routing
+    assert len(everything.tasks) > 1
+    route = everything.tasks["extract_fields"]
+    assert set(snapshot.routing.tiers) == set(route.cascade) - {"human"}
+    assert snapshot.routing.providers == {
+        name: everything.providers[name]
+        for name in {c.provider for t in snapshot.routing.tiers.values() for c in t.candidates}
+    }
+    # The files it was taken from are named as before.
+    assert snapshot.digest == files.digest
 
 
 async def test_rejection_ends_the_run_without_entering_anything(

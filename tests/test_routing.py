@@ -387,6 +387,30 @@ def test_unknown_tier_in_a_cascade_is_refused(tmp_path: Path) -> None:
         load_routing(path)
 
 
+def test_a_runs_routing_keeps_its_tasks_and_what_they_name(tmp_path: Path) -> None:
+    path = tmp_path / "routing.toml"
+    path.write_text(
+        '[providers.a]\nkind = "offline"\n[providers.b]\nkind = "offline"\n'
+        '[tiers.one]\ncandidates = [{provider = "a", model = "m"}]\n'
+        '[tiers.two]\ncandidates = [{provider = "b", model = "m"}]\n'
+        '[data_classes.internal]\nresidencies = ["on-prem"]\n'
+        '[data_classes.pii]\nresidencies = ["on-prem"]\n'
+        '[tasks.mine]\ncascade = ["one", "human"]\n'
+        '[tasks.theirs]\ncascade = ["two"]\ndata_class = "pii"\n'
+        '[tasks.default]\ncascade = ["two"]\n'
+    )
+    routing = load_routing(path)
+
+    mine = routing.for_tasks(["mine"])
+    assert (set(mine.tasks), set(mine.tiers), set(mine.providers)) == ({"mine"}, {"one"}, {"a"})
+    assert set(mine.data_classes) == {"internal"}
+    assert plan_route(mine, "mine") == plan_route(routing, "mine")
+    # A task without a route of its own plans by the default, so it stays.
+    unrouted = routing.for_tasks(["mine", "unrouted"])
+    assert set(unrouted.tasks) == {"mine", "default"}
+    assert plan_route(unrouted, "unrouted") == plan_route(routing, "unrouted")
+
+
 def test_routes_table_shows_tiers_prices_and_exclusions(llm: ScriptedLLMServer) -> None:
     routing = config(llm, cascade=["cheap", "local", "human"], data_class="pii").routing
     table = routing_table(routing)

@@ -225,6 +225,10 @@ class Node(BaseModel):
         """Edges of this node's own besides those from its predecessors."""
         return []
 
+    def routed_tasks(self) -> Sequence[str]:
+        """The routing tasks (routing.toml ``[tasks.<task>]``) this node plans by."""
+        return ()
+
     def own_edges(self) -> dict[str, Any]:
         """Those edges as the graph's digest counts them."""
         return {}

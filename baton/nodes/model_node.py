@@ -8,7 +8,7 @@ Workflow code: pure and deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
@@ -94,6 +94,9 @@ class ModelNode(Node):
         if not self.task:
             raise GraphError(f"node '{self.id}': an {type(self).__name__} needs a task name")
         check_tools(self.id, self.tools)
+
+    def routed_tasks(self) -> Sequence[str]:
+        return (self.task,)
 
     def output_schema(self) -> dict[str, Any]:
         return _json_schema(self.output)
