@@ -46,13 +46,16 @@ test: lint chromium
 # queries), and the month of SLA timers, whose workflow tasks, slowed the same way, outlast
 # the time-skipping server's sleep. Their gate path replays here (gate_sla_escalation).
 # The receipt that never comes is left out for the same reason: slowed so, its five-day
-# wait once ran into the test server's ten-year run timeout; the main pass runs it.
+# wait once ran into the test server's ten-year run timeout; the main pass runs it. So
+# is the renewal's unanswered follow-up: its 14-day sleep ended once in an h2 protocol
+# error from the test server (1 run in 5); the other renewal paths stay here.
 STRICT_TESTS := tests/test_accounts_payable.py tests/test_replay.py tests/test_document_intake.py \
 	tests/test_customer_renewal.py tests/test_hr_onboarding.py
 STRICT_LEFT_OUT := \
 	--deselect tests/test_accounts_payable.py::test_every_sample_stops_where_expected_toml_says \
 	--deselect tests/test_document_intake.py::test_sla_escalates_to_supervisor_and_never_approves_by_itself \
-	--deselect tests/test_accounts_payable.py::test_a_receipt_that_never_comes_goes_to_exception_review_after_the_wait
+	--deselect tests/test_accounts_payable.py::test_a_receipt_that_never_comes_goes_to_exception_review_after_the_wait \
+	--deselect tests/test_customer_renewal.py::test_no_answer_after_the_follow_up_is_recorded_with_exactly_two_emails
 
 test-strict: install
 	BATON_STRICT_SANDBOX=1 $(PYTEST) -q $(STRICT_TESTS) $(STRICT_LEFT_OUT)
