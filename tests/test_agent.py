@@ -738,6 +738,45 @@ async def test_an_agent_reads_a_document_by_reference_and_the_run_keeps_only_the
     assert sum(event.ByteSize() for event in history.events) < 60_000
 
 
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        # The hash of a file on the worker's disk, which was never put in the store.
+        (
+            DocumentRef.of(b"root:x:0:0:root:/root:/bin/bash\n", name="letter.txt"),
+            "has no document",
+        ),
+        # A size over the worker's limit: refused before anything is read.
+        (
+            DocumentRef(sha256="a" * 64, size=1 << 40, name="letter.txt"),
+            "documents may be at most",
+        ),
+    ],
+    ids=["not-in-store", "oversized"],
+)
+async def test_a_forged_document_reference_reaches_no_model(
+    time_skipping_env: WorkflowEnvironment,
+    task_queue: str,
+    llm: ScriptedLLMServer,
+    forged: DocumentRef,
+    why: str,
+) -> None:
+    async with worker(time_skipping_env, task_queue, llm):
+        request = LetterRequest(letter=forged, requested_by="carl")
+        handle = await start(time_skipping_env, task_queue, AgentLetter, request=request)
+        status = await settled(time_skipping_env.client, handle.id)
+
+    assert llm.requests == []
+    (turn,) = events(handle.id, "ai.inference")
+    assert turn["outcome"] == "provider_error"
+    assert why in turn["errors"][0]
+    # No model can read it: a person sees why, at the node's gate.
+    assert status.state == "waiting"
+    assert [g.gate for g in status.gates] == ["quote"]
+    quote = next(r for r in status.nodes if r.node == "quote")
+    assert why in quote.meta["escalated"]
+
+
 async def test_a_reviewers_change_request_opens_the_agents_next_transcript(
     time_skipping_env: WorkflowEnvironment, task_queue: str, llm: ScriptedLLMServer
 ) -> None:
