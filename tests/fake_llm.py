@@ -361,28 +361,43 @@ def _openai_completion(model: str, reply: Reply) -> dict[str, Any]:
             ],
             "refusal": None,
         }
+    message = {
+        "role": "assistant",
+        "content": _as_text(reply.output),
+        "refusal": None,
+        "annotations": [],
+    }
+    return _chat_completion(
+        model,
+        message,
+        logprobs=logprobs,
+        finish_reason=reply.finish_reason or "stop",
+        usage=(reply.input_tokens, reply.output_tokens),
+    )
+
+
+def _chat_completion(
+    model: str,
+    message: dict[str, Any],
+    *,
+    logprobs: dict[str, Any] | None,
+    finish_reason: str,
+    usage: tuple[int, int],
+) -> dict[str, Any]:
+    """A whole `chat.completion` carrying ``message``, as OpenAI sends one."""
+    prompt, completion = usage
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": _as_text(reply.output),
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": logprobs,
-                "finish_reason": reply.finish_reason or "stop",
-            }
+            {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
         ],
         "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.input_tokens + reply.output_tokens,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         },
         "service_tier": "default",
         "system_fingerprint": "fp_fake_llm",
@@ -533,34 +548,23 @@ def _tool_calls(api: Api, model: str, turn: ToolCalls) -> dict[str, Any]:
             "stop_sequence": None,
             "usage": usage,
         }
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
+    message = {
+        "role": "assistant",
+        "content": turn.text or None,
+        "refusal": None,
+        "tool_calls": [
             {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": turn.text or None,
-                    "refusal": None,
-                    "tool_calls": [
-                        {
-                            "id": id_,
-                            "type": "function",
-                            "function": {"name": name, "arguments": _as_text(arguments)},
-                        }
-                        for id_, (name, arguments) in zip(ids, turn.calls, strict=True)
-                    ],
-                },
-                "logprobs": None,
-                "finish_reason": "tool_calls",
+                "id": id_,
+                "type": "function",
+                "function": {"name": name, "arguments": _as_text(arguments)},
             }
+            for id_, (name, arguments) in zip(ids, turn.calls, strict=True)
         ],
-        "usage": {
-            "prompt_tokens": turn.input_tokens,
-            "completion_tokens": turn.output_tokens,
-            "total_tokens": turn.input_tokens + turn.output_tokens,
-        },
     }
+    return _chat_completion(
+        model,
+        message,
+        logprobs=None,
+        finish_reason="tool_calls",
+        usage=(turn.input_tokens, turn.output_tokens),
+    )
