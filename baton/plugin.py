@@ -20,9 +20,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.converter import DataConverter
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    SerializationContext,
+    StorageDriverStoreContext,
+    WorkflowSerializationContext,
+)
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import Interceptor, ReplayerConfig, WorkerConfig
+from temporalio.worker import Interceptor, ReplayerConfig, WorkerConfig, WorkflowRunner
+from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.worker._workflow_instance import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
@@ -57,7 +64,93 @@ OWN_MODULES = ("baton", "activities", "systems", "workflows")
 # shares OpenTelemetry's context with the worker, and cryptography's Rust
 # core cannot be loaded twice in one process (SystemError when it is).
 LIBRARIES = ("opentelemetry", "cryptography")
-SANDBOX = SandboxedWorkflowRunner(
+
+
+class _OwnCodeImporter(Importer):
+    """Imports Baton's and the processes' modules into the sandbox even
+    where a workflow module asks for them to be passed through."""
+
+    def _maybe_passthrough_module(self, name: str) -> types.ModuleType | None:
+        if name.partition(".")[0] in OWN_MODULES and not self.module_configured_passthrough(name):
+            return None
+        return super()._maybe_passthrough_module(name)
+
+
+# What the SDK asks a run for before it encodes or decodes each payload: a
+# context-free converter does nothing with either answer.
+_NO_STORE = StorageDriverStoreContext(target=None)
+
+
+class _BatonInstance(_Instance):
+    # The SDK's private class (temporalio is pinned in constraints.txt):
+    # tests/test_strict_sandbox.py and tests/test_plugin.py fail if an
+    # upgrade changes it.
+    def __init__(self, details: WorkflowInstanceDetails, runner: BatonSandbox) -> None:
+        self._runner = runner  # before the base class imports the workflow
+        super().__init__(details, runner.runner_class, runner.restrictions)
+
+    def _create_instance(self) -> None:
+        if self._runner.strict:
+            self.importer.__class__ = _OwnCodeImporter
+        super()._create_instance()
+
+    # The SDK asks the run for the payload's serialization context before
+    # every payload it encodes or decodes, entering the sandbox each time
+    # (compiling and executing a line of code): about 80 times a run, a
+    # tenth of an intake worker's CPU. A context-free converter uses neither
+    # answer, so a runner that knows its converter is one answers itself.
+    def get_serialization_context(
+        self, command_info: CommandInfo | None
+    ) -> SerializationContext | None:
+        if self._runner.context_free:
+            return None
+        return super().get_serialization_context(command_info)
+
+    def get_external_store_context(
+        self, command_info: CommandInfo | None
+    ) -> StorageDriverStoreContext:
+        if self._runner.context_free:
+            return _NO_STORE
+        return super().get_external_store_context(command_info)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatonSandbox(SandboxedWorkflowRunner):
+    """The SDK's sandbox, ``strict`` (see STRICT_SANDBOX) or not, and
+    ``context_free`` once BatonPlugin has seen that the worker's data
+    converter takes no serialization context and stores no payload
+    elsewhere (see :func:`context_free`)."""
+
+    strict: bool = False
+    context_free: bool = False
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return _BatonInstance(det, self)
+
+
+def context_free(converter: DataConverter) -> bool:
+    """Whether ``converter`` encodes and decodes every payload the same way
+    whatever workflow or activity it belongs to, and keeps payloads in
+    history: no part of it takes a serialization context (``with_context``
+    gives the converter itself back) and it has no external storage.
+    Baton's converter (baton.codec) is; a codec whose key depends on the
+    workflow would not be, and its runs keep the SDK's lookups."""
+    workflow = WorkflowSerializationContext(namespace="default", workflow_id="probe")
+    activity = ActivitySerializationContext(
+        namespace="default",
+        workflow_id="probe",
+        workflow_type="probe",
+        activity_type="probe",
+        activity_task_queue="probe",
+        is_local=False,
+        activity_id="1",
+    )
+    return converter.external_storage is None and all(
+        converter.with_context(context) is converter for context in (workflow, activity)
+    )
+
+
+SANDBOX = BatonSandbox(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(*OWN_MODULES, *LIBRARIES)
 )
 
@@ -76,40 +169,21 @@ STRICT_SANDBOX_ENV = "BATON_STRICT_SANDBOX"
 # assembly, which runs no workflow code but which a test module that
 # declares a workflow imports.
 CROSSING = ("baton.audit.trail", "baton.audit.events", __name__)
-
-
-class _OwnCodeImporter(Importer):
-    """Imports Baton's and the processes' modules into the sandbox even
-    where a workflow module asks for them to be passed through."""
-
-    def _maybe_passthrough_module(self, name: str) -> types.ModuleType | None:
-        if name.partition(".")[0] in OWN_MODULES and not self.module_configured_passthrough(name):
-            return None
-        return super()._maybe_passthrough_module(name)
-
-
-class _StrictInstance(_Instance):
-    # The SDK's private classes (temporalio is pinned in constraints.txt):
-    # tests/test_strict_sandbox.py fails if an upgrade changes them.
-    def _create_instance(self) -> None:
-        self.importer.__class__ = _OwnCodeImporter
-        super()._create_instance()
-
-
-@dataclasses.dataclass(frozen=True)
-class StrictSandboxedWorkflowRunner(SandboxedWorkflowRunner):
-    """The SDK's sandbox with :class:`_OwnCodeImporter`."""
-
-    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        return _StrictInstance(det, self.runner_class, self.restrictions)
-
-
-STRICT_SANDBOX = StrictSandboxedWorkflowRunner(
+STRICT_SANDBOX = BatonSandbox(
     restrictions=dataclasses.replace(
         SandboxRestrictions.default.with_passthrough_modules(*LIBRARIES, *CROSSING),
         invalid_modules=SandboxMatcher(children={"systems": SandboxMatcher.all}),
-    )
+    ),
+    strict=True,
 )
+
+
+def _for_converter(runner: WorkflowRunner, converter: DataConverter) -> WorkflowRunner:
+    """``runner``, answering serialization contexts itself if it is a
+    BatonSandbox and ``converter`` takes none."""
+    if isinstance(runner, BatonSandbox) and context_free(converter):
+        return dataclasses.replace(runner, context_free=True)
+    return runner
 
 
 def strict_sandbox_requested() -> bool:
@@ -117,7 +191,7 @@ def strict_sandbox_requested() -> bool:
     return os.environ.get(STRICT_SANDBOX_ENV, "") not in ("", "0")
 
 
-def sandbox(*, strict: bool | None = None) -> SandboxedWorkflowRunner:
+def sandbox(*, strict: bool | None = None) -> BatonSandbox:
     """STRICT_SANDBOX if ``strict`` (None: if BATON_STRICT_SANDBOX asks for
     it), else SANDBOX."""
     return STRICT_SANDBOX if (strict_sandbox_requested() if strict is None else strict) else SANDBOX
@@ -190,6 +264,8 @@ class BatonPlugin(SimplePlugin):
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         config = super().configure_worker(config)
+        if runner := config.get("workflow_runner"):
+            config["workflow_runner"] = _for_converter(runner, config["client"].data_converter)
         own: list[Interceptor] = [self._audit, self._run_header]
         inherited = config["client"].config()["interceptors"]
         if self._traced and not any(isinstance(i, TracingInterceptor) for i in inherited):
@@ -200,5 +276,8 @@ class BatonPlugin(SimplePlugin):
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
         config = super().configure_replayer(config)
+        if runner := config.get("workflow_runner"):
+            converter = config.get("data_converter", DataConverter.default)
+            config["workflow_runner"] = _for_converter(runner, converter)
         config["interceptors"] = [self._audit, self._run_header, *config.get("interceptors", [])]
         return config
