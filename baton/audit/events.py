@@ -249,9 +249,6 @@ document reference a run repeats; a reference is 77 characters and a row."""
 
 _CONSTANTS: dict[object, str] = {None: "null", True: "true", False: "false"}
 _MARKER_KEYS = ("$value", "$literal")
-# How those keys print in canonical JSON: inside a string value the quotes are escaped, so
-# text without these holds no dict keyed by them.
-_MARKERS = tuple(f"{json.dumps(key)}:" for key in _MARKER_KEYS)
 
 
 @dataclass(frozen=True)
@@ -260,6 +257,7 @@ class Folded:
 
     text: str  # canonical JSON of the data, each large value a {"$value": "<sha256>"}
     values: dict[str, str]  # the canonical JSON of each value referenced, by its SHA-256
+    members: dict[str, str]  # each of the data's own keys, sorted, with its value as in text
 
 
 def fold(data: Mapping[str, Any]) -> Folded:
@@ -271,8 +269,13 @@ def fold(data: Mapping[str, Any]) -> Folded:
     A dict whose only key is "$value" or "$literal" is stored as {"$literal": [key, value]},
     so that no data, hostile or not, can pose as a reference."""
     values: dict[str, str] = {}
-    members = ",".join(f"{encode_basestring(k)}:{_fold(data[k], values)}" for k in sorted(data))
-    return Folded("{" + members + "}", values)
+    members = {key: _fold(data[key], values) for key in sorted(data)}
+    return Folded(object_text(members), values, members)
+
+
+def object_text(members: Mapping[str, str]) -> str:
+    """The canonical JSON of an object from its members' canonical JSON, keys in order."""
+    return "{" + ",".join(f"{encode_basestring(k)}:{v}" for k, v in members.items()) + "}"
 
 
 def _fold(value: Any, values: dict[str, str]) -> str:
@@ -287,16 +290,16 @@ def _fold(value: Any, values: dict[str, str]) -> str:
             return repr(value)
         return canonical_json(value)
     else:
-        text = canonical_json(value)
-        if len(text) < VALUE_MIN_CHARS and not any(marker in text for marker in _MARKERS):
-            return text
+        # Built from its members' folded texts, innermost first: a container without a
+        # large value or a marker key folds to its canonical JSON all the same, and
+        # encoding each container whole as well took as many passes as it was deep.
         if isinstance(value, dict):
             members = [(key, _fold(value[key], values)) for key in sorted(value)]
             if len(members) == 1 and members[0][0] in _MARKER_KEYS:
                 ((key, inner),) = members
                 text = f'{{"$literal":[{encode_basestring(key)},{inner}]}}'
             else:
-                text = "{" + ",".join(f"{encode_basestring(k)}:{v}" for k, v in members) + "}"
+                text = object_text(dict(members))
         else:
             text = "[" + ",".join(_fold(item, values) for item in value) + "]"
     if len(text) < VALUE_MIN_CHARS:
@@ -387,6 +390,7 @@ class Sealed:
     record: AuditRecord  # its data in full, as readers see it
     data: str  # canonical JSON of its data as hashed: large values by reference (`fold`)
     values: dict[str, str]  # the values it references, by SHA-256, those they hold first
+    members: dict[str, str]  # each member of `data`, sorted, with its value's JSON
 
 
 def seal(
@@ -416,10 +420,8 @@ def sealed(
     The event's data is encoded once and folded once: the folded text goes into the hash
     and to the store as it is (encoding it three times was most of an append's time). The
     hash equals `record_hash` of the record, which verification recomputes."""
-    data_text = canonical_json(to_jsonable_python(event.data))
-    data = json.loads(data_text)
-    folded = fold(data) if len(data_text) >= VALUE_MIN_CHARS or "$" in data_text else None
-    folded_text = data_text if folded is None else folded.text
+    data = json.loads(canonical_json(to_jsonable_python(event.data)))
+    folded = fold(data)
     record = AuditRecord(
         **event.model_dump(exclude={"data"}),
         data=data,
@@ -430,11 +432,12 @@ def sealed(
         retain_until=retain_until,
     )
     envelope = record.model_dump(mode="python", exclude={*HASHED_EXCLUDE, "data"})
-    digest = _sha256(_with_data(envelope, folded_text))
+    digest = _sha256(_with_data(envelope, folded.text))
     return Sealed(
         record=record.model_copy(update={"record_hash": digest}),
-        data=folded_text,
-        values={} if folded is None else folded.values,
+        data=folded.text,
+        values=folded.values,
+        members=folded.members,
     )
 
 

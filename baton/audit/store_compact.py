@@ -153,8 +153,7 @@ class Compact:
         ]
 
     def decode(self, rows: Sequence[tuple[Any, ...]]) -> list[Decoded]:
-        self._load_names({int(i) for row in rows for i in row[4:8] if _is_int(i) and i})
-        self._load_runs({int(i) for row in rows for i in row[0:3:2] if _is_int(i)})
+        self._load_keys(rows)
         # A stamp refers to values by SHA-256: names outlive the value rows of a purge.
         stamps = {self._names.get(row[7], "") for row in rows if row[7]}
         self._load_values(
@@ -202,6 +201,23 @@ class Compact:
         except (ValueError, TypeError, OverflowError) as exc:
             return Decoded(int(seq), columns, "", str(exc).splitlines()[0])
         return Decoded(int(seq), columns, text)
+
+    def _load_keys(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """The names and runs ``rows`` refer to."""
+        self._load_names({int(i) for row in rows for i in row[4:8] if _is_int(i) and i})
+        self._load_runs({int(i) for row in rows for i in row[0:3:2] if _is_int(i)})
+
+    def _event_id(self, row: tuple[Any, ...]) -> str | None:
+        """The event id ``row`` stores (its keys loaded); None if a name or run it
+        needs is gone, which reading the record names."""
+        chain, _, run, event, type_id, node_id = row[:6]
+        try:
+            workflow_id = self._run(chain)[0]
+            _, run_id, _ = self._run(run)
+            node = self._name(node_id) if node_id else None
+            return decode_event_id(str(event), workflow_id, run_id, self._name(type_id), node)
+        except ValueError:
+            return None
 
     def _run(self, key: object) -> tuple[str, str, str]:
         found = self._runs.get(key) if isinstance(key, int) else None
@@ -292,7 +308,14 @@ class Compact:
             found += self._rows_where(
                 f"run IN ({marks(chunk)}) AND event IN ({{}})", forms, tuple(chunk)
             )
-        return [record for record in self.records(found) if record.event_id in ids]
+        # A run's own events are looked up in every form their ids may be stored in,
+        # which matches most of the run's records; only those stored under one of the
+        # ids are read whole (reading all of them was most of an append's time), and
+        # those whose id cannot be told (None), so that reading them names what is gone.
+        self._load_keys(found)
+        wanted: set[str | None] = {*ids, None}
+        asked = [row for row in found if self._event_id(row) in wanted]
+        return [record for record in self.records(asked) if record.event_id in ids]
 
     def _rows_where(
         self, condition: str, items: Sequence[str], params: tuple[object, ...]

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from baton.audit.events import object_text
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 500  # stays well under SQLite's bound-parameter limit
 
@@ -170,20 +172,20 @@ def to_digests(text: str, digests: Mapping[int, str]) -> str:
     return _ID_REFERENCE.sub(digest, text)
 
 
-def stamp_members(data: Mapping[str, Any], encode: Callable[[object], str]) -> list[str]:
-    """The stamp members of a record's (folded) data, each as the JSON of an object
-    holding it alone: what `split_stamp` asks about."""
-    return [encode({key: data[key]}) for key in STAMP_KEYS if key in data]
+def stamp_members(members: Mapping[str, str]) -> list[str]:
+    """The stamp members of a record's (folded) data, given as its members' JSON, each as
+    the JSON of an object holding it alone: what `split_stamp` asks about."""
+    return [object_text({key: members[key]}) for key in STAMP_KEYS if key in members]
 
 
-def split_stamp(
-    data: dict[str, Any], encode: Callable[[object], str], stamped: Callable[[str], bool]
-) -> tuple[str | None, dict[str, Any]]:
-    """The stamp of a record's (folded) data, as canonical JSON, and the data without it;
-    ``stamped`` says whether a member (as `stamp_members` gives it) is kept once."""
+def split_stamp(members: Mapping[str, str], stamped: Callable[[str], bool]) -> tuple[str, str]:
+    """The stamp of a record's (folded) data, given as its members' JSON, and the data
+    without it, both as canonical JSON ("" for no stamp); ``stamped`` says whether a
+    member (as `stamp_members` gives it) is kept once."""
     kept = {
-        key: data[key] for key in STAMP_KEYS if key in data and stamped(encode({key: data[key]}))
+        key: members[key]
+        for key in STAMP_KEYS
+        if key in members and stamped(object_text({key: members[key]}))
     }
-    if not kept:
-        return None, data
-    return encode(kept), {key: value for key, value in data.items() if key not in kept}
+    rest = {key: text for key, text in members.items() if key not in kept}
+    return (object_text(kept) if kept else ""), object_text(rest)

@@ -5,13 +5,11 @@ retention overrides. The database's guards (`store_schema`) refuse anything else
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from baton.audit.anchor import Tombstone
 from baton.audit.events import (
@@ -25,7 +23,6 @@ from baton.audit.events import (
 from baton.audit.retention import RetentionOverride
 from baton.audit.store_compact import Compact
 from baton.audit.store_layout import (
-    STAMP_KEYS,
     encode_event_id,
     hash_bytes,
     split_stamp,
@@ -217,25 +214,16 @@ class AuditStore(_StoreReader):
         """Each record's data without its stamp, and its stamp (`store_layout.STAMP_KEYS`),
         as JSON. A stamp member is kept apart only when it recurs: twice in this batch, or
         seen in an earlier one; a traced record's context never does."""
-        parsed: list[dict[str, Any] | None] = []
         seen: Counter[str] = Counter()
         for s in new:
-            stamped = any(f'"{key}":' in s.data for key in STAMP_KEYS)
-            data = json.loads(s.data) if stamped else None
-            parsed.append(data if isinstance(data, dict) else None)
-            if isinstance(data, dict):
-                seen.update(stamp_members(data, canonical_json))
+            seen.update(stamp_members(s.members))
         recurring = self._recurring | {member for member, n in seen.items() if n > 1}
         datas: list[str] = []
         stamps: list[str | None] = []
-        for s, data in zip(new, parsed, strict=True):
-            stamp, rest = (
-                (None, data)
-                if data is None
-                else split_stamp(data, canonical_json, recurring.__contains__)
-            )
-            stamps.append(stamp)
-            datas.append(s.data if stamp is None else canonical_json(rest))
+        for s in new:
+            stamp, rest = split_stamp(s.members, recurring.__contains__)
+            stamps.append(stamp or None)
+            datas.append(rest if stamp else s.data)
         if len(self._recurring) > _RECURRING_LIMIT:
             self._recurring = set()
         self._recurring |= set(seen)
