@@ -83,10 +83,8 @@ async def test_a_baton_worker_answers_context_lookups_itself_only_for_a_context_
         assert runner.context_free is answers_itself
     replayer_runner = build_replayer(DATA_CONVERTER).config(active_config=True)["workflow_runner"]
     assert isinstance(replayer_runner, BatonSandbox) and replayer_runner.context_free
-    keyed_replayer = Replayer(
-        workflows=[],
-        plugins=[BatonPlugin(WORKFLOWS, data_converter=recording_converter(ContextRecordingCodec()))],
-    )
+    keyed = recording_converter(ContextRecordingCodec())
+    keyed_replayer = Replayer(workflows=[], plugins=[BatonPlugin(WORKFLOWS, data_converter=keyed)])
     keyed_runner = keyed_replayer.config(active_config=True)["workflow_runner"]
     assert isinstance(keyed_runner, BatonSandbox) and not keyed_runner.context_free
 
