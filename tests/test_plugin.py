@@ -20,20 +20,13 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
-from baton.client import start_run
-from baton.plugin import SANDBOX, BatonPlugin, BatonSandbox, context_free
+from baton.plugin import BatonPlugin, BatonSandbox, context_free
 from tests.conftest import DATA_CONVERTER
-from tests.helpers import STARTED
-from tests.strict_sandbox_process import Ping, WallClockProcess, echo
+from tests.strict_sandbox_process import echo
+from tests.test_strict_sandbox import AS_A_PROCESS_UNDER_WORKFLOWS, start_probe, worker
 from worker import WORKFLOWS, build_replayer, build_worker
-
-# The worker's usual sandbox, with the test's process passed through as it
-# passes through every module of workflows/.
-AS_A_PROCESS = dataclasses.replace(
-    SANDBOX, restrictions=SANDBOX.restrictions.with_passthrough_modules(WallClockProcess.__module__)
-)
 
 
 @dataclasses.dataclass
@@ -95,18 +88,8 @@ async def test_a_codec_that_takes_context_is_given_each_activitys_context(
     codec = ContextRecordingCodec()
     client = with_converter(time_skipping_env.client, recording_converter(codec))
     queue = f"context-{uuid.uuid4().hex[:6]}"
-    plugin = BatonPlugin([WallClockProcess], audit=None)
-    plugin.workflow_runner = AS_A_PROCESS
-    async with Worker(client, task_queue=queue, plugins=[plugin]):
-        handle = await start_run(
-            client,
-            WallClockProcess,
-            Ping(word="tick", requested_by="carl"),
-            task_queue=queue,
-            workflow_id=f"context-{uuid.uuid4().hex[:8]}",
-        )
-        STARTED.append(handle)
-        result = await handle.result()
+    async with worker(client, queue, AS_A_PROCESS_UNDER_WORKFLOWS):
+        result = await (await start_probe(client, queue)).result()
     assert result.path == ["first", "second"]
     # Had the worker answered the lookups itself, the workflow's side would
     # have encoded with no context: each step's arguments, its commands, its result.

@@ -7,6 +7,7 @@ imports the systems of record."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -32,8 +33,8 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 # The worker's usual sandbox, with the test's process passed through as it
 # passes through every module of workflows/.
-AS_A_PROCESS_UNDER_WORKFLOWS = SandboxedWorkflowRunner(
-    restrictions=SANDBOX.restrictions.with_passthrough_modules(WallClockProcess.__module__)
+AS_A_PROCESS_UNDER_WORKFLOWS = dataclasses.replace(
+    SANDBOX, restrictions=SANDBOX.restrictions.with_passthrough_modules(WallClockProcess.__module__)
 )
 
 
