@@ -77,8 +77,8 @@ class _OwnCodeImporter(Importer):
         return super()._maybe_passthrough_module(name)
 
 
-# What the SDK asks a run for before it encodes or decodes each payload: a
-# context-free converter does nothing with either answer.
+# The store context a run answers with when its converter keeps every
+# payload in history, which never reads it.
 _NO_STORE = StorageDriverStoreContext(target=None)
 
 
@@ -102,9 +102,10 @@ class _BatonInstance(_Instance):
 
     # The SDK asks the run for the payload's serialization context before
     # every payload it encodes or decodes, entering the sandbox each time
-    # (compiling and executing a line of code): about 80 times a run, a
-    # tenth of an intake worker's CPU. A context-free converter uses neither
-    # answer, so a runner that knows its converter is one answers itself.
+    # (its imports swapped in, a line of code executed): about 80 times a
+    # run, a tenth of an intake worker's CPU. A context-free converter uses
+    # neither answer, so a runner that knows its converter is one answers
+    # without entering.
     def get_serialization_context(
         self, command_info: CommandInfo | None
     ) -> SerializationContext | None:
