@@ -178,14 +178,16 @@ def stamp_members(members: Mapping[str, str]) -> list[str]:
     return [object_text({key: members[key]}) for key in STAMP_KEYS if key in members]
 
 
-def split_stamp(members: Mapping[str, str], stamped: Callable[[str], bool]) -> tuple[str, str]:
+def split_stamp(
+    members: Mapping[str, str], stamped: Callable[[str], bool]
+) -> tuple[str | None, str]:
     """The stamp of a record's (folded) data, given as its members' JSON, and the data
-    without it, both as canonical JSON ("" for no stamp); ``stamped`` says whether a
-    member (as `stamp_members` gives it) is kept once."""
+    without it, both as canonical JSON (None: no stamp, the data whole); ``stamped`` says
+    whether a member (as `stamp_members` gives it) is kept once."""
     kept = {
         key: members[key]
         for key in STAMP_KEYS
         if key in members and stamped(object_text({key: members[key]}))
     }
     rest = {key: text for key, text in members.items() if key not in kept}
-    return (object_text(kept) if kept else ""), object_text(rest)
+    return (object_text(kept) if kept else None), object_text(rest)

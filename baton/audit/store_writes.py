@@ -222,8 +222,8 @@ class AuditStore(_StoreReader):
         stamps: list[str | None] = []
         for s in new:
             stamp, rest = split_stamp(s.members, recurring.__contains__)
-            stamps.append(stamp or None)
-            datas.append(rest if stamp else s.data)
+            stamps.append(stamp)
+            datas.append(rest)
         if len(self._recurring) > _RECURRING_LIMIT:
             self._recurring = set()
         self._recurring |= set(seen)
